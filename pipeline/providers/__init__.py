@@ -1,0 +1,16 @@
+"""Provider registry: a closed, read-only mapping from manifest name to :class:`ProviderSpec`.
+
+There are no entry points or string imports: every adapter lives in this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from pipeline.providers.base import ProviderSpec
+from pipeline.providers.local import SPEC as LOCAL
+
+PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({spec.name: spec for spec in (LOCAL,)})
+
+__all__ = ["PROVIDERS", "ProviderSpec"]

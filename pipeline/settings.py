@@ -1,0 +1,84 @@
+"""Typed settings from the manifest's top-level sections (``providers``, ``storage``, ...).
+
+These are pydantic models (frozen, ``extra="forbid"``) so a typo in the YAML is an error with its
+file and line, never a silently ignored key. Environment variables are *not* read here: the
+manifest names the variable (``api_key_env``) and only ``pipeline.cli`` reads it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Price(_Frozen):
+    """A known price for one model: USD per second of video and/or per job."""
+
+    per_second_usd: float | None = Field(default=None, ge=0)
+    per_job_usd: float | None = Field(default=None, ge=0)
+
+
+class ProviderSettings(_Frozen):
+    """Per-provider settings (manifest ``providers.<name>``); unset fields take the adapter's defaults.
+
+    Attributes:
+        base_url: prefix the provider's documented paths are appended to.
+        api_key_env: name of the environment variable holding the API key.
+        max_in_flight: jobs submitted and not yet terminal at the provider (account concurrency).
+        requests_per_minute: submit requests per minute (None: unlimited).
+        polls_per_minute: poll requests per minute (None: unlimited).
+        poll_min_s / poll_max_s: bounds of the poll interval in seconds (backoff with jitter).
+        poll_deadline_s: longest a job may stay unfinished before the shot fails as timed out.
+        max_uploads / max_downloads: concurrent media uploads / result downloads.
+        latency_s: ``local`` only: simulated queue time added to every job, in seconds.
+        prices: known prices per model id (used where the provider has no quote endpoint).
+    """
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_in_flight: PositiveInt | None = None
+    requests_per_minute: PositiveFloat | None = None
+    polls_per_minute: PositiveFloat | None = None
+    poll_min_s: PositiveFloat | None = None
+    poll_max_s: PositiveFloat | None = None
+    poll_deadline_s: PositiveFloat | None = None
+    max_uploads: PositiveInt | None = None
+    max_downloads: PositiveInt | None = None
+    latency_s: float | None = Field(default=None, ge=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    def merged(self, defaults: ProviderSettings) -> ProviderSettings:
+        """Return these settings with every unset field taken from ``defaults``."""
+        data = defaults.model_dump(exclude_none=True)
+        data.update(self.model_dump(exclude_none=True, exclude_defaults=True))
+        return ProviderSettings.model_validate(data)
+
+
+class StorageSettings(_Frozen):
+    """Object storage for uploads (manifest ``storage``). Credentials come from the environment."""
+
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    presign_ttl: str = "24h"
+
+
+class DownloadSettings(_Frozen):
+    """Result download policy (manifest ``downloads``).
+
+    Attributes:
+        allow_hosts: private hosts (``host`` or ``host:port``) trusted for result downloads.
+        max_bytes: size cap of one video in bytes (default 2 GiB).
+    """
+
+    allow_hosts: tuple[str, ...] = ()
+    max_bytes: PositiveInt = 2 * 1024**3
+
+
+class BudgetSettings(_Frozen):
+    """Spend guard (manifest ``budget``): submits that would cross ``max_usd`` are held back."""
+
+    max_usd: float | None = Field(default=None, ge=0)
