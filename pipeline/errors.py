@@ -11,7 +11,7 @@
         ├── Rejected            definite answer, nothing charged (4xx validation, balance, consent)
         ├── Ambiguous           may have been accepted and charged: reconcile, never blind retry
         ├── RateLimited         the provider asked us to wait ``retry_after`` seconds
-        ├── JobFailed           the provider finished the job as failed (``refunded`` says if paid back)
+        ├── JobFailed           the provider finished the job as failed (``refunded``: paid back?)
         └── FetchError          the result could not be downloaded or failed verification
 
 aiohttp exceptions are mapped into this tree at the adapter edge (``pipeline/providers/``) and never
@@ -49,7 +49,9 @@ class ManifestIssue:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class ManifestError(PipelineError):
@@ -70,7 +72,7 @@ class ManifestError(PipelineError):
 
 
 class CheckpointError(PipelineError):
-    """The checkpoint could not be read safely or a write/fsync failed. The runner stops paid calls."""
+    """The checkpoint cannot be read safely, or a write/fsync failed: stop all paid calls."""
 
 
 class LockedError(CheckpointError):
@@ -143,8 +145,6 @@ class FetchError(ProviderError):
     ``expired`` is True when the URL is gone (403/404/410) and should be refreshed by polling.
     """
 
-    def __init__(
-        self, message: str, *, expired: bool = False, **ctx: Unpack[ErrorContext]
-    ) -> None:
+    def __init__(self, message: str, *, expired: bool = False, **ctx: Unpack[ErrorContext]) -> None:
         super().__init__(message, **ctx)
         self.expired = expired

@@ -22,7 +22,7 @@ class Price(_Frozen):
 
 
 class ProviderSettings(_Frozen):
-    """Per-provider settings (manifest ``providers.<name>``); unset fields take the adapter's defaults.
+    """Per-provider settings (manifest ``providers.<name>``); unset fields take adapter defaults.
 
     Attributes:
         base_url: prefix the provider's documented paths are appended to.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -36,7 +36,7 @@ class ProviderContext:
     run_dir: Path
     api_key: str | None = None
     simulate: bool = False
-    downloads: DownloadSettings = DownloadSettings()
+    downloads: DownloadSettings = field(default_factory=DownloadSettings)
 
 
 class Provider(Protocol):
@@ -146,6 +146,11 @@ class SupportsQuote(Protocol):
 
 ProviderFactory = Callable[[ProviderContext], Provider]
 
+#: Extra offline checks of one shot beyond its :class:`ModelCaps` (e.g. "reference images and
+#: first/last frames are mutually exclusive"). Returns ``(field, message)`` pairs; ``field`` is a
+#: shot field name such as ``"references"``; empty when the shot is fine.
+ShotCheck = Callable[[Shot, ModelCaps], Sequence[tuple[str, str]]]
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
@@ -158,6 +163,8 @@ class ProviderSpec:
         defaults: default settings (base URL, key variable, limits, poll bounds).
         local_media: whether local files can be sent today (data URLs or direct file access).
         needs_api_key: whether a missing key is an error before the run starts.
+        check: provider-specific offline checks run by ``pipeline validate`` (see ShotCheck).
+        default_model: model used when the manifest names none (default: the first in models).
     """
 
     name: str
@@ -166,3 +173,5 @@ class ProviderSpec:
     defaults: ProviderSettings
     local_media: bool = True
     needs_api_key: bool = True
+    check: ShotCheck | None = None
+    default_model: str | None = None

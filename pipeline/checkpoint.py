@@ -1,0 +1,422 @@
+"""The checkpoint: an append-only JSONL event log, the run's only source of truth.
+
+``RUN_DIR/checkpoint.jsonl`` (mode 0600), one compact JSON object per line::
+
+    {"att":1,"ev":"submit_intent","key":"…","seq":42,"shot":"harbor-s01-t1","ts":"2026-…Z","v":1,
+     "crc":"1f2e3d4c"}
+
+- keys sorted, ``crc`` last: CRC32 (hex) of the line's canonical JSON *without* ``crc``, so a
+  reader checks a line with one CRC over its bytes;
+- ``seq`` strictly increases; ``v`` is the format version (a higher one is refused);
+- one ``os.write`` per line on an ``O_APPEND`` descriptor; a short write is a torn record.
+
+Durability (design.md §6): events in :data:`DURABLE` are fsynced before :meth:`Checkpoint.append`
+returns (concurrent callers share one fsync: group commit); the others are written at once (they
+survive a crash of the process) and fsynced with the next durable event. Any write or fsync error
+is fail-stop: every later append raises :class:`~pipeline.errors.CheckpointError`.
+
+Loading (:func:`load`): a bad *last* line or bytes after the last newline (a torn tail) is moved to
+``checkpoint.jsonl.corrupt-<time>`` and cut off; a bad line followed by good ones cannot come from
+a crash of an append-only writer, so loading refuses with the line number.
+
+A lock (``fcntl.flock`` on ``checkpoint.lock``) keeps a second runner out of the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pipeline.errors import CheckpointError, LockedError
+from pipeline.models import Event
+
+VERSION = 1
+FILE = "checkpoint.jsonl"
+LOCK = "checkpoint.lock"
+
+#: Events fsynced before ``append`` returns (design.md §6, reliability.md §3.4).
+DURABLE = frozenset(
+    {
+        Event.SUBMIT_INTENT,
+        Event.SUBMITTED,
+        Event.SUBMIT_AMBIGUOUS,
+        Event.SUBMIT_REJECTED,
+        Event.COMPLETED,
+        Event.FETCHED,
+        Event.FAILED,
+        Event.CANCELLED,
+        Event.RUN_FINISHED,
+    }
+)
+
+_EVENTS = {e.value: e for e in Event}
+_CRC_TAIL = len(b',"crc":"00000000"}\n')
+_RESERVED = frozenset({"v", "seq", "ts", "ev", "shot", "crc"})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One checkpoint line.
+
+    Attributes:
+        seq: position in the log, strictly increasing from 1.
+        ts: UTC time of the append, ISO 8601 with milliseconds and ``Z``.
+        ev: the event.
+        shot: the shot id, or None for run-level events.
+        data: every other field (e.g. ``att``, ``key``, ``job``), JSON values.
+    """
+
+    seq: int
+    ts: str
+    ev: Event
+    shot: str | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def now_ts() -> str:
+    """The current UTC time as ``2026-11-20T10:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(record: Record) -> bytes:
+    """The line for ``record``: canonical JSON (sorted keys, compact) with ``crc`` appended.
+
+    Raises:
+        ValueError: a field uses a reserved name or is not JSON-serialisable.
+    """
+    clash = _RESERVED & record.data.keys()
+    if clash:
+        raise ValueError(f"reserved checkpoint field(s): {sorted(clash)}")
+    obj: dict[str, Any] = {"v": VERSION, "seq": record.seq, "ts": record.ts, "ev": record.ev.value}
+    if record.shot is not None:
+        obj["shot"] = record.shot
+    obj.update(record.data)
+    body = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    crc = zlib.crc32(body)
+    return body[:-1] + b',"crc":"%08x"}\n' % crc
+
+
+class _BadLine(ValueError):
+    """A line that fails its checks (the reason is the message)."""
+
+
+def decode(line: bytes, prev_seq: int) -> Record:
+    """Parse and verify one line (with its newline).
+
+    Raises:
+        _BadLine: wrong CRC, not JSON, sequence not increasing, unknown event.
+        CheckpointError: written by a newer format version.
+    """
+    if len(line) <= _CRC_TAIL or not line.endswith(b'"}\n') or line[-_CRC_TAIL:-11] != b',"crc":"':
+        raise _BadLine("no checksum")
+    body = line[:-_CRC_TAIL] + b"}"
+    try:
+        expected = int(line[-11:-3], 16)
+    except ValueError:
+        raise _BadLine("bad checksum field") from None
+    if zlib.crc32(body) != expected:
+        raise _BadLine("checksum mismatch")
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        raise _BadLine("not JSON") from None
+    if not isinstance(obj, dict):
+        raise _BadLine("not an object")
+    v = obj.pop("v", None)
+    if v != VERSION:
+        if isinstance(v, int) and v > VERSION:
+            raise CheckpointError(f"written by a newer pipeline (format v{v}; this one reads v1)")
+        raise _BadLine(f"unknown format version {v!r}")
+    seq, ts, ev = obj.pop("seq", None), obj.pop("ts", None), obj.pop("ev", None)
+    if not isinstance(seq, int) or seq <= prev_seq:
+        raise _BadLine(f"sequence {seq!r} does not follow {prev_seq}")
+    if ev not in _EVENTS:
+        raise _BadLine(f"unknown event {ev!r}")
+    if not isinstance(ts, str):
+        raise _BadLine("no timestamp")
+    shot = obj.pop("shot", None)
+    return Record(seq=seq, ts=ts, ev=_EVENTS[ev], shot=shot, data=obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The result of :func:`load`.
+
+    Attributes:
+        records: every good record, in order.
+        good_bytes: length of the good prefix of the file.
+        tail: bytes after the good prefix (a torn or corrupt tail; empty when clean).
+        moved_to: where the tail was saved when it was repaired, else None.
+    """
+
+    records: list[Record]
+    good_bytes: int
+    tail: bytes = b""
+    moved_to: Path | None = None
+
+
+def parse(data: bytes, *, name: str = FILE) -> Loaded:
+    """Split ``data`` into good records and a torn tail (a pure function).
+
+    Raises:
+        CheckpointError: a bad line is followed by good lines (mid-file corruption), or a newer
+            format version.
+    """
+    records: list[Record] = []
+    pos = 0
+    prev = 0
+    bad_at: tuple[int, int, str] | None = (
+        None  # (offset, line number, reason) of the first bad line
+    )
+    lineno = 0
+    size = len(data)
+    while pos < size:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            if bad_at is None:
+                bad_at = (pos, lineno + 1, "incomplete last line")
+            break
+        lineno += 1
+        line = data[pos : end + 1]
+        try:
+            rec = decode(line, prev)
+        except _BadLine as exc:
+            if bad_at is None:
+                bad_at = (pos, lineno, str(exc))
+        else:
+            if bad_at is not None:
+                raise CheckpointError(
+                    f"{name}:{bad_at[1]}: corrupt record ({bad_at[2]}) followed by valid records; "
+                    "this is not a torn tail from a crash, so nothing was changed. Restore "
+                    "the file from a backup or remove the bad line by hand after checking it."
+                )
+            records.append(rec)
+            prev = rec.seq
+        pos = end + 1
+    good = bad_at[0] if bad_at is not None else size
+    return Loaded(records=records, good_bytes=good, tail=data[good:])
+
+
+def load(path: Path, *, repair: bool) -> Loaded:
+    """Read the log at ``path``; with ``repair`` move a torn tail aside and truncate the file.
+
+    Without ``repair`` (``pipeline status``) the file is not modified and the tail is ignored.
+
+    Raises:
+        CheckpointError: unreadable file, mid-file corruption, or a newer format version.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Loaded(records=[], good_bytes=0)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+    loaded = parse(data, name=path.name)
+    if not loaded.tail or not repair:
+        return loaded
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, loaded.tail)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with path.open("r+b") as fh:
+            fh.truncate(loaded.good_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot repair the torn tail of {path}: {exc.strerror}") from exc
+    return Loaded(loaded.records, loaded.good_bytes, loaded.tail, aside)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(run_dir: Path) -> int:
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LockedError(
+            f"another runner (pid {holder}) is working in {run_dir}; wait for it to finish, "
+            "or stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class Checkpoint:
+    """The open, locked log of one run directory. Build with :meth:`open`; one writer per run.
+
+    Attributes:
+        run_dir: the run directory.
+        path: ``run_dir/checkpoint.jsonl``.
+        records: the records loaded at open (appends are returned, not added here).
+        repaired: where a torn tail was moved at open, or None.
+    """
+
+    def __init__(self, run_dir: Path, fd: int, lock_fd: int, loaded: Loaded) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / FILE
+        self.records = loaded.records
+        self.repaired = loaded.moved_to
+        self._fd = fd
+        self._lock_fd = lock_fd
+        self._seq = loaded.records[-1].seq if loaded.records else 0
+        self._synced = self._seq
+        self._sync_lock = anyio.Lock()
+        self._failed: str | None = None
+        self._last_sync = time.monotonic()
+
+    @classmethod
+    async def open(cls, run_dir: Path) -> Checkpoint:
+        """Create or open ``run_dir``'s log: lock, load, repair a torn tail.
+
+        Raises:
+            LockedError: another runner holds the lock.
+            CheckpointError: mid-file corruption, newer format, or an I/O error.
+        """
+        return await anyio.to_thread.run_sync(cls._open_sync, run_dir)
+
+    @classmethod
+    def _open_sync(cls, run_dir: Path) -> Checkpoint:
+        try:
+            created = not run_dir.exists()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if created:
+                _fsync_dir(run_dir.parent)
+            lock_fd = _lock(run_dir)
+        except OSError as exc:
+            raise CheckpointError(f"cannot use run directory {run_dir}: {exc.strerror}") from exc
+        try:
+            path = run_dir / FILE
+            loaded = load(path, repair=True)
+            existed = path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            if not existed:
+                os.fsync(fd)
+                _fsync_dir(run_dir)
+        except BaseException as exc:
+            os.close(lock_fd)
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot open {run_dir / FILE}: {exc.strerror}") from exc
+            raise
+        return cls(run_dir, fd, lock_fd, loaded)
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise CheckpointError(f"the checkpoint is not writable ({self._failed}); stopped")
+
+    def _write(self, ev: Event, shot: str | None, fields: Mapping[str, Any]) -> Record:
+        self._check()
+        record = Record(seq=self._seq + 1, ts=now_ts(), ev=ev, shot=shot, data=dict(fields))
+        line = encode(record)
+        try:
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            self._failed = f"write failed: {exc.strerror or exc}"
+            raise CheckpointError(f"{self.path}: {self._failed}") from exc
+        if written != len(line):
+            self._failed = f"short write ({written} of {len(line)} bytes; disk full?)"
+            raise CheckpointError(f"{self.path}: {self._failed}")
+        self._seq = record.seq
+        return record
+
+    async def append(self, ev: Event, shot: str | None, /, **fields: Any) -> Record:
+        """Append one event; durable events are fsynced before this returns.
+
+        Args:
+            ev: the event.
+            shot: shot id, or None for run-level events.
+            **fields: JSON-serialisable extra fields (never secrets or request bodies).
+
+        Returns:
+            The record as written.
+
+        Raises:
+            CheckpointError: the write or fsync failed now or earlier (fail-stop).
+        """
+        record = self._write(ev, shot, {k: v for k, v in fields.items() if v is not None})
+        if ev in DURABLE or time.monotonic() - self._last_sync > 1.0:
+            await self._sync_through(record.seq)
+        return record
+
+    def append_many(
+        self, items: Iterable[tuple[Event, str | None, Mapping[str, Any]]]
+    ) -> list[Record]:
+        """Append non-durable events at once (e.g. ``shot_planned`` for a whole plan), no fsync.
+
+        Raises:
+            CheckpointError: a write failed (fail-stop).
+        """
+        return [self._write(ev, shot, fields) for ev, shot, fields in items]
+
+    async def sync(self) -> None:
+        """Fsync everything appended so far.
+
+        Raises:
+            CheckpointError: the fsync failed (fail-stop).
+        """
+        await self._sync_through(self._seq)
+
+    async def _sync_through(self, seq: int) -> None:
+        async with self._sync_lock:
+            self._check()
+            if self._synced >= seq:
+                return
+            target = self._seq
+            try:
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+            except OSError as exc:
+                self._failed = f"fsync failed: {exc.strerror or exc}"
+                raise CheckpointError(f"{self.path}: {self._failed}") from exc
+            self._synced = target
+            self._last_sync = time.monotonic()
+
+    async def close(self) -> None:
+        """Fsync what is pending, close the log and release the lock. Idempotent.
+
+        Raises:
+            CheckpointError: the final fsync failed.
+        """
+        if self._fd < 0:
+            return
+        try:
+            if self._failed is None:
+                await self.sync()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)

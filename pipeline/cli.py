@@ -1,0 +1,210 @@
+"""Command-line interface. The only module that reads environment variables and API keys.
+
+::
+
+    pipeline run MANIFEST [--jobs-dir DIR]    plan, upload, submit, poll, fetch -> DIR/<name>/
+    pipeline resume RUN_DIR                   continue an interrupted run; nothing is paid twice
+    pipeline status RUN_DIR [--json]          where every shot stands
+    pipeline validate MANIFEST                every offline check, before any money is spent
+    pipeline cancel RUN_DIR [--shot ID]       cancel unfinished shots, at the provider too
+
+Exit codes: 0 all done, 1 some shots failed or need attention, 2 invalid input, 3 checkpoint or
+disk fail-stop, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from pipeline import __version__
+from pipeline.checkpoint import load
+from pipeline.errors import CheckpointError, ManifestError
+from pipeline.manifest import Manifest, load_manifest
+from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
+from pipeline.runner import (
+    EXIT_CHECKPOINT,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    RunOptions,
+    RunResult,
+    cancel,
+    execute,
+    provider_settings,
+)
+from pipeline.state import replay
+from pipeline.summary import attention, render_table, status_json
+
+CHECKPOINT = "checkpoint.jsonl"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Batch runner for AI video generation."
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def run_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("-v", "--verbose", action="store_true", help="log every transition")
+        p.add_argument("--retry-failed", action="store_true", help="new attempt for failed shots")
+        p.add_argument(
+            "--resubmit-ambiguous",
+            nargs="*",
+            metavar="SHOT",
+            help="allow paying again for shots whose submit outcome is unknown (all, or the "
+            "named shots); check the provider's dashboard first",
+        )
+
+    p_run = sub.add_parser("run", help="run (or continue) a manifest")
+    p_run.add_argument("manifest", type=Path)
+    p_run.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="default: ./jobs")
+    run_flags(p_run)
+
+    p_resume = sub.add_parser("resume", help="continue an interrupted run")
+    p_resume.add_argument("run_dir", type=Path)
+    run_flags(p_resume)
+
+    p_status = sub.add_parser("status", help="show where every shot stands")
+    p_status.add_argument("run_dir", type=Path)
+    p_status.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    p_val = sub.add_parser("validate", help="check a manifest offline")
+    p_val.add_argument("manifest", type=Path)
+
+    p_cancel = sub.add_parser("cancel", help="cancel unfinished shots (at the provider too)")
+    p_cancel.add_argument("run_dir", type=Path)
+    p_cancel.add_argument("--shot", action="append", metavar="ID", help="only this shot (repeat)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pipeline`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(message)s",
+    )
+    try:
+        if args.command == "validate":
+            return _validate(args.manifest)
+        if args.command == "status":
+            return _status(args.run_dir, as_json=args.json)
+        if args.command == "cancel":
+            return _cancel(args.run_dir, args.shot)
+        if args.command == "resume":
+            manifest = _manifest_of(args.run_dir)
+            return _run(manifest, args.run_dir, args)
+        manifest = load_manifest(args.manifest)
+        return _run(manifest, args.jobs_dir / manifest.name, args)
+    except ManifestError as exc:
+        print(f"invalid input:\n{exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except CheckpointError as exc:
+        print(f"checkpoint error: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+
+
+def _validate(path: Path) -> int:
+    manifest = load_manifest(path)
+    providers = sorted({s.provider for s in manifest.shots})
+    print(
+        f"{path}: ok: {len(manifest.shots)} shot(s) in {len(manifest.scenes)} scene(s); "
+        f"providers: {', '.join(providers)}"
+    )
+    return EXIT_OK
+
+
+def _read_state(run_dir: Path) -> tuple[str | None, object]:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
+    state = replay(load(path, repair=False).records)
+    return state.manifest, state
+
+
+def _manifest_of(run_dir: Path) -> Manifest:
+    manifest_path, _ = _read_state(run_dir)
+    if not manifest_path:
+        raise CheckpointError(f"{run_dir / CHECKPOINT} does not name its manifest")
+    if not Path(manifest_path).is_file():
+        raise ManifestError.single(
+            manifest_path, None, "", "the run's manifest is gone; restore it or run another"
+        )
+    return load_manifest(manifest_path)
+
+
+def _status(run_dir: Path, *, as_json: bool) -> int:
+    state = (
+        replay(load(run_dir / CHECKPOINT, repair=False).records)
+        if (run_dir / CHECKPOINT).is_file()
+        else None
+    )
+    if state is None:
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
+    if as_json:
+        print(json.dumps(status_json(run_dir.name, state), indent=None))
+    else:
+        print(render_table(state))
+    return EXIT_OK if not attention(state) else 1
+
+
+def _cancel(run_dir: Path, shots: list[str] | None) -> int:
+    manifest = _manifest_of(run_dir)
+    options = RunOptions(api_keys=_api_keys(manifest))
+    result = anyio.run(cancel, manifest, run_dir, options, frozenset(shots) if shots else None)
+    print(render_table(result.state, [s.id for s in result.shots]))
+    return EXIT_OK
+
+
+def _observer(args: argparse.Namespace) -> Observer:
+    if args.verbose:
+        return LoggingObserver()
+    if args.no_progress or not sys.stderr.isatty():
+        return NullObserver()
+    return TqdmObserver()
+
+
+def _api_keys(manifest: Manifest) -> dict[str, str]:
+    keys = {}
+    for name in {s.provider for s in manifest.shots}:
+        env = provider_settings(manifest, name).api_key_env
+        if env and os.environ.get(env):
+            keys[name] = os.environ[env]
+    return keys
+
+
+def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
+    ambiguous = args.resubmit_ambiguous
+    options = RunOptions(
+        api_keys=_api_keys(manifest),
+        retry_failed=args.retry_failed,
+        resubmit_ambiguous=frozenset(ambiguous or ["*"]) if ambiguous is not None else frozenset(),
+        observer=_observer(args),
+    )
+    result = anyio.run(execute, manifest, run_dir, options)
+    _print_result(result, run_dir)
+    return result.exit_code
+
+
+def _print_result(result: RunResult, run_dir: Path) -> None:
+    order = [s.id for s in result.shots]
+    print(render_table(result.state, order))
+    print(f"run directory: {run_dir}")
+    if result.exit_code == EXIT_INTERRUPTED:
+        print(f"interrupted; continue with: pipeline resume {run_dir}")
+    for rec in attention(result.state):
+        if rec.state.value == "needs_reconcile":
+            print(
+                f"{rec.id}: the submit may have been charged; check the provider, then "
+                f"`pipeline resume {run_dir} --resubmit-ambiguous {rec.id}` to pay again"
+            )

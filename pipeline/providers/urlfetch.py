@@ -1,0 +1,193 @@
+"""Fetching result videos from provider-supplied URLs, safely.
+
+Result URLs come from a remote service, so they are untrusted input (reliability.md R14/R15):
+
+- a separate session with **no credentials** (the API key never reaches a download host);
+- scheme ``https`` only, except origins explicitly allowed (the simulators in ``--simulate``
+  mode, or ``downloads.allow_hosts`` in the manifest);
+- the host must resolve only to public addresses unless allowed (no loopback, private,
+  link-local such as 169.254.169.254, multicast or reserved targets);
+- redirects are followed by hand, at most 3, each hop checked the same way;
+- ``Content-Length`` above the cap is refused before the body is read (the stream consumer
+  counts bytes as well);
+- 403/404/410 mean "expired": the runner refreshes the URL by polling, never by resubmitting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from pipeline.errors import FetchError, RateLimited
+from pipeline.models import Download
+from pipeline.providers.base import ProviderContext
+from pipeline.providers.http import DEFAULT_TIMEOUT, map_http_errors, redact, retry_after
+
+MAX_REDIRECTS = 3
+CHUNK = 1 << 20
+_EXPIRED = {401, 403, 404, 410}
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPolicy:
+    """Which result URLs may be fetched.
+
+    Attributes:
+        allow_hosts: ``host`` or ``host:port`` entries trusted even on private addresses, and
+            allowed over plain http.
+        max_bytes: the size cap.
+    """
+
+    allow_hosts: Collection[str] = field(default_factory=frozenset)
+    max_bytes: int = 2 * 1024**3
+
+    def allows(self, host: str, port: int | None) -> bool:
+        """True when ``host`` (or ``host:port``) is explicitly trusted."""
+        return host in self.allow_hosts or f"{host}:{port}" in self.allow_hosts
+
+
+def policy_for(ctx: ProviderContext) -> UrlPolicy:
+    """The download policy of an adapter.
+
+    The manifest's ``downloads`` settings, plus the provider's own origin when talking to the
+    in-process simulators (``--simulate``).
+    """
+    allowed = set(ctx.downloads.allow_hosts)
+    if ctx.simulate and ctx.settings.base_url:
+        parts = urlsplit(ctx.settings.base_url)
+        if parts.hostname:
+            allowed.add(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
+    return UrlPolicy(allow_hosts=frozenset(allowed), max_bytes=ctx.downloads.max_bytes)
+
+
+async def check_url(url: str, policy: UrlPolicy, *, provider: str = "") -> None:
+    """Refuse a URL that is not https to a public host (or explicitly allowed).
+
+    Raises:
+        FetchError: with the reason; nothing was sent.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise FetchError(f"refusing result URL without a host: {redact(url)}", provider=provider)
+    trusted = policy.allows(host, parts.port)
+    if parts.scheme != "https" and not (trusted and parts.scheme == "http"):
+        raise FetchError(
+            f"refusing result URL with scheme {parts.scheme!r} (https only): {redact(url)}",
+            provider=provider,
+        )
+    if trusted:
+        return
+    for address in await _resolve(host, parts.port or 443):
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise FetchError(
+                f"refusing result URL: {host} resolves to non-public address {address}",
+                provider=provider,
+            )
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise FetchError(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class UrlFetcher:
+    """A credential-free download session. One per adapter; close with :meth:`aclose`."""
+
+    def __init__(self, policy: UrlPolicy, *, provider: str) -> None:
+        self.policy = policy
+        self.provider = provider
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session (no auth headers, no automatic redirects), opened on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=DEFAULT_TIMEOUT, auto_decompress=True)
+        return self._session
+
+    @asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Download]:
+        """Open ``url`` (checked, redirects checked) as a :class:`Download` stream.
+
+        Raises:
+            FetchError: refused URL, too large, or expired (``expired=True`` for 401/403/404/410).
+            RateLimited: 429 from the download host.
+            NotSent, Ambiguous: network failures (retryable: downloads are idempotent).
+        """
+        ctx = {"provider": self.provider}
+        for _ in range(MAX_REDIRECTS + 1):
+            await check_url(url, self.policy, provider=self.provider)
+            with map_http_errors(**ctx):
+                resp = await self.session.get(url, allow_redirects=False)
+            try:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = urljoin(url, resp.headers["Location"])
+                    continue
+                self._check_response(resp)
+                yield Download(_chunks(resp, self.provider), resp.content_length, resp.content_type)
+                return
+            finally:
+                resp.release()
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects", provider=self.provider)
+
+    def _check_response(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status == 429:
+            raise RateLimited(
+                "download host rate-limited us",
+                retry_after=retry_after(resp.headers),
+                provider=self.provider,
+                status=429,
+            )
+        if resp.status in _EXPIRED:
+            raise FetchError(
+                f"result URL answered {resp.status} (expired or revoked)",
+                expired=True,
+                provider=self.provider,
+                status=resp.status,
+            )
+        if resp.status != 200:
+            raise FetchError(
+                f"result URL answered {resp.status}", provider=self.provider, status=resp.status
+            )
+        size = resp.content_length
+        if size is not None and size > self.policy.max_bytes:
+            raise FetchError(
+                f"result is {size} bytes, above the cap of {self.policy.max_bytes}",
+                provider=self.provider,
+            )
+
+    async def delete(self, url: str) -> int:
+        """DELETE ``url`` (e.g. revoke a one-time link); returns the status. Checked like GET."""
+        await check_url(url, self.policy, provider=self.provider)
+        with map_http_errors(provider=self.provider):
+            async with self.session.delete(url, allow_redirects=False) as resp:
+                return resp.status
+
+    async def aclose(self) -> None:
+        """Close the session. Idempotent."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _chunks(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
+    with map_http_errors(provider=provider):
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            yield chunk

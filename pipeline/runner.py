@@ -1,0 +1,311 @@
+"""The batch runner: plan the manifest against the checkpoint, then drive every shot concurrently.
+
+::
+
+    execute(manifest, run_dir, options)
+      ├─ Checkpoint.open(run_dir)            lock, load, repair the torn tail
+      ├─ replay -> per-shot state            what is already done is never repeated
+      ├─ plan: shot_planned for new/changed fingerprints
+      ├─ one provider adapter + one ProviderGate per provider in use
+      └─ one anyio task group: ShotMachine(shot).run() per shot with work left
+             upload -> submit -> poll -> fetch   (pipeline.stages)
+
+Signals: the first SIGINT/SIGTERM cancels the work; submits already on the wire are shielded so
+their outcome is recorded; the run ends ``interrupted`` (exit 130). A checkpoint error anywhere
+is fail-stop: no further paid call, exit 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from pipeline.checkpoint import Checkpoint, Record
+from pipeline.errors import CheckpointError, ManifestError, ProviderError
+from pipeline.limits import ProviderGate
+from pipeline.manifest import Manifest
+from pipeline.models import TERMINAL_STATES, Event, JobHandle, Shot, ShotState
+from pipeline.progress import NullObserver, Observer
+from pipeline.providers import PROVIDERS
+from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
+from pipeline.settings import ProviderSettings
+from pipeline.stages import RunContext, ShotMachine
+from pipeline.state import RunState, ShotRecord, replay
+
+log = logging.getLogger("pipeline")
+
+EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run.
+
+    Attributes:
+        api_keys: provider name -> API key (read from the environment by the CLI only).
+        base_urls: provider name -> base URL override (``--simulate`` points these at the sims).
+        simulate: talking to the in-process simulators (loopback result URLs allowed).
+        retry_failed: give failed shots a new attempt.
+        resubmit_ambiguous: shot ids (or ``{"*"}``) whose ambiguous submit may be paid again.
+        observer: progress display.
+        registry: provider specs by name (tests inject fakes; default: the built-in registry).
+    """
+
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    base_urls: Mapping[str, str] = field(default_factory=dict)
+    simulate: bool = False
+    retry_failed: bool = False
+    resubmit_ambiguous: frozenset[str] = frozenset()
+    observer: Observer = field(default_factory=NullObserver)
+    registry: Mapping[str, ProviderSpec] = field(default_factory=lambda: PROVIDERS)
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`execute`: the final replayed state and the process exit code."""
+
+    state: RunState
+    shots: tuple[Shot, ...]
+    interrupted: bool = False
+    exit_code: int = EXIT_OK
+    orphans: tuple[str, ...] = ()
+
+
+def provider_settings(
+    manifest: Manifest,
+    name: str,
+    base_url: str | None = None,
+    registry: Mapping[str, ProviderSpec] = PROVIDERS,
+) -> ProviderSettings:
+    """Manifest settings for ``name`` merged over the adapter's defaults (and a URL override)."""
+    spec = registry[name]
+    merged = manifest.providers.get(name, ProviderSettings()).merged(spec.defaults)
+    if base_url:
+        merged = merged.model_copy(update={"base_url": base_url})
+    return merged
+
+
+def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
+    if rec is None:
+        return True
+    if rec.state == ShotState.FAILED:
+        return options.retry_failed
+    if rec.state == ShotState.NEEDS_RECONCILE:
+        return bool({"*", rec.id} & options.resubmit_ambiguous)
+    return rec.state != ShotState.CANCELLED
+
+
+class Runner:
+    """One run of a manifest over an open checkpoint. Use :func:`execute`."""
+
+    def __init__(self, manifest: Manifest, ckpt: Checkpoint, options: RunOptions) -> None:
+        self.manifest = manifest
+        self.ckpt = ckpt
+        self.options = options
+        self.appended: list[Record] = []
+        self.interrupted = False
+
+    async def run(self) -> RunResult:
+        """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
+        state = replay(self.ckpt.records)
+        run_id = state.run_id or uuid.uuid4().hex[:16]
+        await self._append(Event.RUN_STARTED, None, run=run_id, manifest=str(self.manifest.path))
+        self._plan(state)
+        await self.ckpt.sync()
+        state = replay([*self.ckpt.records, *self.appended])
+        todo = [s for s in self.manifest.shots if _needs_work(state.shots.get(s.id), self.options)]
+        names = sorted({s.provider for s in todo})
+        observer = self.options.observer
+        observer.started(todo, {sid: rec.state for sid, rec in state.shots.items()})
+        try:
+            async with AsyncExitStack() as stack:
+                providers = {n: await stack.enter_async_context(self._provider(n)) for n in names}
+                ctx = RunContext(
+                    run_id=run_id,
+                    run_dir=self.ckpt.run_dir,
+                    append=self._append,
+                    providers=providers,
+                    gates={n: ProviderGate(n, self._settings(n)) for n in names},
+                    settings={n: self._settings(n) for n in names},
+                    downloads=self.manifest.downloads,
+                    observer=observer,
+                    options=self.options,
+                )
+                await self._run_all(ctx, todo, state)
+        finally:
+            observer.finished()
+        if not self.interrupted:
+            await self._append(Event.RUN_FINISHED, None)
+        final = replay([*self.ckpt.records, *self.appended])
+        return self._result(final)
+
+    def _plan(self, state: RunState) -> None:
+        items = []
+        for shot in self.manifest.shots:
+            rec = state.shots.get(shot.id)
+            if rec is None or rec.fingerprint != shot.fingerprint:
+                fields = {"fp": shot.fingerprint, "prov": shot.provider, "model": shot.model}
+                items.append((Event.SHOT_PLANNED, shot.id, fields))
+        if items:
+            self.appended.extend(self.ckpt.append_many(items))
+
+    async def _append(self, ev: Event, shot: str | None, /, **fields: object) -> Record:
+        record = await self.ckpt.append(ev, shot, **fields)
+        self.appended.append(record)
+        return record
+
+    def _settings(self, name: str) -> ProviderSettings:
+        return provider_settings(
+            self.manifest, name, self.options.base_urls.get(name), self.options.registry
+        )
+
+    def _provider(self, name: str) -> Provider:
+        spec = self.options.registry[name]
+        settings = self._settings(name)
+        ctx = ProviderContext(
+            name=name,
+            settings=settings,
+            run_dir=self.ckpt.run_dir,
+            api_key=self.options.api_keys.get(name),
+            simulate=self.options.simulate,
+            downloads=self.manifest.downloads,
+        )
+        return spec.factory(ctx)
+
+    async def _run_all(self, ctx: RunContext, todo: list[Shot], state: RunState) -> None:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._watch_signals, outer.cancel_scope)
+            async with anyio.create_task_group() as work:
+                for shot in todo:
+                    machine = ShotMachine(ctx, shot, state.shots.get(shot.id))
+                    work.start_soon(machine.run)
+            outer.cancel_scope.cancel()
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.interrupted:
+                    continue
+                self.interrupted = True
+                print(
+                    f"\n{signal.Signals(signum).name}: stopping; no new submits, "
+                    "recording submits already sent...",
+                    file=sys.stderr,
+                )
+                scope.cancel()
+
+    def _result(self, final: RunState) -> RunResult:
+        shots = self.manifest.shots
+        ids = {s.id for s in shots}
+        orphans = tuple(sid for sid in final.shots if sid not in ids)
+        states = [final.shots[s.id].state for s in shots if s.id in final.shots]
+        if self.interrupted:
+            code = EXIT_INTERRUPTED
+        elif all(st == ShotState.DONE for st in states) and len(states) == len(shots):
+            code = EXIT_OK
+        else:
+            code = EXIT_ATTENTION
+        return RunResult(final, shots, self.interrupted, code, orphans)
+
+
+async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> RunResult:
+    """Run (or continue) ``manifest`` in ``run_dir``.
+
+    Raises:
+        ManifestError: a provider needs an API key that is not set.
+        CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop).
+    """
+    _check_keys(manifest, options)
+    ckpt = await Checkpoint.open(run_dir)
+    try:
+        return await Runner(manifest, ckpt, options).run()
+    except BaseExceptionGroup as group:
+        _reraise_single(group)
+        raise
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
+            await ckpt.close()
+
+
+def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Surface a CheckpointError from inside task groups as itself (fail-stop)."""
+    match = group.subgroup(lambda e: isinstance(e, CheckpointError))
+    if match is not None:
+        leaf: BaseException = match
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
+
+
+def _check_keys(manifest: Manifest, options: RunOptions) -> None:
+    missing = []
+    for name in sorted({s.provider for s in manifest.shots}):
+        spec = options.registry[name]
+        if spec.needs_api_key and not options.api_keys.get(name):
+            env = provider_settings(manifest, name, registry=options.registry).api_key_env or "?"
+            missing.append(f"{name}: set the environment variable {env}")
+    if missing:
+        raise ManifestError.single(
+            str(manifest.path), None, "providers", "missing API key(s): " + "; ".join(missing)
+        )
+
+
+async def cancel(
+    manifest: Manifest, run_dir: Path, options: RunOptions, shots: frozenset[str] | None = None
+) -> RunResult:
+    """Cancel unfinished shots (all, or the ids in ``shots``) and record ``cancelled``.
+
+    Jobs already at a provider are cancelled there when the adapter supports it
+    (:class:`~pipeline.providers.base.SupportsCancel`); otherwise the shot is still recorded as
+    cancelled locally and the message says the provider may finish (and charge) the job.
+
+    Raises:
+        ManifestError: an id in ``shots`` is not in the run.
+        CheckpointError: lock or write failure.
+    """
+    ckpt = await Checkpoint.open(run_dir)
+    try:
+        state = replay(ckpt.records)
+        unknown = sorted((shots or frozenset()) - set(state.shots))
+        if unknown:
+            raise ManifestError.single(
+                str(manifest.path), None, "--shot", f"not in this run: {', '.join(unknown)}"
+            )
+        runner = Runner(manifest, ckpt, options)
+        by_id = {s.id: s for s in manifest.shots}
+        async with AsyncExitStack() as stack:
+            providers: dict[str, Provider] = {}
+            for rec in state.shots.values():
+                if (shots and rec.id not in shots) or rec.state in TERMINAL_STATES:
+                    continue
+                note = "cancelled before submit"
+                if rec.job is not None and rec.id in by_id:
+                    name = by_id[rec.id].provider
+                    if name not in providers:
+                        providers[name] = await stack.enter_async_context(runner._provider(name))
+                    note = await _cancel_job(providers[name], rec.job)
+                await runner._append(Event.CANCELLED, rec.id, reason=note)
+        final = replay([*ckpt.records, *runner.appended])
+        return runner._result(final)
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
+            await ckpt.close()
+
+
+async def _cancel_job(provider: Provider, job: JobHandle) -> str:
+    if not isinstance(provider, SupportsCancel):
+        return f"cancelled locally; {job.provider} has no cancel API, the job may still be charged"
+    try:
+        await provider.cancel(job)
+    except ProviderError as exc:
+        return f"cancel at {job.provider} failed ({exc}); the job may still be charged"
+    return f"cancelled at {job.provider}"

@@ -1,0 +1,437 @@
+"""One shot's stage machine: upload -> submit -> poll -> fetch, resumable from any recorded state.
+
+Money rules (design.md §6): a ``submit_intent`` is durable before every POST; only a submit that
+provably created nothing (``NotSent``, 429) is tried again, as the same attempt and key; anything
+ambiguous ends in ``needs_reconcile`` unless the provider can prove what happened
+(:class:`~pipeline.providers.base.SupportsReconcile`). A shot with a ``submitted`` record is only
+ever polled, never submitted again. Expired result URLs are refreshed by polling (free).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from pipeline import download, retry
+from pipeline.checkpoint import Record
+from pipeline.errors import (
+    Ambiguous,
+    CheckpointError,
+    FetchError,
+    JobFailed,
+    NotSent,
+    ProviderError,
+    RateLimited,
+    Rejected,
+)
+from pipeline.limits import CallKind, ProviderGate
+from pipeline.models import (
+    Artifact,
+    Asset,
+    Charged,
+    Event,
+    JobHandle,
+    JobStatus,
+    MediaRef,
+    PollResult,
+    Shot,
+    ShotState,
+)
+from pipeline.progress import Observer
+from pipeline.providers.base import Provider, SupportsCleanup, SupportsReconcile
+from pipeline.settings import DownloadSettings, ProviderSettings
+from pipeline.state import ShotRecord
+
+log = logging.getLogger("pipeline")
+
+#: Longest a submit may stay shielded from cancellation before it is recorded as ambiguous.
+SUBMIT_SHIELD_S = 300.0
+
+
+class Appender(Protocol):
+    """Awaitable checkpoint append (the runner's, which also keeps the live record list)."""
+
+    def __call__(self, ev: Event, shot: str | None, /, **fields: Any) -> Awaitable[Record]:
+        """Append one event; durable events are fsynced before this returns."""
+        ...
+
+
+@dataclass
+class RunContext:
+    """Everything the shot machines of one run share."""
+
+    run_id: str
+    run_dir: Path
+    append: Appender
+    providers: Mapping[str, Provider]
+    gates: Mapping[str, ProviderGate]
+    settings: Mapping[str, ProviderSettings]
+    downloads: DownloadSettings
+    observer: Observer
+    options: Any
+    media_cache: dict[tuple[str, str], MediaRef] = field(default_factory=dict)
+    media_locks: dict[tuple[str, str], anyio.Lock] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """The shot ends here (its final state is already recorded)."""
+
+
+def output_path(run_dir: Path, shot_id: str) -> Path:
+    """``RUN_DIR/shots/<shot id>.mp4``; refuses an id that would leave the directory."""
+    shots = run_dir / "shots"
+    path = shots / f"{shot_id}.mp4"
+    if path.parent != shots or shot_id in {"", ".", ".."} or "/" in shot_id or "\0" in shot_id:
+        raise ValueError(f"unsafe shot id for a file name: {shot_id!r}")
+    return path
+
+
+class ShotMachine:
+    """Drives one shot from its recorded state to a terminal state."""
+
+    def __init__(self, ctx: RunContext, shot: Shot, rec: ShotRecord | None) -> None:
+        self.ctx = ctx
+        self.shot = shot
+        self.rec = rec
+        self.provider = ctx.providers[shot.provider]
+        self.gate = ctx.gates[shot.provider]
+        self.settings = ctx.settings[shot.provider]
+
+    async def _emit(self, ev: Event, state: ShotState, detail: str = "", **fields: Any) -> None:
+        await self.ctx.append(ev, self.shot.id, **fields)
+        self.ctx.observer.transition(self.shot, state, detail)
+
+    async def run(self) -> None:
+        """Run the remaining stages. CheckpointError propagates (fail-stop); nothing else does."""
+        try:
+            await self._run()
+        except _Stop:
+            return
+        except (CheckpointError, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception as exc:  # a bug must not take the batch down; record it
+            log.exception("%s: internal error", self.shot.id)
+            charged = Charged.UNKNOWN if self._job() else Charged.NO
+            await self._emit(
+                Event.FAILED,
+                ShotState.FAILED,
+                str(exc),
+                reason=f"internal error: {exc}",
+                charged=charged.value,
+            )
+
+    def _job(self) -> JobHandle | None:
+        return self.rec.job if self.rec else None
+
+    async def _run(self) -> None:
+        rec = self.rec
+        state = rec.state if rec else ShotState.PENDING
+        if state == ShotState.DONE and rec and await self._still_done(rec):
+            return
+        job: JobHandle | None = None
+        result: PollResult | None = None
+        if state == ShotState.SUBMITTING:
+            job = await self._reconcile()
+        elif state in (ShotState.POLLING, ShotState.FETCHING, ShotState.DONE):
+            job = self._job()
+        if state == ShotState.FETCHING and rec and rec.result_url is not None:
+            result = PollResult(JobStatus.SUCCEEDED, result_url=rec.result_url)
+        media = await self._upload() if job is None else []
+        async with self.gate.jobs:  # held from submit until the job is terminal
+            if job is None:
+                job = await self._submit(media)
+            if result is None:
+                result = await self._poll(job)
+        await self._fetch(job, result)
+
+    # ----- done shots ---------------------------------------------------------------------
+
+    async def _still_done(self, rec: ShotRecord) -> bool:
+        if rec.output is None or rec.size is None or rec.sha256 is None:
+            return False
+        final = self.ctx.run_dir / rec.output
+        return await anyio.to_thread.run_sync(
+            download.finish_interrupted, final, rec.size, rec.sha256
+        )
+
+    # ----- upload -------------------------------------------------------------------------
+
+    async def _upload(self) -> list[MediaRef]:
+        assets = self.shot.assets
+        if assets:
+            self.ctx.observer.transition(self.shot, ShotState.UPLOADING)
+        return [await self._prepare(asset) for asset in assets]
+
+    async def _prepare(self, asset: Asset) -> MediaRef:
+        key = (self.shot.provider, asset.key)
+        recorded = self.rec.media.get(asset.key) if self.rec else None
+        if recorded is not None and _fresh(recorded):
+            self.ctx.media_cache.setdefault(key, recorded)
+            return recorded
+        lock = self.ctx.media_locks.setdefault(key, anyio.Lock())
+        async with lock:  # single flight per (provider, content)
+            ref = self.ctx.media_cache.get(key)
+            if ref is None or not _fresh(ref):
+                async with self.gate.uploads:
+                    ref = await self._call(lambda: self.provider.prepare_media(asset))
+                self.ctx.media_cache[key] = ref
+        await self.ctx.append(
+            Event.UPLOADED,
+            self.shot.id,
+            asset=asset.key,
+            url=ref.url,
+            role=ref.role.value,
+            sha256=ref.sha256,
+            mime=ref.mime,
+            expires_at=ref.expires_at,
+        )
+        return ref
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]], kind: CallKind = CallKind.OTHER) -> Any:
+        """A free, idempotent provider call under the gate, retried per the retry policy."""
+        async for attempt in retry.attempts(retry.idempotent_retryable):
+            with attempt:
+                await self.gate.ready(kind)
+                try:
+                    return await fn()
+                except RateLimited as exc:
+                    self.gate.pause(exc.retry_after or 1.0)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ----- submit -------------------------------------------------------------------------
+
+    def _attempt(self) -> int:
+        """Number of the next submit attempt.
+
+        The same attempt (and key) only when the last one provably left nothing behind
+        (``submit_not_sent``); otherwise a new one with a new client key.
+        """
+        rec = self.rec
+        if rec is None or rec.attempt == 0:
+            return 1
+        return rec.attempt if rec.reuse_attempt else rec.attempt + 1
+
+    async def _submit(self, media: list[MediaRef]) -> JobHandle:
+        att = self._attempt()
+        key = f"{self.ctx.run_id}:{self.shot.id}:{att}"
+        try:
+            async for attempt in retry.attempts(retry.submit_retryable):
+                with attempt:
+                    await self.gate.ready(CallKind.SUBMIT)
+                    return await self._submit_once(media, att, key)
+        except (NotSent, RateLimited) as exc:
+            await self._fail(f"not sent after retries: {exc}", Charged.NO)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit_once(self, media: list[MediaRef], att: int, key: str) -> JobHandle:
+        """Intent, POST, outcome: shielded so an interrupt cannot lose the outcome."""
+        shot = self.shot
+        outcome: JobHandle | ProviderError | None = None
+        with anyio.move_on_after(SUBMIT_SHIELD_S, shield=True):
+            await self._emit(
+                Event.SUBMIT_INTENT,
+                ShotState.SUBMITTING,
+                att=att,
+                key=key,
+                fp=shot.fingerprint,
+                prov=shot.provider,
+                model=shot.model,
+            )
+            try:
+                outcome = await self.provider.submit(shot, media, key=key)
+            except ProviderError as exc:
+                outcome = exc
+            if isinstance(outcome, JobHandle):
+                await self._record_submitted(outcome)
+        if outcome is None:
+            outcome = Ambiguous(f"no answer within {SUBMIT_SHIELD_S:.0f} s")
+        if isinstance(outcome, JobHandle):
+            return outcome
+        return await self._submit_failed(outcome)
+
+    async def _record_submitted(self, job: JobHandle, *, reconciled: bool = False) -> None:
+        fields: dict[str, Any] = {"job": job.job_id, "model": job.model, "prov": job.provider}
+        if job.data:
+            fields["data"] = dict(job.data)
+        if job.cost_usd is not None:
+            fields["cost_usd"] = job.cost_usd
+        if job.credits is not None:
+            fields["credits"] = job.credits
+        if reconciled:
+            fields["reconciled"] = True
+        await self._emit(Event.SUBMITTED, ShotState.POLLING, job.job_id, **fields)
+
+    async def _submit_failed(self, exc: ProviderError) -> JobHandle:
+        reason = str(exc)
+        if isinstance(exc, RateLimited):
+            self.gate.pause(exc.retry_after or 1.0)
+        if isinstance(exc, NotSent | RateLimited):
+            await self._emit(Event.SUBMIT_NOT_SENT, ShotState.PENDING, reason, reason=reason)
+            raise exc  # retried by the caller's policy, same attempt and key
+        if isinstance(exc, Rejected):
+            await self._emit(
+                Event.SUBMIT_REJECTED, ShotState.FAILED, reason, reason=reason, status=exc.status
+            )
+            raise _Stop
+        await self._emit(Event.SUBMIT_AMBIGUOUS, ShotState.NEEDS_RECONCILE, reason, reason=reason)
+        raise _Stop
+
+    async def _reconcile(self) -> JobHandle | None:
+        """An intent without outcome: adopt the job, prove there is none, or stop for the user."""
+        rec = self.rec
+        assert rec is not None
+        assert rec.key is not None
+        if isinstance(self.provider, SupportsReconcile):
+            since = _parse_ts(rec.intent_ts) - 60.0
+            try:
+                job = await self.provider.reconcile(self.shot, key=rec.key, since=since)
+            except ProviderError as exc:
+                reason = f"submit outcome unknown after restart; reconcile failed: {exc}"
+            else:
+                if job is not None:
+                    await self._record_submitted(job, reconciled=True)
+                    return job
+                reason = "submit was not received by the provider (reconciled after restart)"
+                await self._emit(Event.SUBMIT_NOT_SENT, ShotState.PENDING, reason, reason=reason)
+                rec.reuse_attempt = True
+                return None
+        else:
+            reason = "submit outcome unknown after restart (intent without outcome)"
+        await self._emit(Event.SUBMIT_AMBIGUOUS, ShotState.NEEDS_RECONCILE, reason, reason=reason)
+        raise _Stop
+
+    # ----- poll ---------------------------------------------------------------------------
+
+    async def _poll(self, job: JobHandle) -> PollResult:
+        settings = self.settings
+        floor, ceiling = settings.poll_min_s or 2.0, settings.poll_max_s or 30.0
+        deadline = job.submitted_at + (settings.poll_deadline_s or 3600.0)
+        interval = floor
+        last = ""
+        while True:
+            try:
+                result: PollResult = await self._call(
+                    lambda: self.provider.poll(job), CallKind.POLL
+                )
+            except JobFailed as exc:
+                await self._fail(str(exc), _charged(exc.refunded))
+            except ProviderError as exc:  # transient and retries exhausted: keep polling
+                log.warning("%s: poll failed, will poll again: %s", self.shot.id, exc)
+                result = PollResult(JobStatus.RUNNING, raw_status=last)
+            if result.status == JobStatus.SUCCEEDED:
+                await self._emit(Event.COMPLETED, ShotState.FETCHING, url=result.result_url)
+                return result
+            if result.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                await self._finished_without_video(result)
+            if result.raw_status != last:
+                last = result.raw_status
+                await self.ctx.append(
+                    Event.STATUS,
+                    self.shot.id,
+                    status=result.status.value,
+                    raw=result.raw_status,
+                    progress=result.progress,
+                )
+            now = time.time()
+            if now >= deadline:
+                await self._fail(
+                    f"timed out: still {result.raw_status or 'running'} after "
+                    f"{now - job.submitted_at:.0f} s (job {job.job_id} was charged)",
+                    Charged.YES,
+                )
+            interval = _next_interval(interval, result.eta_s, floor, ceiling)
+            await anyio.sleep(min(interval, max(0.0, deadline - now)))
+
+    async def _finished_without_video(self, result: PollResult) -> None:
+        if result.status == JobStatus.CANCELLED:
+            await self._emit(Event.CANCELLED, ShotState.CANCELLED, reason=result.message)
+            raise _Stop
+        await self._fail(
+            result.message or "the provider reported the job failed", _charged(result.refunded)
+        )
+
+    def _fetch_pending(self, reason: str) -> None:
+        """Leave the shot in ``fetching``: the video exists but could not be fetched now.
+
+        ``resume`` tries the fetch again; it never becomes a new, paid attempt.
+        """
+        log.warning("%s: %s; run `pipeline resume` to fetch it again", self.shot.id, reason)
+        self.ctx.observer.transition(self.shot, ShotState.FETCHING, reason)
+        raise _Stop
+
+    async def _fail(self, reason: str, charged: Charged) -> None:
+        await self._emit(
+            Event.FAILED, ShotState.FAILED, reason, reason=reason, charged=charged.value
+        )
+        raise _Stop
+
+    # ----- fetch --------------------------------------------------------------------------
+
+    async def _fetch(self, job: JobHandle, result: PollResult) -> None:
+        final = output_path(self.ctx.run_dir, self.shot.id)
+        await anyio.to_thread.run_sync(lambda: final.parent.mkdir(parents=True, exist_ok=True))
+
+        async def record(art: Artifact) -> None:
+            rel = art.path.relative_to(self.ctx.run_dir).as_posix()
+            await self._emit(
+                Event.FETCHED, ShotState.DONE, rel, path=rel, bytes=art.size, sha256=art.sha256
+            )
+
+        async with self.gate.downloads:
+            for _ in range(3):
+                try:
+                    async for attempt in retry.attempts(retry.idempotent_retryable):
+                        with attempt:
+                            async with self.provider.fetch(job, result) as stream:
+                                await download.write_verified(
+                                    stream,
+                                    final,
+                                    max_bytes=self.ctx.downloads.max_bytes,
+                                    record=record,
+                                )
+                    break
+                except FetchError as exc:
+                    if not exc.expired:
+                        self._fetch_pending(f"fetch failed: {exc}")
+                    result = await self._call(lambda: self.provider.poll(job), CallKind.POLL)
+            else:
+                self._fetch_pending("the result URL kept expiring (refreshed by polling 3 times)")
+        if isinstance(self.provider, SupportsCleanup):
+            try:
+                await self.provider.cleanup(job)
+            except ProviderError as exc:
+                log.warning("%s: cleanup at the provider failed: %s", self.shot.id, exc)
+
+
+def _fresh(ref: MediaRef) -> bool:
+    """A media reference is reusable while its URL stays valid for at least another hour."""
+    return ref.expires_at is None or ref.expires_at - time.time() > 3600
+
+
+def _charged(refunded: bool | None) -> Charged:
+    if refunded is None:
+        return Charged.UNKNOWN
+    return Charged.NO if refunded else Charged.YES
+
+
+def _next_interval(current: float, eta_s: float | None, floor: float, ceiling: float) -> float:
+    """Next poll wait: the provider's ETA when given, else x1.5 backoff; +-20% jitter, clamped."""
+    base = eta_s if eta_s is not None and eta_s > 0 else current * 1.5
+    base = min(max(base, floor), ceiling)
+    return min(max(base * random.uniform(0.8, 1.2), floor), ceiling)
+
+
+def _parse_ts(ts: str | None) -> float:
+    if not ts:
+        return time.time()
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()

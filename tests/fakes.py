@@ -1,0 +1,186 @@
+"""An in-memory provider for runner tests: a ledger of charges, scripted faults, a concurrency spy.
+
+It satisfies the Provider Protocol (and SupportsReconcile) without inheriting anything, like
+httpx's MockTransport. Job state lives in a ``FakeService`` shared across provider instances so a
+"restarted" runner talks to the same service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import anyio
+import anyio.lowlevel
+
+from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
+from pipeline.models import (
+    Asset,
+    Download,
+    JobHandle,
+    JobStatus,
+    MediaRef,
+    ModelCaps,
+    PollResult,
+    Shot,
+)
+from pipeline.providers.base import ProviderContext, ProviderSpec
+from pipeline.settings import ProviderSettings
+
+#: Smallest thing that passes the container check: an ISO BMFF ``ftyp`` box and some payload.
+FAKE_MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
+
+
+def video(job_id: str) -> bytes:
+    """The bytes the fake serves for ``job_id`` (distinct per job)."""
+    return FAKE_MP4 + job_id.encode()
+
+
+@dataclass
+class FakeJob:
+    job_id: str
+    key: str
+    shot: str
+    created: float
+    polls_left: int
+    status: JobStatus = JobStatus.QUEUED
+    body: bytes = FAKE_MP4
+
+
+@dataclass
+class FakeService:
+    """The provider's side: jobs, the charge ledger and scripted faults (popped in order)."""
+
+    polls_to_finish: int = 2
+    jobs: dict[str, FakeJob] = field(default_factory=dict)
+    ledger: list[str] = field(default_factory=list)  # shot id per accepted (charged) submit
+    submit_faults: list[str] = field(default_factory=list)  # not_sent|rate|reject|ambiguous|lost
+    fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
+    expire_fetches: int = 0  # the next N fetches answer "URL expired"
+    uploads: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    submits: int = 0
+
+    def _job_done(self, job: FakeJob) -> None:
+        self.in_flight -= 1
+
+
+class FakeProvider:
+    """The adapter side, built per run from the spec's factory."""
+
+    name = "fake"
+
+    def __init__(self, ctx: ProviderContext, service: FakeService) -> None:
+        self.ctx = ctx
+        self.service = service
+        self.closed = False
+
+    async def __aenter__(self) -> FakeProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    async def prepare_media(self, asset: Asset) -> MediaRef:
+        await anyio.lowlevel.checkpoint()
+        self.service.uploads.append(asset.key)
+        return MediaRef(
+            role=asset.role, url=f"https://media.example/{asset.key}", sha256=asset.sha256
+        )
+
+    async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
+        svc = self.service
+        svc.submits += 1
+        fault = svc.submit_faults.pop(0) if svc.submit_faults else ""
+        await anyio.lowlevel.checkpoint()
+        if fault == "not_sent":
+            raise NotSent("connection refused", provider="fake", shot=shot.id)
+        if fault == "rate":
+            raise RateLimited("429", retry_after=0.01, provider="fake", shot=shot.id)
+        if fault == "reject":
+            raise Rejected("prompt rejected", provider="fake", shot=shot.id, status=400)
+        job_id = f"job-{len(svc.jobs) + 1}"
+        job = FakeJob(job_id, key, shot.id, time.time(), svc.polls_to_finish, body=video(job_id))
+        svc.jobs[job.job_id] = job
+        svc.ledger.append(shot.id)
+        svc.in_flight += 1
+        svc.max_in_flight = max(svc.max_in_flight, svc.in_flight)
+        if fault in ("ambiguous", "lost"):
+            raise Ambiguous("connection reset after send", provider="fake", shot=shot.id)
+        return JobHandle("fake", job.job_id, shot.model, time.time())
+
+    async def poll(self, job: JobHandle) -> PollResult:
+        await anyio.lowlevel.checkpoint()
+        fj = self.service.jobs.get(job.job_id)
+        if fj is None:
+            raise JobFailed("unknown job", provider="fake")
+        if fj.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            fj.polls_left -= 1
+            fj.status = JobStatus.RUNNING
+            if fj.polls_left <= 0:
+                failed = fj.shot in self.service.fail_shots
+                fj.status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
+                self.service._job_done(fj)
+        return PollResult(
+            fj.status,
+            raw_status=fj.status.value,
+            result_url=f"https://cdn.example/{fj.job_id}.mp4",
+            message="moderation" if fj.status == JobStatus.FAILED else "",
+            refunded=True if fj.status == JobStatus.FAILED else None,
+        )
+
+    @asynccontextmanager
+    async def fetch(self, job: JobHandle, result: PollResult) -> AsyncIterator[Download]:
+        if self.service.expire_fetches > 0:
+            self.service.expire_fetches -= 1
+            raise FetchError("URL expired", expired=True, provider="fake", status=410)
+        body = self.service.jobs[job.job_id].body
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 32):
+                yield body[i : i + 32]
+
+        yield Download(chunks(), size=len(body), content_type="video/mp4")
+
+    async def reconcile(self, shot: Shot, *, key: str, since: float) -> JobHandle | None:
+        for fj in self.service.jobs.values():
+            if fj.key == key:
+                return JobHandle("fake", fj.job_id, shot.model, fj.created)
+        return None
+
+
+def fake_spec(
+    service: FakeService, *, max_in_flight: int = 3, reconcile: bool = True
+) -> ProviderSpec:
+    """A registry entry named ``fake`` whose factory builds providers on ``service``."""
+    caps = ModelCaps(
+        durations=tuple(range(1, 31)),
+        aspect_ratios=("16:9", "9:16", "1:1", "21:9"),
+        end_frame=True,
+        max_reference_images=4,
+    )
+
+    def factory(ctx: ProviderContext) -> FakeProvider:
+        provider = FakeProvider(ctx, service) if reconcile else _NoReconcile(ctx, service)
+        return provider
+
+    return ProviderSpec(
+        name="fake",
+        factory=factory,
+        models=MappingProxyType({"m1": caps}),
+        defaults=ProviderSettings(
+            max_in_flight=max_in_flight, poll_min_s=0.001, poll_max_s=0.002, poll_deadline_s=60
+        ),
+        needs_api_key=False,
+    )
+
+
+class _NoReconcile(FakeProvider):
+    reconcile = None  # type: ignore[assignment]
