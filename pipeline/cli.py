@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"checkpoint error: {exc}", file=sys.stderr)
         return EXIT_CHECKPOINT
+    except KeyboardInterrupt:  # before the runner's own signal handling took over
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _validate(path: Path) -> int:
