@@ -121,6 +121,9 @@ def _asset(ctx: _Ctx, ref: str, role: MediaRole | None, loc: Loc) -> Asset | Non
     if kind is None:
         ctx.add(loc, f"{ref} is not an image, video or audio file (type sniffed from its content)")
         return None
+    if info.problem is not None:
+        ctx.add(loc, f"{ref} looks like {info.mime} but {info.problem}")
+        return None
     if role is not None and kind != MediaRole.REFERENCE_IMAGE:
         ctx.add(loc, f"{ref} is {info.mime}, but a frame must be an image (png, jpeg, webp...)")
         return None
@@ -190,6 +193,60 @@ def _check_caps(ctx: _Ctx, shot: Shot, caps: ModelCaps, where: Mapping[str, Loc]
         n = sum(1 for r in shot.references if r.role == role)
         if n > limit:
             ctx.add((*loc, "references"), f"{n} {label}; {target} takes at most {limit}")
+
+
+def _media_issues(asset: Asset, caps: ModelCaps, target: str) -> list[str]:
+    """Problems of one local file against the model's media limits."""
+    out = []
+    name = asset.path.name if asset.path else (asset.url or "")
+    if caps.max_media_bytes is not None and (asset.size or 0) > caps.max_media_bytes:
+        out.append(f"{name} is {asset.size} bytes; {target} takes at most {caps.max_media_bytes}")
+    if asset.width and asset.height and asset.mime and asset.mime.startswith("image/"):
+        short, ratio = min(asset.width, asset.height), asset.width / asset.height
+        if caps.min_image_short_side is not None and short < caps.min_image_short_side:
+            out.append(
+                f"{name} is {asset.width}x{asset.height}; {target} needs images with a "
+                f"short side of at least {caps.min_image_short_side} px"
+            )
+        if caps.image_aspect_range is not None:
+            low, high = caps.image_aspect_range
+            if not low <= ratio <= high:
+                out.append(
+                    f"{name} has aspect {ratio:.2f}; {target} accepts {low}-{high} (width/height)"
+                )
+    seconds = asset.duration_s
+    if seconds is not None and asset.role == MediaRole.REFERENCE_VIDEO and caps.reference_video_s:
+        low, high = caps.reference_video_s
+        if not low <= seconds <= high:
+            out.append(
+                f"{name} lasts {seconds:.1f} s; {target} takes reference videos of "
+                f"{low:g}-{high:g} s"
+            )
+    limit = caps.max_reference_audio_s
+    is_audio = asset.role == MediaRole.REFERENCE_AUDIO
+    if seconds is not None and is_audio and limit is not None and seconds > limit:
+        out.append(
+            f"{name} lasts {seconds:.1f} s; {target} takes reference audio of at most {limit:g} s"
+        )
+    return out
+
+
+def _check_media(ctx: _Ctx, shot: Shot, caps: ModelCaps, loc: Loc) -> None:
+    target = f"{shot.provider}/{shot.model}"
+    for field_name, asset in (("image", shot.image), ("end_image", shot.end_image)):
+        if asset is not None:
+            for message in _media_issues(asset, caps, target):
+                ctx.add((*loc, field_name), message)
+    for i, asset in enumerate(shot.references):
+        for message in _media_issues(asset, caps, target):
+            ctx.add((*loc, "references", i), message)
+    total = sum(a.duration_s or 0.0 for a in shot.references if a.role == MediaRole.REFERENCE_VIDEO)
+    if caps.max_reference_video_total_s is not None and total > caps.max_reference_video_total_s:
+        ctx.add(
+            (*loc, "references"),
+            f"reference videos last {total:.1f} s in all; {target} "
+            f"takes at most {caps.max_reference_video_total_s:g} s",
+        )
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
@@ -279,15 +336,10 @@ def _expand_shot(ctx: _Ctx, si: int, hi: int, order: int) -> list[Shot]:
         )
         shots.append(shot)
     _check_caps(ctx, shots[0], caps, where, loc)
+    _check_media(ctx, shots[0], caps, loc)
     if spec.check is not None:
         for name, message in spec.check(shots[0], caps):
             ctx.add(where.get(name, (*loc, name)), message)
-    if not spec.local_media and any(a.path is not None for a in shots[0].assets):
-        ctx.add(
-            (*loc, "image" if image and image.path else "references"),
-            f"{spec.name} accepts only public https URLs for media; local files need "
-            "object storage (`storage:` in the manifest)",
-        )
     return shots
 
 

@@ -246,6 +246,7 @@ def load_manifest(
         ManifestError: every problem found, each with file, line and field.
     """
     from pipeline.expand import expand
+    from pipeline.upload import check_storage
 
     path = Path(path)
     file = str(path)
@@ -257,6 +258,8 @@ def load_manifest(
         raise ManifestError.single(file, None, "", f"cannot read: {exc}") from None
     spec, lines = parse_manifest(text, file)
     shots = expand(spec, lines, path.resolve(), file, registry)
+    policies = {name: provider.media for name, provider in registry.items()}
+    check_storage(shots, policies, spec.storage is not None, file)
     return Manifest(
         path=path.resolve(),
         name=spec.name,

@@ -10,6 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+from PIL import Image, UnidentifiedImageError
+
 from pipeline.models import MediaRole
 
 _HEAD = 64
@@ -57,15 +60,60 @@ def role_of(mime: str) -> MediaRole | None:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """A local file's content facts: ``sha256`` hex, ``size`` bytes, sniffed ``mime`` (or None)."""
+    """A local file's content facts.
+
+    Attributes:
+        sha256: content hash (hex).
+        size: bytes.
+        mime: type sniffed from the magic bytes, or None when unknown.
+        width / height: pixels, for images and videos that could be decoded.
+        duration_s: seconds, for video and audio that could be decoded.
+        problem: why a file of a known type could not be decoded (corrupt or truncated).
+    """
 
     sha256: str
     size: int
     mime: str | None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    problem: str | None = None
+
+
+def _image_facts(path: Path) -> tuple[int | None, int | None, str | None]:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            return img.width, img.height, None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return None, None, f"cannot be decoded as an image ({exc})"
+
+
+def _av_facts(path: Path) -> tuple[int | None, int | None, float | None, str | None]:
+    try:
+        with av.open(str(path)) as container:
+            width = height = None
+            if container.streams.video:
+                ctx = container.streams.video[0].codec_context
+                width, height = ctx.width, ctx.height
+            duration = container.duration / 1_000_000 if container.duration else None
+            if duration is None:
+                lengths = [
+                    float(s.duration * s.time_base)
+                    for s in container.streams
+                    if s.duration is not None and s.time_base is not None
+                ]
+                duration = max(lengths) if lengths else None
+            return width, height, duration, None
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        return None, None, None, f"cannot be decoded ({exc})"
 
 
 def inspect_file(path: Path) -> FileInfo:
-    """Hash and sniff ``path`` (synchronous; reads the file once in 1 MiB blocks).
+    """Hash, sniff and measure ``path`` (synchronous; reads the file once in 1 MiB blocks).
+
+    Images get their pixel size (Pillow), video and audio their duration (PyAV).
 
     Raises:
         OSError: the file cannot be read.
@@ -79,4 +127,12 @@ def inspect_file(path: Path) -> FileInfo:
                 head = block[:_HEAD]
             digest.update(block)
             size += len(block)
-    return FileInfo(sha256=digest.hexdigest(), size=size, mime=sniff(head))
+    mime = sniff(head)
+    info = FileInfo(sha256=digest.hexdigest(), size=size, mime=mime)
+    if mime is None:
+        return info
+    if mime.startswith("image/"):
+        width, height, problem = _image_facts(path)
+        return FileInfo(info.sha256, size, mime, width, height, None, problem)
+    width, height, duration, problem = _av_facts(path)
+    return FileInfo(info.sha256, size, mime, width, height, duration, problem)

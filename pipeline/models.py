@@ -88,7 +88,8 @@ class Asset:
 
     Exactly one of ``path`` (a local file, absolute) and ``url`` (a remote http(s) URL passed
     through) is set. ``sha256`` (hex) and ``size`` (bytes) describe local files; ``mime`` is
-    sniffed from the content, not the extension.
+    sniffed from the content, not the extension; ``width``/``height`` (pixels) and
+    ``duration_s`` (seconds) are measured where the file could be decoded.
     """
 
     role: MediaRole
@@ -97,6 +98,9 @@ class Asset:
     sha256: str | None = None
     size: int | None = None
     mime: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
 
     @property
     def key(self) -> str:
@@ -233,6 +237,12 @@ class ModelCaps:
         max_reference_images / max_reference_videos / max_reference_audio: reference counts.
         requires_image: the model is image-to-video and needs a first frame.
         audio: whether the model can generate audio.
+        max_media_bytes: largest accepted input file, in bytes (None: no documented limit).
+        min_image_short_side: smallest accepted short side of an input image, in pixels.
+        image_aspect_range: accepted (min, max) width/height ratio of input images.
+        reference_video_s: accepted (min, max) length of each reference video, in seconds.
+        max_reference_video_total_s: longest total of all reference videos, in seconds.
+        max_reference_audio_s: longest accepted reference audio file, in seconds.
     """
 
     durations: tuple[int, ...]
@@ -246,3 +256,9 @@ class ModelCaps:
     max_reference_audio: int = 0
     requires_image: bool = False
     audio: bool = False
+    max_media_bytes: int | None = None
+    min_image_short_side: int | None = None
+    image_aspect_range: tuple[float, float] | None = None
+    reference_video_s: tuple[float, float] | None = None
+    max_reference_video_total_s: float | None = None
+    max_reference_audio_s: float | None = None

@@ -40,6 +40,8 @@ from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, Sup
 from pipeline.settings import ProviderSettings
 from pipeline.stages import RunContext, ShotMachine
 from pipeline.state import RunState, ShotRecord, replay
+from pipeline.storage import ObjectStorage
+from pipeline.upload import MediaResolver
 
 log = logging.getLogger("pipeline")
 
@@ -129,16 +131,19 @@ class Runner:
         try:
             async with AsyncExitStack() as stack:
                 providers = {n: await stack.enter_async_context(self._provider(n)) for n in names}
+                settings = {n: self._settings(n) for n in names}
                 ctx = RunContext(
                     run_id=run_id,
                     run_dir=self.ckpt.run_dir,
                     append=self._append,
                     providers=providers,
-                    gates={n: ProviderGate(n, self._settings(n)) for n in names},
-                    settings={n: self._settings(n) for n in names},
+                    gates={n: ProviderGate(n, settings[n]) for n in names},
+                    settings=settings,
                     downloads=self.manifest.downloads,
                     observer=observer,
                     options=self.options,
+                    media=self._media_resolver(settings),
+                    policies={n: self.options.registry[n].media for n in names},
                 )
                 await self._run_all(ctx, todo, state)
         finally:
@@ -162,6 +167,14 @@ class Runner:
         record = await self.ckpt.append(ev, shot, **fields)
         self.appended.append(record)
         return record
+
+    def _media_resolver(self, settings: Mapping[str, ProviderSettings]) -> MediaResolver:
+        """Object storage (when the manifest has some) and how long presigned URLs must last."""
+        storage = None
+        if self.manifest.storage is not None:
+            storage = ObjectStorage(self.manifest.storage, file=str(self.manifest.path))
+        longest = max((s.poll_deadline_s or 3600.0 for s in settings.values()), default=3600.0)
+        return MediaResolver(storage=storage, min_validity_s=longest + 600.0)
 
     def _settings(self, name: str) -> ProviderSettings:
         return provider_settings(

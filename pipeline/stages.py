@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from pipeline import download, retry
+from pipeline import download, retry, upload
 from pipeline.checkpoint import Record
 from pipeline.errors import (
     Ambiguous,
@@ -45,7 +45,7 @@ from pipeline.models import (
     ShotState,
 )
 from pipeline.progress import Observer
-from pipeline.providers.base import Provider, SupportsCleanup, SupportsReconcile
+from pipeline.providers.base import MediaPolicy, Provider, SupportsCleanup, SupportsReconcile
 from pipeline.settings import DownloadSettings, ProviderSettings
 from pipeline.state import ShotRecord
 
@@ -76,8 +76,10 @@ class RunContext:
     downloads: DownloadSettings
     observer: Observer
     options: Any
-    media_cache: dict[tuple[str, str], MediaRef] = field(default_factory=dict)
-    media_locks: dict[tuple[str, str], anyio.Lock] = field(default_factory=dict)
+    media: upload.MediaResolver = field(default_factory=upload.MediaResolver)
+    policies: Mapping[str, MediaPolicy] = field(default_factory=dict)
+    media_cache: dict[tuple[str, str, str], MediaRef] = field(default_factory=dict)
+    media_locks: dict[tuple[str, str, str], anyio.Lock] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -165,33 +167,37 @@ class ShotMachine:
 
     async def _upload(self) -> list[MediaRef]:
         assets = self.shot.assets
-        if assets:
-            self.ctx.observer.transition(self.shot, ShotState.UPLOADING)
-        return [await self._prepare(asset) for asset in assets]
+        if not assets:
+            return []
+        self.ctx.observer.transition(self.shot, ShotState.UPLOADING)
+        mode = upload.mode_for(self.ctx.policies[self.shot.provider], self.shot)
+        return [await self._prepare(asset, mode) for asset in assets]
 
-    async def _prepare(self, asset: Asset) -> MediaRef:
-        key = (self.shot.provider, asset.key)
+    async def _prepare(self, asset: Asset, mode: str) -> MediaRef:
+        valid_for = self.ctx.media.min_validity_s
         recorded = self.rec.media.get(asset.key) if self.rec else None
-        if recorded is not None and _fresh(recorded):
-            self.ctx.media_cache.setdefault(key, recorded)
-            return recorded
+        if recorded is not None and upload.usable(recorded, valid_for):
+            return upload.with_role(recorded, asset)
+        key = (self.shot.provider, asset.key, mode)
         lock = self.ctx.media_locks.setdefault(key, anyio.Lock())
-        async with lock:  # single flight per (provider, content)
+        async with lock:  # single flight per (provider, content, mode)
             ref = self.ctx.media_cache.get(key)
-            if ref is None or not _fresh(ref):
+            if ref is None or not (ref.url.startswith("data:") or upload.usable(ref, valid_for)):
                 async with self.gate.uploads:
-                    ref = await self._call(lambda: self.provider.prepare_media(asset))
+                    ref = await self._call(lambda: self.ctx.media.resolve(asset, mode))
                 self.ctx.media_cache[key] = ref
-        await self.ctx.append(
-            Event.UPLOADED,
-            self.shot.id,
-            asset=asset.key,
-            url=ref.url,
-            role=ref.role.value,
-            sha256=ref.sha256,
-            mime=ref.mime,
-            expires_at=ref.expires_at,
-        )
+        ref = upload.with_role(ref, asset)
+        if asset.path is not None and not ref.url.startswith("data:"):
+            await self.ctx.append(
+                Event.UPLOADED,
+                self.shot.id,
+                asset=asset.key,
+                url=ref.url,
+                role=ref.role.value,
+                sha256=ref.sha256,
+                mime=ref.mime,
+                expires_at=ref.expires_at,
+            )
         return ref
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], kind: CallKind = CallKind.OTHER) -> Any:
@@ -409,11 +415,6 @@ class ShotMachine:
                 await self.provider.cleanup(job)
             except ProviderError as exc:
                 log.warning("%s: cleanup at the provider failed: %s", self.shot.id, exc)
-
-
-def _fresh(ref: MediaRef) -> bool:
-    """A media reference is reusable while its URL stays valid for at least another hour."""
-    return ref.expires_at is None or ref.expires_at - time.time() > 3600
 
 
 def _charged(refunded: bool | None) -> Charged:

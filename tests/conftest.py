@@ -1,8 +1,16 @@
-"""Shared fixtures: asyncio only (aiohttp does not run on trio), retries without sleeping."""
+"""Shared fixtures: asyncio only (aiohttp does not run on trio), retries without sleeping, and a
+real S3 API on loopback (moto's server mode) for the upload stage."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import stamina
@@ -18,3 +26,84 @@ def _fast_retries() -> Iterator[None]:
     """Retries keep their attempt counts (capped at 5) but skip the backoff sleeps."""
     with stamina.set_testing(True, attempts=5, cap=True):
         yield
+
+
+@dataclass
+class S3:
+    """One fresh bucket on the session's moto server, with a server-side request log."""
+
+    endpoint: str
+    bucket: str
+
+    def storage_yaml(self, prefix: str = "media") -> str:
+        return (
+            f"storage: {{url: 's3://{self.bucket}/{prefix}', endpoint_url: '{self.endpoint}', "
+            "region: us-east-1, presign_ttl: 2h}\n"
+        )
+
+    def _api(self, path: str, method: str = "GET") -> bytes:
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{path}", method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body: bytes = resp.read()
+            return body
+
+    def requests(self, method: str) -> list[str]:
+        """URLs of every ``method`` request the server received for this bucket."""
+        out = []
+        for line in self._api("download-recording").decode().splitlines():
+            entry = json.loads(line)
+            url = str(entry.get("url", ""))
+            if entry.get("method") == method and f"/{self.bucket}/" in url:
+                out.append(url.split("?")[0])
+        return out
+
+    def keys(self) -> list[str]:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        listing = client.list_objects_v2(Bucket=self.bucket)
+        return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(tmp_path_factory.mktemp("moto") / "recording")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    urllib.request.urlopen(
+        urllib.request.Request(f"{endpoint}/moto-api/recorder/start-recording", method="POST"),
+        timeout=10,
+    ).close()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"pipeline-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    return S3(endpoint=moto_endpoint, bucket=bucket)
+
+
+def tiny_png(
+    path: Path, size: tuple[int, int] = (64, 36), color: tuple[int, int, int] = (200, 40, 40)
+) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, color).save(path)
+    return path

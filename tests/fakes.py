@@ -18,7 +18,6 @@ import anyio.lowlevel
 
 from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
 from pipeline.models import (
-    Asset,
     Download,
     JobHandle,
     JobStatus,
@@ -27,7 +26,7 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers.base import ProviderContext, ProviderSpec
+from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.settings import ProviderSettings
 
 #: Smallest thing that passes the container check: an ISO BMFF ``ftyp`` box and some payload.
@@ -60,7 +59,7 @@ class FakeService:
     submit_faults: list[str] = field(default_factory=list)  # not_sent|rate|reject|ambiguous|lost
     fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
     expire_fetches: int = 0  # the next N fetches answer "URL expired"
-    uploads: list[str] = field(default_factory=list)
+    media: list[list[tuple[str, str]]] = field(default_factory=list)  # per submit: (role, url)
     in_flight: int = 0
     max_in_flight: int = 0
     submits: int = 0
@@ -88,16 +87,10 @@ class FakeProvider:
     async def aclose(self) -> None:
         self.closed = True
 
-    async def prepare_media(self, asset: Asset) -> MediaRef:
-        await anyio.lowlevel.checkpoint()
-        self.service.uploads.append(asset.key)
-        return MediaRef(
-            role=asset.role, url=f"https://media.example/{asset.key}", sha256=asset.sha256
-        )
-
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
         svc = self.service
         svc.submits += 1
+        svc.media.append([(m.role.value, m.url) for m in media])
         fault = svc.submit_faults.pop(0) if svc.submit_faults else ""
         await anyio.lowlevel.checkpoint()
         if fault == "not_sent":
@@ -157,7 +150,11 @@ class FakeProvider:
 
 
 def fake_spec(
-    service: FakeService, *, max_in_flight: int = 3, reconcile: bool = True
+    service: FakeService,
+    *,
+    max_in_flight: int = 3,
+    reconcile: bool = True,
+    media: MediaPolicy | None = None,
 ) -> ProviderSpec:
     """A registry entry named ``fake`` whose factory builds providers on ``service``."""
     caps = ModelCaps(
@@ -179,6 +176,7 @@ def fake_spec(
             max_in_flight=max_in_flight, poll_min_s=0.001, poll_max_s=0.002, poll_deadline_s=60
         ),
         needs_api_key=False,
+        media=media or MediaPolicy(data_urls=True, max_inline_bytes=1 << 20),
     )
 
 

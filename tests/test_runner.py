@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Mapping
@@ -239,13 +240,17 @@ async def test_missing_output_is_fetched_again_without_paying(tmp_path: Path) ->
     assert service.ledger == ["sc-s01"]
 
 
-async def test_media_used_by_many_shots_is_prepared_once(tmp_path: Path) -> None:
-    path = write_manifest(tmp_path, 5, image=True)
+async def test_small_media_go_inline_as_data_urls(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, 3, image=True)
     service = FakeService()
     result = await run(path, service)
     assert result.exit_code == EXIT_OK
-    assert len(service.uploads) == 1
-    assert len(events(run_dir_of(path), "uploaded")) == 5  # recorded per shot
+    png = (tmp_path / "frame.png").read_bytes()
+    for media in service.media:
+        ((role, url),) = media
+        assert role == "image"
+        assert url == "data:image/png;base64," + base64.b64encode(png).decode()
+    assert not events(run_dir_of(path), "uploaded")  # inline data never goes to the log
 
 
 async def test_poll_deadline_fails_the_shot_as_charged(tmp_path: Path) -> None:

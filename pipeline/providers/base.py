@@ -14,8 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from pipeline.models import Asset, Download, JobHandle, MediaRef, ModelCaps, PollResult, Shot
+from pipeline.models import Download, JobHandle, MediaRef, ModelCaps, PollResult, Shot
 from pipeline.settings import DownloadSettings, ProviderSettings
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPolicy:
+    """How a provider can receive a shot's local media files (design.md §4 upload).
+
+    Attributes:
+        file_urls: it reads local files directly (``file://``; the ``local`` renderer only).
+        data_urls: it accepts inline ``data:<mime>;base64,...`` URLs.
+        max_inline_bytes: largest total of a request's data URLs (base64 bytes); above it, the
+            shot's files are uploaded to object storage instead.
+    """
+
+    file_urls: bool = False
+    data_urls: bool = False
+    max_inline_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +63,6 @@ class Provider(Protocol):
     """
 
     name: str
-
-    async def prepare_media(self, asset: Asset) -> MediaRef:
-        """Turn one local or remote asset into something the provider's request can carry.
-
-        Raises:
-            NotSent, RateLimited: retryable; Rejected: the asset cannot be used.
-        """
-        ...
 
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
         """Make the one paid call that creates the job for ``shot``.
@@ -161,9 +169,10 @@ class ProviderSpec:
         factory: builds the adapter for a run.
         models: capability table per model id.
         defaults: default settings (base URL, key variable, limits, poll bounds).
-        local_media: whether local files can be sent today (data URLs or direct file access).
+        local_media: unused (superseded by ``media``; kept while adapters migrate).
         needs_api_key: whether a missing key is an error before the run starts.
         check: provider-specific offline checks run by ``pipeline validate`` (see ShotCheck).
+        media: how local media files reach the provider (file, data URL, or storage upload).
         default_model: model used when the manifest names none (default: the first in models).
     """
 
@@ -175,3 +184,4 @@ class ProviderSpec:
     needs_api_key: bool = True
     check: ShotCheck | None = None
     default_model: str | None = None
+    media: MediaPolicy = field(default_factory=MediaPolicy)

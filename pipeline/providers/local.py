@@ -34,7 +34,6 @@ import anyio.abc
 
 from pipeline.errors import FetchError, JobFailed, Rejected
 from pipeline.models import (
-    Asset,
     Download,
     JobHandle,
     JobStatus,
@@ -44,7 +43,7 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers.base import ProviderContext, ProviderSpec
+from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.render import ClipSpec, frame_size, render_clip
 from pipeline.settings import ProviderSettings
 
@@ -101,22 +100,6 @@ class LocalProvider:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.jobs_dir.glob(".render-*"):  # left by a killed render
             stale.unlink(missing_ok=True)
-
-    # ----- media ------------------------------------------------------------------------------
-
-    async def prepare_media(self, asset: Asset) -> MediaRef:
-        """A ``file://`` reference to the local file (the renderer reads it directly).
-
-        Raises:
-            Rejected: the asset is a remote URL (the local renderer works offline).
-        """
-        if asset.path is None:
-            raise Rejected(
-                f"the local renderer works offline and cannot fetch {asset.url}", provider=NAME
-            )
-        return MediaRef(
-            role=asset.role, url=asset.path.as_uri(), sha256=asset.sha256, mime=asset.mime
-        )
 
     # ----- submit -----------------------------------------------------------------------------
 
@@ -312,4 +295,5 @@ SPEC = ProviderSpec(
     needs_api_key=False,
     check=_check,
     default_model="previz",
+    media=MediaPolicy(file_urls=True),
 )
