@@ -7,6 +7,7 @@
     pipeline status RUN_DIR [--json]          where every shot stands
     pipeline validate MANIFEST                every offline check, before any money is spent
     pipeline cancel RUN_DIR [--shot ID]       cancel unfinished shots, at the provider too
+    pipeline sim [--host H] [--port N]        serve every provider simulator until Ctrl-C
 
 Exit codes: 0 all done, 1 some shots failed or need attention, 2 invalid input, 3 checkpoint or
 disk fail-stop, 130 interrupted.
@@ -20,11 +21,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 
-from pipeline import __version__
+from pipeline import __version__, sim
 from pipeline.checkpoint import load
 from pipeline.errors import CheckpointError, ManifestError
 from pipeline.manifest import Manifest, load_manifest
@@ -40,6 +42,7 @@ from pipeline.runner import (
     execute,
     provider_settings,
 )
+from pipeline.sim.common import SimConfig
 from pipeline.state import replay
 from pipeline.summary import attention, render_table, status_json
 
@@ -57,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.add_argument("-v", "--verbose", action="store_true", help="log every transition")
         p.add_argument("--retry-failed", action="store_true", help="new attempt for failed shots")
+        p.add_argument(
+            "--simulate",
+            action="store_true",
+            help="rehearse against in-process simulators of the providers: no account, no spend",
+        )
         p.add_argument(
             "--resubmit-ambiguous",
             nargs="*",
@@ -84,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     p_cancel = sub.add_parser("cancel", help="cancel unfinished shots (at the provider too)")
     p_cancel.add_argument("run_dir", type=Path)
     p_cancel.add_argument("--shot", action="append", metavar="ID", help="only this shot (repeat)")
+
+    p_sim = sub.add_parser("sim", help="serve the provider simulators (until Ctrl-C)")
+    p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p_sim.add_argument("--port", type=int, default=0, help="first port (default: free ports)")
+    p_sim.add_argument("--latency", type=float, default=5.0, help="seconds per job (default 5)")
     return parser
 
 
@@ -101,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.run_dir, as_json=args.json)
         if args.command == "cancel":
             return _cancel(args.run_dir, args.shot)
+        if args.command == "sim":
+            return anyio.run(_serve_simulators, args.host, args.port, args.latency)
         if args.command == "resume":
             manifest = _manifest_of(args.run_dir)
             return _run(manifest, args.run_dir, args)
@@ -194,9 +209,50 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
         resubmit_ambiguous=frozenset(ambiguous or ["*"]) if ambiguous is not None else frozenset(),
         observer=_observer(args),
     )
-    result = anyio.run(execute, manifest, run_dir, options)
+    result = anyio.run(_execute, manifest, run_dir, options, args.simulate)
     _print_result(result, run_dir)
     return result.exit_code
+
+
+#: Poll the simulators often: their jobs take seconds, not minutes.
+SIM_POLLING = {"poll_min_s": 0.2, "poll_max_s": 1.0}
+
+
+async def _execute(
+    manifest: Manifest, run_dir: Path, options: RunOptions, simulate: bool
+) -> RunResult:
+    if not simulate:
+        return await execute(manifest, run_dir, options)
+    names = {s.provider for s in manifest.shots}
+    async with sim.running(names) as sims:
+        if sims:
+            where = ", ".join(f"{n} at {r.base_url}" for n, r in sorted(sims.items()))
+            print(f"rehearsal (no account, no spend): {where}", file=sys.stderr)
+        options = replace(
+            options,
+            simulate=True,
+            base_urls={**options.base_urls, **{n: r.base_url for n, r in sims.items()}},
+            api_keys={**options.api_keys, **dict.fromkeys(sims, sim.SIM_KEY)},
+            overrides={n: SIM_POLLING for n in sims},
+        )
+        return await execute(manifest, run_dir, options)
+
+
+async def _serve_simulators(host: str, port: int, latency: float) -> int:
+    config = SimConfig(api_key=sim.SIM_KEY, latency_s=latency)
+    async with sim.running(sim.SIMULATORS, config=config, host=host, port=port) as sims:
+        print(f"provider simulators (API key: {sim.SIM_KEY}); Ctrl-C stops them")
+        hosts = []
+        for name, served in sorted(sims.items()):
+            print(f"  {name:<11} {served.base_url}")
+            hosts.append(served.base_url.split("/")[2])
+        print("\nmanifest settings to use them:\nproviders:")
+        for name, served in sorted(sims.items()):
+            print(f"  {name}: {{base_url: '{served.base_url}', poll_min_s: 0.5}}")
+        print(f"downloads: {{allow_hosts: [{', '.join(hosts)}]}}")
+        sys.stdout.flush()
+        await anyio.sleep_forever()
+    return EXIT_OK
 
 
 def _print_result(result: RunResult, run_dir: Path) -> None:

@@ -127,7 +127,16 @@ def _asset(ctx: _Ctx, ref: str, role: MediaRole | None, loc: Loc) -> Asset | Non
     if role is not None and kind != MediaRole.REFERENCE_IMAGE:
         ctx.add(loc, f"{ref} is {info.mime}, but a frame must be an image (png, jpeg, webp...)")
         return None
-    return Asset(role=role or kind, path=path, sha256=info.sha256, size=info.size, mime=info.mime)
+    return Asset(
+        role=role or kind,
+        path=path,
+        sha256=info.sha256,
+        size=info.size,
+        mime=info.mime,
+        width=info.width,
+        height=info.height,
+        duration_s=info.duration_s,
+    )
 
 
 def _media(

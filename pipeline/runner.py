@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -60,6 +61,8 @@ class RunOptions:
         resubmit_ambiguous: shot ids (or ``{"*"}``) whose ambiguous submit may be paid again.
         observer: progress display.
         registry: provider specs by name (tests inject fakes; default: the built-in registry).
+        overrides: provider name -> settings that win over the manifest (``--simulate`` uses
+            short poll intervals against the simulators).
     """
 
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +72,7 @@ class RunOptions:
     resubmit_ambiguous: frozenset[str] = frozenset()
     observer: Observer = field(default_factory=NullObserver)
     registry: Mapping[str, ProviderSpec] = field(default_factory=lambda: PROVIDERS)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,13 +91,15 @@ def provider_settings(
     name: str,
     base_url: str | None = None,
     registry: Mapping[str, ProviderSpec] = PROVIDERS,
+    overrides: Mapping[str, Any] | None = None,
 ) -> ProviderSettings:
-    """Manifest settings for ``name`` merged over the adapter's defaults (and a URL override)."""
+    """Manifest settings for ``name`` merged over the adapter's defaults, then the overrides."""
     spec = registry[name]
     merged = manifest.providers.get(name, ProviderSettings()).merged(spec.defaults)
+    update = dict(overrides or {})
     if base_url:
-        merged = merged.model_copy(update={"base_url": base_url})
-    return merged
+        update["base_url"] = base_url
+    return merged.model_copy(update=update) if update else merged
 
 
 def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
@@ -178,7 +184,11 @@ class Runner:
 
     def _settings(self, name: str) -> ProviderSettings:
         return provider_settings(
-            self.manifest, name, self.options.base_urls.get(name), self.options.registry
+            self.manifest,
+            name,
+            self.options.base_urls.get(name),
+            self.options.registry,
+            self.options.overrides.get(name),
         )
 
     def _provider(self, name: str) -> Provider:
@@ -260,16 +270,44 @@ def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
 
 
 def _check_keys(manifest: Manifest, options: RunOptions) -> None:
+    """Refuse to start when a provider in use has no API key or no base URL.
+
+    Raises:
+        ManifestError: naming each missing key variable / ``providers.<name>.base_url``.
+    """
     missing = []
     for name in sorted({s.provider for s in manifest.shots}):
         spec = options.registry[name]
+        settings = provider_settings(manifest, name, options.base_urls.get(name), options.registry)
         if spec.needs_api_key and not options.api_keys.get(name):
-            env = provider_settings(manifest, name, registry=options.registry).api_key_env or "?"
-            missing.append(f"{name}: set the environment variable {env}")
+            env = settings.api_key_env or "?"
+            missing.append(f"{name}: set the environment variable {env} (or run with --simulate)")
+        if spec.needs_api_key and not settings.base_url:
+            missing.append(f"{name}: set providers.{name}.base_url to your gateway's URL")
+    if not options.simulate:
+        missing.extend(_plain_http_media(manifest))
     if missing:
         raise ManifestError.single(
-            str(manifest.path), None, "providers", "missing API key(s): " + "; ".join(missing)
+            str(manifest.path), None, "providers", "cannot start: " + "; ".join(missing)
         )
+
+
+def _plain_http_media(manifest: Manifest) -> list[str]:
+    """Real providers fetch media over https only; plain http is for ``--simulate`` rehearsals."""
+    out = []
+    storage = manifest.storage
+    if storage is not None and (storage.endpoint_url or "").startswith("http://"):
+        uses = any(s.provider != "local" and any(a.path for a in s.assets) for s in manifest.shots)
+        if uses:
+            out.append(
+                f"storage.endpoint_url {storage.endpoint_url} is plain http: providers could not "
+                "fetch its presigned URLs (use an https endpoint, or --simulate)"
+            )
+    for shot in manifest.shots:
+        for asset in shot.assets:
+            if asset.url is not None and asset.url.startswith("http://"):
+                out.append(f"{shot.id}: {asset.url.split('?')[0]} is plain http (https only)")
+    return out
 
 
 async def cancel(

@@ -42,7 +42,8 @@ def mode_for(policy: MediaPolicy, shot: Shot) -> str:
         return FILE
     local = [a for a in shot.assets if a.path is not None]
     total = sum(inline_size(a.size or 0, a.mime) for a in local)
-    if policy.data_urls and total <= policy.max_inline_bytes:
+    kinds_ok = all((a.mime or "").split("/")[0] in policy.inline_kinds for a in local)
+    if policy.data_urls and kinds_ok and total <= policy.max_inline_bytes:
         return INLINE
     return UPLOAD
 

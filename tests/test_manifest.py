@@ -308,3 +308,46 @@ def test_validate_command_exits_2_and_lists_every_issue(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert f"{path}:8: scenes[0].shots[0].duration" in res.stderr
     assert f"{path}:9: scenes[0].shots[0].resolution" in res.stderr
+
+
+def _wav(path: Path, seconds: float, rate: int = 8000) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x00" * int(seconds * rate))
+    return path
+
+
+R2V = (
+    HEAD
+    + "defaults: {provider: venice, model: seedance-2-0-reference-to-video, duration: 5}\n"
+    + "scenes:\n  - id: a\n    shots:\n      - id: s1\n        prompt: hi\n"
+)
+
+
+def test_media_limits_of_the_model_are_checked_offline(tmp_path: Path) -> None:
+    Image.new("RGB", (200, 150)).save(tmp_path / "small.png")
+    Image.new("RGB", (1200, 300)).save(tmp_path / "wide.png")
+    Image.new("RGB", (640, 480)).save(tmp_path / "ok.png")
+    _wav(tmp_path / "long.wav", 31)
+    _wav(tmp_path / "short.wav", 3)
+    refs = "[small.png, wide.png, ok.png, long.wav, short.wav]"
+    path = write(tmp_path, R2V + f"        references: {refs}\n")
+    issues = issues_of(path)
+    where = f"{path}:9: scenes[0].shots[0].references"
+    assert any(i.startswith(f"{where}[0]: small.png is 200x150") and "300 px" in i for i in issues)
+    assert any(i.startswith(f"{where}[1]: wide.png has aspect 4.00") for i in issues)
+    assert any(i.startswith(f"{where}[3]: long.wav lasts 31.0 s") for i in issues)
+    assert len(issues) == 3  # ok.png and short.wav pass
+
+
+def test_wrong_type_behind_a_correct_extension_is_caught(tmp_path: Path) -> None:
+    _wav(tmp_path / "voice.png", 1)  # audio named .png
+    path = write(
+        tmp_path, R2V.replace("reference-to-video", "image-to-video") + "        image: voice.png\n"
+    )
+    issues = issues_of(path)
+    assert any("voice.png is audio/wav, but a frame must be an image" in i for i in issues)

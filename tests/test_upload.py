@@ -6,7 +6,10 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 from pipeline.checkpoint import FILE, encode, parse
+from pipeline.errors import ManifestError
 from pipeline.manifest import load_manifest
 from pipeline.models import Event
 from pipeline.providers.base import MediaPolicy, ProviderSpec
@@ -34,10 +37,23 @@ def manifest(tmp_path: Path, s3: S3, name: str, shots: int = 5) -> Path:
     return path
 
 
-async def run(path: Path, service: FakeService, policy: MediaPolicy = NO_INLINE) -> RunResult:
+async def run(
+    path: Path, service: FakeService, policy: MediaPolicy = NO_INLINE, *, simulate: bool = True
+) -> RunResult:
+    """Run on the fake provider. ``simulate``: moto serves plain http on loopback, which only a
+    rehearsal may hand to providers."""
     registry: Mapping[str, ProviderSpec] = {"fake": fake_spec(service, media=policy)}
     m = load_manifest(path, registry=registry)
-    return await execute(m, path.parent / "jobs" / m.name, RunOptions(registry=registry))
+    options = RunOptions(registry=registry, simulate=simulate)
+    return await execute(m, path.parent / "jobs" / m.name, options)
+
+
+async def test_plain_http_storage_is_refused_outside_a_rehearsal(tmp_path: Path, s3: S3) -> None:
+    service = FakeService()
+    with pytest.raises(ManifestError, match="plain http"):
+        await run(manifest(tmp_path, s3, "real"), service, simulate=False)
+    assert service.submits == 0
+    assert s3.requests("PUT") == []
 
 
 def fetch(url: str) -> bytes:

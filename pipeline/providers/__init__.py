@@ -10,7 +10,13 @@ from types import MappingProxyType
 
 from pipeline.providers.base import ProviderSpec
 from pipeline.providers.local import SPEC as LOCAL
+from pipeline.providers.newapi import SPEC as NEWAPI
+from pipeline.providers.relaydance import SPEC as RELAYDANCE
+from pipeline.providers.seedance2 import SPEC as SEEDANCE2
+from pipeline.providers.venice import SPEC as VENICE
 
-PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({spec.name: spec for spec in (LOCAL,)})
+PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
+    {spec.name: spec for spec in (LOCAL, VENICE, SEEDANCE2, NEWAPI, RELAYDANCE)}
+)
 
 __all__ = ["PROVIDERS", "ProviderSpec"]

@@ -27,11 +27,14 @@ class MediaPolicy:
         data_urls: it accepts inline ``data:<mime>;base64,...`` URLs.
         max_inline_bytes: largest total of a request's data URLs (base64 bytes); above it, the
             shot's files are uploaded to object storage instead.
+        inline_kinds: media kinds (``image``, ``video``, ``audio``) accepted as data URLs; a
+            shot with a local file of another kind is uploaded instead.
     """
 
     file_urls: bool = False
     data_urls: bool = False
     max_inline_bytes: int = 0
+    inline_kinds: tuple[str, ...] = ("image", "video", "audio")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,18 +17,22 @@ routes ``submit``, ``poll``, ``fetch`` (result bytes), ``quote``, ``cancel``, ``
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
+from pipeline.media import sniff
 from pipeline.render import tiny_mp4
 
 
@@ -256,3 +260,59 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
         yield f"http://{host}:{bound}"
     finally:
         await runner.cleanup()
+
+
+#: Longest a simulator waits for one media URL, and the most it reads (bytes).
+MEDIA_TIMEOUT_S = 10.0
+MEDIA_MAX_BYTES = 64 * 1024**2
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+async def fetch_media(items: Iterable[tuple[str | None, str]]) -> str | None:
+    """Fetch the media URLs of a submit, as the real service would, and check their types.
+
+    Args:
+        items: ``(kind, url)`` pairs; ``kind`` is ``"image"``, ``"video"``, ``"audio"`` or None
+            (any of them). ``data:`` URLs are decoded; http(s) URLs on loopback (object storage
+            such as moto, or another local server) are downloaded. Other hosts cannot be reached
+            from a sandbox, so the simulator trusts them [I].
+
+    Returns:
+        None when every URL served media of the declared kind, else what went wrong.
+    """
+    timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for kind, url in items:
+            problem = await _check_one(session, kind, url)
+            if problem is not None:
+                return problem
+    return None
+
+
+async def _check_one(session: aiohttp.ClientSession, kind: str | None, url: str) -> str | None:
+    shown = url.split("?")[0][:120]
+    if url.startswith("data:"):
+        try:
+            head = base64.b64decode(url.split(",", 1)[1][:128])
+        except (ValueError, IndexError):
+            return "invalid data: URL"
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return f"unsupported media URL scheme: {shown}"
+        if (parts.hostname or "") not in _LOOPBACK:
+            return None
+        try:
+            async with session.get(url) as resp:
+                if resp.status != 200:
+                    return f"media URL answered HTTP {resp.status}: {shown}"
+                head = await resp.content.read(64)
+                while await resp.content.readany():
+                    pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"media URL unreachable ({type(exc).__name__}): {shown}"
+    mime = sniff(head)
+    if mime is None or (kind is not None and not mime.startswith(f"{kind}/")):
+        expected = kind or "image, video or audio"
+        return f"media is {mime or 'of an unknown type'}, expected {expected}: {shown}"
+    return None
