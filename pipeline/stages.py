@@ -45,7 +45,13 @@ from pipeline.models import (
     ShotState,
 )
 from pipeline.progress import Observer
-from pipeline.providers.base import MediaPolicy, Provider, SupportsCleanup, SupportsReconcile
+from pipeline.providers.base import (
+    MediaPolicy,
+    Provider,
+    SupportsCleanup,
+    SupportsQuote,
+    SupportsReconcile,
+)
 from pipeline.settings import DownloadSettings, ProviderSettings
 from pipeline.state import ShotRecord
 
@@ -105,6 +111,7 @@ class ShotMachine:
         self.provider = ctx.providers[shot.provider]
         self.gate = ctx.gates[shot.provider]
         self.settings = ctx.settings[shot.provider]
+        self._est_usd: float | None = None
 
     async def _emit(self, ev: Event, state: ShotState, detail: str = "", **fields: Any) -> None:
         await self.ctx.append(ev, self.shot.id, **fields)
@@ -225,9 +232,29 @@ class ShotMachine:
             return 1
         return rec.attempt if rec.reuse_attempt else rec.attempt + 1
 
+    async def _estimate(self) -> float | None:
+        """The shot's price in USD before it is paid, or None when unknown.
+
+        The provider's free quote where it has one (Venice ``/video/quote``), else the
+        manifest's ``prices`` for the model.
+        """
+        if isinstance(self.provider, SupportsQuote):
+            provider = self.provider
+            try:
+                quoted: float = await self._call(lambda: provider.quote(self.shot))
+            except ProviderError as exc:
+                log.warning("%s: no quote (%s); the price stays unknown", self.shot.id, exc)
+            else:
+                return quoted
+        price = self.settings.prices.get(self.shot.model)
+        if price is None:
+            return None
+        return (price.per_second_usd or 0.0) * self.shot.duration + (price.per_job_usd or 0.0)
+
     async def _submit(self, media: list[MediaRef]) -> JobHandle:
         att = self._attempt()
         key = f"{self.ctx.run_id}:{self.shot.id}:{att}"
+        self._est_usd = await self._estimate()
         try:
             async for attempt in retry.attempts(retry.submit_retryable):
                 with attempt:
@@ -250,6 +277,7 @@ class ShotMachine:
                 fp=shot.fingerprint,
                 prov=shot.provider,
                 model=shot.model,
+                est_usd=self._est_usd,
             )
             try:
                 outcome = await self.provider.submit(shot, media, key=key)
@@ -267,8 +295,9 @@ class ShotMachine:
         fields: dict[str, Any] = {"job": job.job_id, "model": job.model, "prov": job.provider}
         if job.data:
             fields["data"] = dict(job.data)
-        if job.cost_usd is not None:
-            fields["cost_usd"] = job.cost_usd
+        cost = job.cost_usd if job.cost_usd is not None else self._est_usd
+        if cost is not None:
+            fields["cost_usd"] = cost
         if job.credits is not None:
             fields["credits"] = job.credits
         if reconciled:

@@ -7,9 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+from pipeline import sim
+from pipeline.manifest import load_manifest
 from pipeline.render import probe
+from pipeline.runner import RunOptions, execute
+from pipeline.sim import venice as venice_sim
+from pipeline.sim.common import LEDGER, SimConfig
 from tests.conftest import S3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +59,7 @@ def test_provider_rehearsal_finishes_on_every_simulator(tmp_path: Path, s3: S3) 
         check=False,
     )
     doc = json.loads(status.stdout)
-    assert doc["counts"]["done"] == 9
+    assert doc["counts"]["done"] == 10
     assert {s["provider"] for s in doc["shots"]} == {"venice", "seedance2", "newapi", "relaydance"}
     for shot in doc["shots"]:
         info = probe(run_dir / shot["output"])
@@ -83,3 +89,40 @@ def test_local_media_for_a_url_only_provider_needs_storage(tmp_path: Path) -> No
     )
     assert res.returncode == 2
     assert f"{manifest}:7: storage: a-s1: seedance2 needs public URLs" in res.stderr
+
+
+async def test_rehearsal_charges_every_shot_exactly_once(tmp_path: Path, s3: S3) -> None:
+    shutil.copytree(ROOT / "samples", tmp_path / "samples")
+    sample = tmp_path / "samples" / "providers.yaml"
+    text = sample.read_text().replace("s3://pipeline-media/", f"s3://{s3.bucket}/")
+    sample.write_text(text.replace("http://127.0.0.1:9000", s3.endpoint))
+    manifest = load_manifest(sample)
+    names = {s.provider for s in manifest.shots}
+    config = SimConfig(api_key=sim.SIM_KEY, latency_s=0.3)
+    async with sim.running(names, config=config) as sims:
+        options = RunOptions(
+            simulate=True,
+            base_urls={n: r.base_url for n, r in sims.items()},
+            api_keys=dict.fromkeys(sims, sim.SIM_KEY),
+            overrides={key: {"poll_min_s": 0.05, "poll_max_s": 0.2} for key in sims},
+        )
+        result = await execute(manifest, tmp_path / "jobs" / manifest.name, options)
+    assert result.exit_code == 0
+    assert len(result.shots) == 10  # 9 shots, one with 2 takes
+    for name, served in sims.items():
+        jobs = [result.state.shots[s.id].job for s in manifest.shots if s.provider == name]
+        charged = Counter(c.job_id for c in served.app[LEDGER].charges)
+        assert set(charged.values()) == {1}, name
+        assert set(charged) == {j.job_id for j in jobs if j is not None}, name
+    venice_state = sims["venice"].app[venice_sim.STATE]
+    assert venice_state.consent_requests == 1  # the portrait triggered Seedance consent once
+    for shot in manifest.shots:  # Venice's free quote is recorded as the shot's cost
+        if shot.provider == "venice":
+            rec = result.state.shots[shot.id]
+            assert rec.job is not None
+            (charge,) = [
+                c for c in sims["venice"].app[LEDGER].charges if c.job_id == rec.job.job_id
+            ]
+            assert rec.cost_usd == charge.cost_usd
+            assert rec.cost_usd is not None
+            assert rec.cost_usd > 0
