@@ -10,6 +10,14 @@ One :class:`ProviderGate` is built per provider per run. Two different things ar
 
 A 429 (or any Retry-After) from any call pauses *every* call to that provider until the deadline.
 Nothing sleeps while holding an HTTP slot.
+
+Two guards against spending into an outage (reliability.md §3.7):
+
+- :class:`RetryBudget`: retries cost a token, successful calls refill 10 % of one; an exhausted
+  budget fails operations at once instead of multiplying load on a sick provider;
+- :class:`CircuitBreaker`: 5 consecutive server errors or timeouts within 60 s open it; while
+  open no *paid* call starts (polls go on, slower); after 30 s one *free* call (a poll or the
+  adapter's probe) may test the provider, and its success closes the breaker.
 """
 
 from __future__ import annotations
@@ -38,6 +46,93 @@ def _limiter(per_minute: float | None) -> AsyncLimiter | None:
     return AsyncLimiter(1, 60.0 / per_minute)
 
 
+class RetryBudget:
+    """A token bucket of retries: ``initial`` tokens, +``ratio`` per success, at most ``cap``.
+
+    Args:
+        initial: tokens at the start (lets a fresh run ride out a short blip).
+        ratio: tokens a successful call adds (0.1: retries may be 10 % of successes).
+        cap: most tokens kept.
+    """
+
+    def __init__(self, initial: float = 10.0, ratio: float = 0.1, cap: float = 100.0) -> None:
+        self.tokens = initial
+        self.ratio = ratio
+        self.cap = cap
+        self.denied = 0
+
+    def success(self) -> None:
+        """A call succeeded: refill a little."""
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def try_spend(self) -> bool:
+        """Take one token for a retry; False (and counted in ``denied``) when none is left."""
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.denied += 1
+        return False
+
+
+class BreakerState(StrEnum):
+    """States of a :class:`CircuitBreaker`."""
+
+    CLOSED = "closed"  #: normal
+    OPEN = "open"  #: no paid calls until the cool-down ends
+    HALF_OPEN = "half_open"  #: cool-down over: a free call decides
+
+
+class CircuitBreaker:
+    """Stops paid calls to a provider that keeps failing (see the module docstring).
+
+    Args:
+        threshold: consecutive failures (5xx, timeouts) that open it.
+        window_s: the failures must fall within this many seconds.
+        cooldown_s: seconds open before a free probe may close it.
+    """
+
+    def __init__(
+        self, threshold: int = 5, window_s: float = 60.0, cooldown_s: float = 30.0
+    ) -> None:
+        self.threshold = threshold
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self._failures: list[float] = []
+        self._opened_at: float | None = None
+        self.opened = 0  # how many times it opened
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (open turns half-open by itself when the cool-down is over)."""
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if time.monotonic() - self._opened_at >= self.cooldown_s:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def failure(self) -> None:
+        """A call failed with a server error or a timeout."""
+        now = time.monotonic()
+        if self._opened_at is not None:
+            self._opened_at = now  # a failed probe: stay open for another cool-down
+            return
+        self._failures = [t for t in self._failures if now - t < self.window_s] + [now]
+        if len(self._failures) >= self.threshold:
+            self._opened_at = now
+            self.opened += 1
+
+    def success(self) -> None:
+        """A call succeeded: the provider answers; close."""
+        self._failures.clear()
+        self._opened_at = None
+
+    def seconds_left(self) -> float:
+        """Seconds until a probe may be tried (0.0 when closed or half-open)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.cooldown_s - (time.monotonic() - self._opened_at))
+
+
 class ProviderGate:
     """Concurrency and rate limits of one provider, shared by every shot of the run.
 
@@ -58,6 +153,12 @@ class ProviderGate:
             CallKind.OTHER: None,
         }
         self._paused_until = 0.0  # time.monotonic() deadline
+        self.budget = RetryBudget()
+        self.breaker = CircuitBreaker(
+            threshold=settings.breaker_threshold or 5,
+            cooldown_s=settings.breaker_cooldown_s or 30.0,
+        )
+        self._probe_lock = anyio.Lock()
 
     def pause(self, seconds: float) -> None:
         """Stop every call to this provider for ``seconds`` (extends, never shortens, a pause)."""

@@ -1,14 +1,20 @@
 """Retry policy: which failures are retried, how long to wait, and for how long in total.
 
-Built on stamina (exponential backoff with jitter, attempts and a deadline per operation). Only
-calls that are safe to repeat are retried:
+Built on stamina (attempts and a deadline per operation; ``stamina.set_testing`` skips the waits
+in tests) with a backoff hook that computes the wait itself:
+
+- **full jitter**: ``uniform(0, min(cap, base * 2**n))`` (AWS "exponential backoff and jitter");
+- a provider's ``Retry-After`` is a **floor** under that wait, and pauses every call to the
+  provider (the shared gate, :meth:`pipeline.limits.ProviderGate.pause`);
+- a **retry budget** per provider (:class:`pipeline.limits.RetryBudget`): when retries outrun
+  10 % of successful calls, the operation fails now instead of adding to a retry storm.
+
+Only calls that are safe to repeat are retried:
 
 - submit: only :class:`~pipeline.errors.NotSent` (the request never left) and
   :class:`~pipeline.errors.RateLimited` (the provider created nothing). Never ``Ambiguous``.
 - poll / fetch / upload / quote (idempotent): also ``Ambiguous`` (5xx, resets, timeouts) and
   transfer failures. Never a definite 4xx (Venice counts failed 4xx against an error budget).
-
-A Retry-After from the provider is a floor under the wait.
 """
 
 from __future__ import annotations
@@ -16,62 +22,102 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import stamina
 
 from pipeline.errors import Ambiguous, FetchError, NotSent, RateLimited
+from pipeline.storage import StorageError
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Bounds of one retried operation.
 
-    ``attempts`` tries within ``timeout_s`` seconds; waits grow from ``wait_initial_s`` to
-    ``wait_max_s`` with up to ``wait_jitter_s`` seconds of jitter.
+    ``attempts`` tries within ``timeout_s`` seconds; the n-th wait is drawn from
+    ``[0, min(wait_max_s, wait_initial_s * 2**n)]``.
     """
 
     attempts: int = 5
     timeout_s: float = 600.0
     wait_initial_s: float = 1.0
     wait_max_s: float = 60.0
-    wait_jitter_s: float = 1.0
 
 
 DEFAULT_POLICY = RetryPolicy()
 
 
-def _rate_limited_wait(exc: RateLimited) -> float:
-    return (exc.retry_after if exc.retry_after is not None else 1.0) + random.uniform(0.0, 1.0)
+def submit_retryable(exc: Exception) -> bool:
+    """Submits are retried only when provably nothing was created (never on ambiguity)."""
+    return isinstance(exc, NotSent | RateLimited)
 
 
-def submit_retryable(exc: Exception) -> bool | float:
-    """Stamina backoff hook for submits: retry only what provably created nothing."""
-    if isinstance(exc, RateLimited):
-        return _rate_limited_wait(exc)
-    return isinstance(exc, NotSent)
-
-
-def idempotent_retryable(exc: Exception) -> bool | float:
-    """Stamina backoff hook for free, repeatable calls (poll, fetch, upload, quote)."""
-    if isinstance(exc, RateLimited):
-        return _rate_limited_wait(exc)
+def idempotent_retryable(exc: Exception) -> bool:
+    """Free, repeatable calls (poll, fetch, upload, quote): also transient server trouble."""
     if isinstance(exc, FetchError):
         return not exc.expired
-    return isinstance(exc, NotSent | Ambiguous)
+    if isinstance(exc, StorageError):
+        return exc.retryable
+    return isinstance(exc, NotSent | Ambiguous | RateLimited)
 
 
-BackoffHook = Callable[[Exception], bool | float]
+class BudgetLike(Protocol):
+    """What :class:`Backoff` needs of a retry budget (see :class:`pipeline.limits.RetryBudget`)."""
+
+    def try_spend(self) -> bool:
+        """Take one retry token; False when the budget is exhausted."""
+        ...
 
 
-def attempts(
-    hook: BackoffHook, policy: RetryPolicy = DEFAULT_POLICY
-) -> AsyncIterator[stamina.Attempt]:
-    """A stamina retry context under ``policy``, for ``async for attempt in ...`` loops."""
+class Backoff:
+    """A stamina backoff hook for one operation: full jitter, Retry-After floor, retry budget.
+
+    Args:
+        retryable: which exceptions may be retried at all.
+        policy: wait bounds.
+        budget: the provider's retry budget (None: unlimited).
+        on_rate_limit: called with the Retry-After seconds of a 429 (the shared pause).
+    """
+
+    def __init__(
+        self,
+        retryable: Callable[[Exception], bool],
+        policy: RetryPolicy = DEFAULT_POLICY,
+        *,
+        budget: BudgetLike | None = None,
+        on_rate_limit: Callable[[float], None] | None = None,
+    ) -> None:
+        self.retryable = retryable
+        self.policy = policy
+        self.budget = budget
+        self.on_rate_limit = on_rate_limit
+        self.retries = 0
+
+    def __call__(self, exc: Exception) -> bool | float:
+        """False: give up now; a float: retry after that many seconds."""
+        if not self.retryable(exc):
+            return False
+        # 429s are bounded by the shared pause and the attempt limit; other retries by the budget.
+        limited = isinstance(exc, RateLimited)
+        if self.budget is not None and not limited and not self.budget.try_spend():
+            return False
+        ceiling = min(self.policy.wait_max_s, self.policy.wait_initial_s * 2**self.retries)
+        wait = random.uniform(0.0, ceiling)
+        self.retries += 1
+        if isinstance(exc, RateLimited):
+            floor = exc.retry_after if exc.retry_after is not None else 1.0
+            if self.on_rate_limit is not None:
+                self.on_rate_limit(floor)
+            wait = max(wait, floor)
+        return wait
+
+
+def attempts(hook: Backoff, policy: RetryPolicy = DEFAULT_POLICY) -> AsyncIterator[stamina.Attempt]:
+    """A stamina retry context driven by ``hook``, for ``async for attempt in ...`` loops."""
     return stamina.retry_context(
         on=hook,
         attempts=policy.attempts,
         timeout=policy.timeout_s,
         wait_initial=policy.wait_initial_s,
         wait_max=policy.wait_max_s,
-        wait_jitter=policy.wait_jitter_s,
     )

@@ -34,6 +34,8 @@ class ProviderSettings(_Frozen):
         poll_deadline_s: longest a job may stay unfinished before the shot fails as timed out.
         max_uploads / max_downloads: concurrent media uploads / result downloads.
         latency_s: ``local`` only: simulated queue time added to every job, in seconds.
+        breaker_threshold: consecutive server errors/timeouts that stop paid calls (default 5).
+        breaker_cooldown_s: seconds paid calls stay stopped before a free probe (default 30).
         prices: known prices per model id (used where the provider has no quote endpoint).
     """
 
@@ -48,6 +50,8 @@ class ProviderSettings(_Frozen):
     max_uploads: PositiveInt | None = None
     max_downloads: PositiveInt | None = None
     latency_s: float | None = Field(default=None, ge=0)
+    breaker_threshold: PositiveInt | None = None
+    breaker_cooldown_s: PositiveFloat | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
 
     def merged(self, defaults: ProviderSettings) -> ProviderSettings:

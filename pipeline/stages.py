@@ -31,7 +31,8 @@ from pipeline.errors import (
     RateLimited,
     Rejected,
 )
-from pipeline.limits import CallKind, ProviderGate
+from pipeline.guarded import GuardedCalls
+from pipeline.limits import BreakerState, CallKind, ProviderGate
 from pipeline.models import (
     Artifact,
     Asset,
@@ -111,6 +112,7 @@ class ShotMachine:
         self.provider = ctx.providers[shot.provider]
         self.gate = ctx.gates[shot.provider]
         self.settings = ctx.settings[shot.provider]
+        self.calls = GuardedCalls(self.provider, self.gate)
         self._est_usd: float | None = None
 
     async def _emit(self, ev: Event, state: ShotState, detail: str = "", **fields: Any) -> None:
@@ -191,7 +193,9 @@ class ShotMachine:
             ref = self.ctx.media_cache.get(key)
             if ref is None or not (ref.url.startswith("data:") or upload.usable(ref, valid_for)):
                 async with self.gate.uploads:
-                    ref = await self._call(lambda: self.ctx.media.resolve(asset, mode))
+                    ref = await self.calls.call(
+                        lambda: self.ctx.media.resolve(asset, mode), provider_health=False
+                    )
                 self.ctx.media_cache[key] = ref
         ref = upload.with_role(ref, asset)
         if asset.path is not None and not ref.url.startswith("data:"):
@@ -208,16 +212,8 @@ class ShotMachine:
         return ref
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], kind: CallKind = CallKind.OTHER) -> Any:
-        """A free, idempotent provider call under the gate, retried per the retry policy."""
-        async for attempt in retry.attempts(retry.idempotent_retryable):
-            with attempt:
-                await self.gate.ready(kind)
-                try:
-                    return await fn()
-                except RateLimited as exc:
-                    self.gate.pause(exc.retry_after or 1.0)
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        """A free, idempotent provider call (gate, retries, breaker): see pipeline.guarded."""
+        return await self.calls.call(fn, kind)
 
     # ----- submit -------------------------------------------------------------------------
 
@@ -256,12 +252,17 @@ class ShotMachine:
         key = f"{self.ctx.run_id}:{self.shot.id}:{att}"
         self._est_usd = await self._estimate()
         try:
-            async for attempt in retry.attempts(retry.submit_retryable):
+            async for attempt in retry.attempts(self.calls.backoff(retry.submit_retryable)):
                 with attempt:
+                    await self._breaker_closed()
                     await self.gate.ready(CallKind.SUBMIT)
                     return await self._submit_once(media, att, key)
         except (NotSent, RateLimited) as exc:
-            await self._fail(f"not sent after retries: {exc}", Charged.NO)
+            # Nothing was created: the shot stays pending and the next run tries it again.
+            reason = f"not sent (retries exhausted, run again later): {exc}"
+            log.warning("%s: %s", self.shot.id, reason)
+            self.ctx.observer.transition(self.shot, ShotState.PENDING, reason)
+            raise _Stop from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _submit_once(self, media: list[MediaRef], att: int, key: str) -> JobHandle:
@@ -287,9 +288,22 @@ class ShotMachine:
                 await self._record_submitted(outcome)
         if outcome is None:
             outcome = Ambiguous(f"no answer within {SUBMIT_SHIELD_S:.0f} s")
+        self.calls.record(outcome)
         if isinstance(outcome, JobHandle):
             return outcome
         return await self._submit_failed(outcome)
+
+    async def _breaker_closed(self) -> None:
+        """No paid call while the provider's circuit breaker is open (pipeline.guarded)."""
+        deadline = self.settings.poll_deadline_s or 3600.0
+        if not await self.calls.wait_closed(deadline):
+            reason = (
+                f"{self.shot.provider} kept failing (circuit breaker open for {deadline:.0f} s); "
+                "not submitted: run again later"
+            )
+            log.warning("%s: %s", self.shot.id, reason)
+            self.ctx.observer.transition(self.shot, ShotState.PENDING, reason)
+            raise _Stop
 
     async def _record_submitted(self, job: JobHandle, *, reconciled: bool = False) -> None:
         fields: dict[str, Any] = {"job": job.job_id, "model": job.model, "prov": job.provider}
@@ -306,8 +320,6 @@ class ShotMachine:
 
     async def _submit_failed(self, exc: ProviderError) -> JobHandle:
         reason = str(exc)
-        if isinstance(exc, RateLimited):
-            self.gate.pause(exc.retry_after or 1.0)
         if isinstance(exc, NotSent | RateLimited):
             await self._emit(Event.SUBMIT_NOT_SENT, ShotState.PENDING, reason, reason=reason)
             raise exc  # retried by the caller's policy, same attempt and key
@@ -383,6 +395,8 @@ class ShotMachine:
                     Charged.YES,
                 )
             interval = _next_interval(interval, result.eta_s, floor, ceiling)
+            if self.gate.breaker.state != BreakerState.CLOSED:
+                interval = ceiling  # the provider is unwell: poll slower
             await anyio.sleep(min(interval, max(0.0, deadline - now)))
 
     async def _finished_without_video(self, result: PollResult) -> None:
@@ -423,7 +437,8 @@ class ShotMachine:
         async with self.gate.downloads:
             for _ in range(3):
                 try:
-                    async for attempt in retry.attempts(retry.idempotent_retryable):
+                    hook = self.calls.backoff(retry.idempotent_retryable)
+                    async for attempt in retry.attempts(hook):
                         with attempt:
                             async with self.provider.fetch(job, result) as stream:
                                 await download.write_verified(
@@ -433,8 +448,8 @@ class ShotMachine:
                                     record=record,
                                 )
                     break
-                except FetchError as exc:
-                    if not exc.expired:
+                except ProviderError as exc:
+                    if not (isinstance(exc, FetchError) and exc.expired):
                         self._fetch_pending(f"fetch failed: {exc}")
                     result = await self._call(lambda: self.provider.poll(job), CallKind.POLL)
             else:

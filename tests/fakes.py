@@ -56,7 +56,10 @@ class FakeService:
     polls_to_finish: int = 2
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     ledger: list[str] = field(default_factory=list)  # shot id per accepted (charged) submit
-    submit_faults: list[str] = field(default_factory=list)  # not_sent|rate|reject|ambiguous|lost
+    # not_sent | rate | reject | ambiguous | lost (job created, answer lost) | 5xx (nothing created)
+    submit_faults: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # "submit", "poll", "probe" in call order
+    healthy: bool = True  # what probe() reports
     fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
     expire_fetches: int = 0  # the next N fetches answer "URL expired"
     media: list[list[tuple[str, str]]] = field(default_factory=list)  # per submit: (role, url)
@@ -90,6 +93,7 @@ class FakeProvider:
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
         svc = self.service
         svc.submits += 1
+        svc.calls.append("submit")
         svc.media.append([(m.role.value, m.url) for m in media])
         fault = svc.submit_faults.pop(0) if svc.submit_faults else ""
         await anyio.lowlevel.checkpoint()
@@ -99,6 +103,8 @@ class FakeProvider:
             raise RateLimited("429", retry_after=0.01, provider="fake", shot=shot.id)
         if fault == "reject":
             raise Rejected("prompt rejected", provider="fake", shot=shot.id, status=400)
+        if fault == "5xx":
+            raise Ambiguous("HTTP 503: upstream unavailable", provider="fake", status=503)
         job_id = f"job-{len(svc.jobs) + 1}"
         job = FakeJob(job_id, key, shot.id, time.time(), svc.polls_to_finish, body=video(job_id))
         svc.jobs[job.job_id] = job
@@ -111,6 +117,7 @@ class FakeProvider:
 
     async def poll(self, job: JobHandle) -> PollResult:
         await anyio.lowlevel.checkpoint()
+        self.service.calls.append("poll")
         fj = self.service.jobs.get(job.job_id)
         if fj is None:
             raise JobFailed("unknown job", provider="fake")
@@ -141,6 +148,12 @@ class FakeProvider:
                 yield body[i : i + 32]
 
         yield Download(chunks(), size=len(body), content_type="video/mp4")
+
+    async def probe(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.service.calls.append("probe")
+        if not self.service.healthy:
+            raise Ambiguous("HTTP 503: still unavailable", provider="fake", status=503)
 
     async def reconcile(self, shot: Shot, *, key: str, since: float) -> JobHandle | None:
         for fj in self.service.jobs.values():

@@ -129,6 +129,19 @@ class SupportsReconcile(Protocol):
 
 
 @runtime_checkable
+class SupportsProbe(Protocol):
+    """Optional: a free call that shows whether the provider answers (e.g. ``GET /models``)."""
+
+    async def probe(self) -> None:
+        """Make one free request; return when the provider answered normally.
+
+        Raises:
+            ProviderError: the provider is still failing (5xx, timeout, refused).
+        """
+        ...
+
+
+@runtime_checkable
 class SupportsCancel(Protocol):
     """Optional: cancel a job at the provider."""
 

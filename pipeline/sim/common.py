@@ -105,21 +105,31 @@ class FaultKind(StrEnum):
 
 @dataclass(slots=True)
 class Fault:
-    """One scripted fault on route ``route`` (``"*"`` matches every route), ``times`` times."""
+    """One scripted fault on route ``route`` (``"*"`` matches every route), ``times`` times.
+
+    With ``until`` (a ``time.monotonic()`` deadline) it applies to every matching request until
+    then instead, e.g. a 429 storm of a few seconds.
+    """
 
     route: str
     kind: FaultKind
     times: int = 1
     retry_after: float = 1.0
     delay_s: float = 1.0
+    until: float | None = None
 
 
 @dataclass
 class FaultPlan:
-    """Scripted faults, consumed in order. ``hits`` counts requests per route name."""
+    """Scripted faults, consumed in order.
+
+    ``hits`` counts requests per route name; ``log`` keeps ``(time.monotonic(), route, status)``
+    of every request, for tests that check rates and windows.
+    """
 
     faults: list[Fault] = field(default_factory=list)
     hits: dict[str, int] = field(default_factory=dict)
+    log: list[tuple[float, str, int]] = field(default_factory=list)
 
     def add(self, fault: Fault) -> None:
         """Schedule ``fault``."""
@@ -128,7 +138,12 @@ class FaultPlan:
     def take(self, route: str) -> Fault | None:
         """The next fault for ``route`` (consumed), or None."""
         self.hits[route] = self.hits.get(route, 0) + 1
+        now = time.monotonic()
         for fault in self.faults:
+            if fault.until is not None:
+                if fault.route in (route, "*") and now < fault.until:
+                    return fault
+                continue
             if fault.route in (route, "*") and fault.times > 0:
                 fault.times -= 1
                 return fault
@@ -158,34 +173,43 @@ def fault_middleware(error_body: ErrorBody) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name or ""
-        fault = request.app[FAULTS].take(route)
-        if fault is None:
-            return await handler(request)
-        kind = fault.kind
-        if kind == FaultKind.RATE_LIMIT:
-            headers = {"Retry-After": f"{fault.retry_after:g}"}
-            return web.json_response(
-                error_body(429, "Rate limit exceeded"), status=429, headers=headers
-            )
-        if kind == FaultKind.SERVER_ERROR:
-            return web.json_response(error_body(500, "Internal server error"), status=500)
-        if kind == FaultKind.EXPIRE:
-            return web.json_response(error_body(410, "Gone"), status=410)
-        if kind == FaultKind.RESET_BEFORE:
-            _drop(request)
-            return web.Response(status=500)  # never reaches the client: the socket is gone
-        if kind == FaultKind.SLOW:
-            await asyncio.sleep(fault.delay_s)
-            return await handler(request)
-        response = await handler(request)
-        if kind == FaultKind.SERVER_ERROR_AFTER:
-            return web.json_response(error_body(500, "Internal server error"), status=500)
-        if kind == FaultKind.RESET_AFTER:
-            _drop(request)
-            return web.Response(status=500)  # never reaches the client: the socket is gone
-        return await _truncated(request, response)
+        plan = request.app[FAULTS]
+        response = await _apply(request, handler, plan.take(route), error_body)
+        plan.log.append((time.monotonic(), route, response.status))
+        return response
 
     return middleware
+
+
+async def _apply(
+    request: web.Request, handler: Handler, fault: Fault | None, error_body: ErrorBody
+) -> web.StreamResponse:
+    """Handle ``request`` with ``fault`` applied (None: normally)."""
+    if fault is None:
+        return await handler(request)
+    kind = fault.kind
+    if kind == FaultKind.RATE_LIMIT:
+        headers = {"Retry-After": f"{fault.retry_after:g}"}
+        return web.json_response(
+            error_body(429, "Rate limit exceeded"), status=429, headers=headers
+        )
+    if kind == FaultKind.SERVER_ERROR:
+        return web.json_response(error_body(500, "Internal server error"), status=500)
+    if kind == FaultKind.EXPIRE:
+        return web.json_response(error_body(410, "Gone"), status=410)
+    if kind == FaultKind.RESET_BEFORE:
+        _drop(request)
+        return web.Response(status=500)  # never reaches the client: the socket is gone
+    if kind == FaultKind.SLOW:
+        await asyncio.sleep(fault.delay_s)
+        return await handler(request)
+    response = await handler(request)
+    if kind == FaultKind.SERVER_ERROR_AFTER:
+        return web.json_response(error_body(500, "Internal server error"), status=500)
+    if kind == FaultKind.RESET_AFTER:
+        _drop(request)
+        return web.Response(status=500)  # never reaches the client: the socket is gone
+    return await _truncated(request, response)
 
 
 async def _truncated(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:

@@ -1,0 +1,119 @@
+"""R8 (429 without a retry storm), R9 (rate limits hold, polls jittered), R10 (circuit breaker)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline import sim
+from pipeline.manifest import load_manifest
+from pipeline.models import ShotState
+from pipeline.runner import EXIT_OK, RunOptions, execute
+from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
+from tests.fakes import FakeService, fake_spec
+from tests.reliability.harness import manifest, options_for, run
+
+
+async def test_r08_429_storm_pauses_every_task_and_loses_nothing(tmp_path: Path) -> None:
+    path = manifest(tmp_path, "seedance2", 6, settings="max_in_flight: 6")
+    config = SimConfig(api_key=sim.SIM_KEY, latency_s=0.3)
+    async with sim.running({"seedance2"}, config=config) as sims:
+        plan = sims["seedance2"].app[FAULTS]
+        storm_end = time.monotonic() + 2.0
+        plan.add(Fault("*", FaultKind.RATE_LIMIT, retry_after=1.0, until=storm_end))
+        _, result = await run(path, options_for(sims))
+        ledger = sims["seedance2"].app[LEDGER]
+    assert result.exit_code == EXIT_OK  # every job finished and was fetched
+    assert len(ledger) == 6  # one charge per shot, no duplicates
+    log = plan.log
+    limited = [t for t, _, status in log if status == 429]
+    assert limited, "the storm must have been hit"
+    # A shared gate: after any 429, no request reaches the provider before its Retry-After
+    # (allowing 50 ms for requests that were already on the wire when the 429 came back).
+    for t429 in limited:
+        early = [t for t, _, _ in log if t429 + 0.05 < t < t429 + 1.0 - 0.02]
+        assert not early, f"{len(early)} request(s) inside the Retry-After window"
+    in_storm = [t for t, _, _ in log if t < storm_end]
+    assert len(in_storm) <= 6 * 3  # tasks x (storm / Retry-After + 1): no storm of retries
+
+
+async def test_r09_submit_and_poll_rates_hold_in_every_window(tmp_path: Path) -> None:
+    # 40/min and 120/min (Venice's defaults), scaled x15 in time: 10 submits/s, 30 polls/s.
+    settings = "max_in_flight: 20, requests_per_minute: 600, polls_per_minute: 1800"
+    path = manifest(tmp_path, "seedance2", 20, settings=settings)
+    config = SimConfig(api_key=sim.SIM_KEY, latency_s=0.5)
+    async with sim.running({"seedance2"}, config=config) as sims:
+        _, result = await run(path, options_for(sims))
+        log = sims["seedance2"].app[FAULTS].log
+    assert result.exit_code == EXIT_OK
+    for route, per_second in (("submit", 10), ("poll", 30)):
+        times = sorted(t for t, r, _ in log if r == route)
+        assert times, route
+        for i, start in enumerate(times):  # every sliding 1 s window
+            in_window = sum(1 for t in times[i:] if t < start + 1.0)
+            assert in_window <= per_second, (route, in_window)
+    polls = sorted(t for t, r, _ in log if r == "poll")
+    buckets = {int(t * 100) for t in polls}  # 10 ms buckets
+    assert len(buckets) > len(polls) * 0.5  # jittered, not every shot polled at the same instant
+
+
+async def test_r10_breaker_stops_paid_calls_and_probes_with_a_free_call(tmp_path: Path) -> None:
+    service = FakeService(submit_faults=["5xx"] * 100)
+    registry = {"fake": fake_spec(service, max_in_flight=1)}  # one paid call at a time
+    path = tmp_path / "m.yaml"
+    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(10))
+    path.write_text(
+        "version: 1\nname: breaker\ndefaults: {provider: fake, model: m1, duration: 2}\n"
+        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.2}\n"
+        "scenes:\n  - id: a\n    shots:\n" + shots
+    )
+    m = load_manifest(path, registry=registry)
+    result = await execute(m, tmp_path / "jobs" / "breaker", RunOptions(registry=registry))
+    calls = service.calls
+    assert calls.count("submit") == 10  # every shot tried once: 5xx is never retried blindly
+    # Never more than 3 paid calls in a row without a free probe in between, and the first
+    # call after every opening is a probe, never a submit.
+    run_length = 0
+    for call in calls:
+        run_length = run_length + 1 if call == "submit" else 0
+        assert run_length <= 3, calls
+    assert calls.count("probe") >= 3
+    assert all(r.state == ShotState.NEEDS_RECONCILE for r in result.state.shots.values())
+    assert service.ledger == []  # a 5xx that created nothing charged nothing
+
+
+async def test_r10_breaker_waits_while_the_probe_keeps_failing(tmp_path: Path) -> None:
+    service = FakeService(submit_faults=["5xx"] * 3, healthy=False)
+    registry = {"fake": fake_spec(service, max_in_flight=1)}
+    path = tmp_path / "m.yaml"
+    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(5))
+    path.write_text(
+        "version: 1\nname: sick\ndefaults: {provider: fake, model: m1, duration: 2}\n"
+        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.05, "
+        "poll_deadline_s: 0.5}\nscenes:\n  - id: a\n    shots:\n" + shots
+    )
+    m = load_manifest(path, registry=registry)
+    result = await execute(m, tmp_path / "jobs" / "sick", RunOptions(registry=registry))
+    assert service.calls.count("submit") == 3  # no paid call while the provider stays sick
+    assert service.calls.count("probe") >= 2
+    waiting = [r for r in result.state.shots.values() if r.state == ShotState.PENDING]
+    assert len(waiting) == 2  # held back, not failed: the next run tries them
+
+
+async def test_r10_concurrent_paid_calls_overshoot_by_at_most_those_in_flight(
+    tmp_path: Path,
+) -> None:
+    service = FakeService(submit_faults=["5xx"] * 100, healthy=False)
+    registry = {"fake": fake_spec(service, max_in_flight=4)}
+    path = tmp_path / "m.yaml"
+    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(12))
+    path.write_text(
+        "version: 1\nname: burst\ndefaults: {provider: fake, model: m1, duration: 2}\n"
+        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.05, "
+        "poll_deadline_s: 0.3}\nscenes:\n  - id: a\n    shots:\n" + shots
+    )
+    m = load_manifest(path, registry=registry)
+    await execute(m, tmp_path / "jobs" / "burst", RunOptions(registry=registry))
+    # The 4 calls already on the wire when the first failures came back, then nothing: 8
+    # shots wait for a provider that stays sick.
+    assert service.calls.count("submit") <= 4
