@@ -94,7 +94,9 @@ async def write_verified(
         FetchError: cap exceeded, short body, not a video, or an I/O error. The part file is gone.
     """
     if download.size is not None and download.size > max_bytes:
-        raise FetchError(f"result is {download.size} bytes, above the cap of {max_bytes}")
+        raise FetchError(
+            f"result is {download.size} bytes, above the cap of {max_bytes}", rejected=True
+        )
     part = final.with_name(final.name + ".part")
     with contextlib.suppress(FileNotFoundError):
         part.unlink()  # a stale part from an interrupted fetch; never published
@@ -110,7 +112,7 @@ async def write_verified(
         async for chunk in download.chunks:
             size += len(chunk)
             if size > max_bytes:
-                raise FetchError(f"result exceeds the cap of {max_bytes} bytes")
+                raise FetchError(f"result exceeds the cap of {max_bytes} bytes", rejected=True)
             if len(head) < 12:
                 head += chunk[: 12 - len(head)]
             digest.update(chunk)
@@ -118,7 +120,9 @@ async def write_verified(
         if download.size is not None and size != download.size:
             raise FetchError(f"short body: got {size} of {download.size} announced bytes")
         if not looks_like_video(head):
-            raise FetchError("result is not an MP4/WebM video (bad container signature)")
+            raise FetchError(
+                "result is not an MP4/WebM video (bad container signature)", rejected=True
+            )
         await anyio.to_thread.run_sync(os.fsync, fd)
         os.close(fd)
         fd = -1

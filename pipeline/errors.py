@@ -143,8 +143,18 @@ class FetchError(ProviderError):
     """The result could not be fetched or failed verification (size cap, magic, hash, expiry).
 
     ``expired`` is True when the URL is gone (403/404/410) and should be refreshed by polling.
+    ``rejected`` is True when the result itself is refused (above the size cap, not a video, a
+    URL pointing at a private address): fetching again cannot help, and it is never resubmitted.
     """
 
-    def __init__(self, message: str, *, expired: bool = False, **ctx: Unpack[ErrorContext]) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        expired: bool = False,
+        rejected: bool = False,
+        **ctx: Unpack[ErrorContext],
+    ) -> None:
         super().__init__(message, **ctx)
         self.expired = expired
+        self.rejected = rejected

@@ -55,7 +55,7 @@ def submit_retryable(exc: Exception) -> bool:
 def idempotent_retryable(exc: Exception) -> bool:
     """Free, repeatable calls (poll, fetch, upload, quote): also transient server trouble."""
     if isinstance(exc, FetchError):
-        return not exc.expired
+        return not (exc.expired or exc.rejected)
     if isinstance(exc, StorageError):
         return exc.retryable
     return isinstance(exc, NotSent | Ambiguous | RateLimited)

@@ -449,6 +449,10 @@ class ShotMachine:
                                 )
                     break
                 except ProviderError as exc:
+                    if isinstance(exc, FetchError) and exc.rejected:
+                        # The video itself is refused (cap, not a video, private address):
+                        # fetching again cannot help and the job is paid: never resubmit.
+                        await self._fail(f"download_rejected: {exc}", Charged.YES)
                     if not (isinstance(exc, FetchError) and exc.expired):
                         self._fetch_pending(f"fetch failed: {exc}")
                     result = await self._call(lambda: self.provider.poll(job), CallKind.POLL)

@@ -60,6 +60,7 @@ class FakeService:
     submit_faults: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # "submit", "poll", "probe" in call order
     healthy: bool = True  # what probe() reports
+    body_override: bytes | None = None  # served instead of every job's video
     fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
     expire_fetches: int = 0  # the next N fetches answer "URL expired"
     media: list[list[tuple[str, str]]] = field(default_factory=list)  # per submit: (role, url)
@@ -141,7 +142,7 @@ class FakeProvider:
         if self.service.expire_fetches > 0:
             self.service.expire_fetches -= 1
             raise FetchError("URL expired", expired=True, provider="fake", status=410)
-        body = self.service.jobs[job.job_id].body
+        body = self.service.body_override or self.service.jobs[job.job_id].body
 
         async def chunks() -> AsyncIterator[bytes]:
             for i in range(0, len(body), 32):

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from pipeline.errors import FetchError, RateLimited
 from pipeline.models import Download
@@ -46,10 +47,64 @@ class UrlPolicy:
 
     allow_hosts: Collection[str] = field(default_factory=frozenset)
     max_bytes: int = 2 * 1024**3
+    resolver: Resolver | None = None
 
     def allows(self, host: str, port: int | None) -> bool:
         """True when ``host`` (or ``host:port``) is explicitly trusted."""
         return host in self.allow_hosts or f"{host}:{port}" in self.allow_hosts
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Addresses of ``host``: the injected resolver (tests), else the system's.
+
+        Raises:
+            FetchError: the name does not resolve.
+        """
+        if self.resolver is not None:
+            return await self.resolver(host, port)
+        return await _resolve(host, port)
+
+
+#: ``(host, port) -> addresses``: how a :class:`UrlPolicy` resolves names (injectable in tests).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class PolicyResolver(AbstractResolver):
+    """The download session's resolver: refuses non-public addresses at connect time too.
+
+    :func:`check_url` looks before a request; this looks again when aiohttp connects, so a
+    name that resolves differently the second time (DNS rebinding) still cannot reach a
+    private, loopback or link-local address unless the host is in ``allow_hosts``.
+    """
+
+    def __init__(self, policy: UrlPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Resolve ``host`` and refuse it when any address is not public (unless allowed)."""
+        try:
+            addresses = await self.policy.resolve(host, port)
+        except FetchError as exc:
+            raise OSError(str(exc)) from exc
+        if not self.policy.allows(host, port):
+            for address in addresses:
+                if not ipaddress.ip_address(address.split("%")[0]).is_global:
+                    raise OSError(f"refusing to connect to {host}: non-public address {address}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 def policy_for(ctx: ProviderContext) -> UrlPolicy:
@@ -75,20 +130,24 @@ async def check_url(url: str, policy: UrlPolicy, *, provider: str = "") -> None:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if not host:
-        raise FetchError(f"refusing result URL without a host: {redact(url)}", provider=provider)
+        raise FetchError(
+            f"refusing result URL without a host: {redact(url)}", provider=provider, rejected=True
+        )
     trusted = policy.allows(host, parts.port)
     if parts.scheme != "https" and not (trusted and parts.scheme == "http"):
         raise FetchError(
             f"refusing result URL with scheme {parts.scheme!r} (https only): {redact(url)}",
             provider=provider,
+            rejected=True,
         )
     if trusted:
         return
-    for address in await _resolve(host, parts.port or 443):
+    for address in await policy.resolve(host, parts.port or 443):
         if not ipaddress.ip_address(address.split("%")[0]).is_global:
             raise FetchError(
                 f"refusing result URL: {host} resolves to non-public address {address}",
                 provider=provider,
+                rejected=True,
             )
 
 
@@ -119,7 +178,10 @@ class UrlFetcher:
     def session(self) -> aiohttp.ClientSession:
         """The session (no auth headers, no automatic redirects), opened on first use."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=DEFAULT_TIMEOUT, auto_decompress=True)
+            connector = aiohttp.TCPConnector(resolver=PolicyResolver(self.policy), limit=64)
+            self._session = aiohttp.ClientSession(
+                timeout=DEFAULT_TIMEOUT, auto_decompress=True, connector=connector
+            )
         return self._session
 
     @asynccontextmanager
@@ -171,6 +233,7 @@ class UrlFetcher:
             raise FetchError(
                 f"result is {size} bytes, above the cap of {self.policy.max_bytes}",
                 provider=self.provider,
+                rejected=True,
             )
 
     async def delete(self, url: str) -> int:
