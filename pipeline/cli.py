@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,9 @@ from pipeline.checkpoint import load
 from pipeline.errors import CheckpointError, ManifestError
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
+from pipeline.redaction import RedactingFormatter, redact, register
 from pipeline.runner import (
+    EXIT_ATTENTION,
     EXIT_CHECKPOINT,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
@@ -103,10 +106,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pipeline`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(levelname)s %(message)s",
+        handlers=[handler],
+        force=True,
     )
+    try:
+        return _dispatch(args)
+    except Exception:  # a bug: show it, but never a secret in it
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return EXIT_ATTENTION
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "validate":
             return _validate(args.manifest)
@@ -122,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = load_manifest(args.manifest)
         return _run(manifest, args.jobs_dir / manifest.name, args)
     except ManifestError as exc:
-        print(f"invalid input:\n{exc}", file=sys.stderr)
+        print(f"invalid input:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
     except CheckpointError as exc:
-        print(f"checkpoint error: {exc}", file=sys.stderr)
+        print(f"checkpoint error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CHECKPOINT
     except KeyboardInterrupt:  # before the runner's own signal handling took over
         print("interrupted", file=sys.stderr)
@@ -198,6 +212,7 @@ def _api_keys(manifest: Manifest) -> dict[str, str]:
         env = provider_settings(manifest, name).api_key_env
         if env and os.environ.get(env):
             keys[name] = os.environ[env]
+            register(keys[name])  # never printed, logged or written anywhere
     return keys
 
 

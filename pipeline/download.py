@@ -97,6 +97,8 @@ async def write_verified(
         raise FetchError(
             f"result is {download.size} bytes, above the cap of {max_bytes}", rejected=True
         )
+    if final.is_symlink() or (final.exists() and not final.is_file()):
+        raise FetchError(f"refusing to replace {final}: not a regular file")
     part = final.with_name(final.name + ".part")
     with contextlib.suppress(FileNotFoundError):
         part.unlink()  # a stale part from an interrupted fetch; never published

@@ -177,8 +177,12 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
         model = _model_at(loc[:-1])
         allowed = sorted(model.model_fields) if model else []
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        near = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown field{near} allowed: {', '.join(allowed)}" if allowed else "unknown field"
+        parts = ["unknown field"]
+        if hint:
+            parts.append(f"did you mean {hint[0]!r}?")
+        if allowed:
+            parts.append(f"allowed: {', '.join(allowed)}")
+        return "; ".join(parts)
     if kind == "missing":
         return "required field is missing"
     if loc and loc[-1] == "aspect_ratio" and isinstance(value, int):

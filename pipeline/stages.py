@@ -427,6 +427,8 @@ class ShotMachine:
     async def _fetch(self, job: JobHandle, result: PollResult) -> None:
         final = output_path(self.ctx.run_dir, self.shot.id)
         await anyio.to_thread.run_sync(lambda: final.parent.mkdir(parents=True, exist_ok=True))
+        if final.parent.is_symlink():
+            self._fetch_pending(f"{final.parent} is a symbolic link; refusing to write through it")
 
         async def record(art: Artifact) -> None:
             rel = art.path.relative_to(self.ctx.run_dir).as_posix()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.models import ShotState
+from pipeline.redaction import redact
 from pipeline.state import RunState, ShotRecord, counts
 
 _ATTENTION = (ShotState.FAILED, ShotState.NEEDS_RECONCILE)
@@ -36,7 +37,7 @@ def _shot_json(rec: ShotRecord) -> dict[str, Any]:
         "model": rec.model,
         "job_id": rec.job.job_id if rec.job else None,
         "output": rec.output,
-        "error": rec.error,
+        "error": redact(rec.error) if rec.error else None,
     }
 
 
@@ -62,7 +63,7 @@ def render_table(state: RunState, order: Sequence[str] | None = None, *, max_row
     if recs:
         rows: list[tuple[str, ...]] = [("shot", "state", "provider/model", "job", "output / error")]
         for rec in recs:
-            detail = rec.output if rec.state == ShotState.DONE else (rec.error or "")
+            detail = rec.output if rec.state == ShotState.DONE else redact(rec.error or "")
             rows.append(
                 (
                     rec.id,
