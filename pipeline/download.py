@@ -97,8 +97,7 @@ async def write_verified(
         raise FetchError(
             f"result is {download.size} bytes, above the cap of {max_bytes}", rejected=True
         )
-    if final.is_symlink() or (final.exists() and not final.is_file()):
-        raise FetchError(f"refusing to replace {final}: not a regular file")
+    await anyio.to_thread.run_sync(_refuse_non_regular, final)
     part = final.with_name(final.name + ".part")
     with contextlib.suppress(FileNotFoundError):
         part.unlink()  # a stale part from an interrupted fetch; never published
@@ -141,6 +140,12 @@ async def write_verified(
         if not published:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
+
+
+def _refuse_non_regular(final: Path) -> None:
+    """Never write through a symlink or over a directory planted at the output name."""
+    if final.is_symlink() or (final.exists() and not final.is_file()):
+        raise FetchError(f"refusing to replace {final}: not a regular file")
 
 
 def _write_all(fd: int, data: bytes) -> None:
