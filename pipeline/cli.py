@@ -23,6 +23,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -41,6 +42,7 @@ from pipeline.runner import (
     EXIT_OK,
     RunOptions,
     RunResult,
+    adopt,
     cancel,
     execute,
     provider_settings,
@@ -75,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
             help="allow paying again for shots whose submit outcome is unknown (all, or the "
             "named shots); check the provider's dashboard first",
         )
+        p.add_argument(
+            "--shot",
+            action="append",
+            metavar="ID",
+            help="limit --retry-failed / --resubmit-ambiguous to this shot (repeat)",
+        )
+        p.add_argument(
+            "--max-usd", type=float, metavar="USD", help="spend limit (overrides budget.max_usd)"
+        )
 
     p_run = sub.add_parser("run", help="run (or continue) a manifest")
     p_run.add_argument("manifest", type=Path)
@@ -95,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     p_cancel = sub.add_parser("cancel", help="cancel unfinished shots (at the provider too)")
     p_cancel.add_argument("run_dir", type=Path)
     p_cancel.add_argument("--shot", action="append", metavar="ID", help="only this shot (repeat)")
+
+    p_adopt = sub.add_parser(
+        "adopt", help="attach a job found on the provider's dashboard to a shot, then resume"
+    )
+    p_adopt.add_argument("run_dir", type=Path)
+    p_adopt.add_argument("shot", metavar="SHOT")
+    p_adopt.add_argument("job_id", metavar="JOB_ID")
+    run_flags(p_adopt)
 
     p_sim = sub.add_parser("sim", help="serve the provider simulators (until Ctrl-C)")
     p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -130,6 +149,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _cancel(args.run_dir, args.shot)
         if args.command == "sim":
             return anyio.run(_serve_simulators, args.host, args.port, args.latency)
+        if args.command == "adopt":
+            manifest = _manifest_of(args.run_dir)
+            anyio.run(partial(adopt, args.run_dir, args.shot, args.job_id, file=str(manifest.path)))
+            print(f"{args.shot}: adopted job {args.job_id}; polling it now")
+            return _run(manifest, args.run_dir, args)
         if args.command == "resume":
             manifest = _manifest_of(args.run_dir)
             return _run(manifest, args.run_dir, args)
@@ -223,6 +247,8 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         resubmit_ambiguous=frozenset(ambiguous or ["*"]) if ambiguous is not None else frozenset(),
         observer=_observer(args),
+        max_usd=args.max_usd,
+        only=frozenset(args.shot) if args.shot else None,
     )
     result = anyio.run(_execute, manifest, run_dir, options, args.simulate)
     _print_result(result, run_dir)
@@ -279,6 +305,15 @@ def _print_result(result: RunResult, run_dir: Path) -> None:
     for rec in attention(result.state):
         if rec.state.value == "needs_reconcile":
             print(
-                f"{rec.id}: the submit may have been charged; check the provider, then "
-                f"`pipeline resume {run_dir} --resubmit-ambiguous {rec.id}` to pay again"
+                f"{rec.id}: the submit may have been charged; check the provider's dashboard: "
+                f"`pipeline adopt {run_dir} {rec.id} JOB_ID` if the job exists, else "
+                f"`pipeline resume {run_dir} --resubmit-ambiguous --shot {rec.id}` to pay again"
             )
+    spend = result.spend
+    if spend.limit_usd is not None or spend.committed_usd:
+        limit = f" of ${spend.limit_usd:.2f}" if spend.limit_usd is not None else ""
+        print(f"spend: ${spend.committed_usd:.2f}{limit} committed (ambiguous submits included)")
+    held, more = spend.shortfall()
+    if held:
+        need = f"${more:.2f} more" if more is not None else "more (some prices are unknown)"
+        print(f"{held} shot(s) held back by the budget: {need} would finish the batch")

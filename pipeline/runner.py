@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from pipeline.budget import Spend
 from pipeline.checkpoint import Checkpoint, Record
 from pipeline.errors import CheckpointError, ManifestError, ProviderError
 from pipeline.limits import ProviderGate
@@ -63,6 +64,8 @@ class RunOptions:
         registry: provider specs by name (tests inject fakes; default: the built-in registry).
         overrides: provider name -> settings that win over the manifest (``--simulate`` uses
             short poll intervals against the simulators).
+        max_usd: spend limit overriding the manifest's ``budget.max_usd`` (``--max-usd``).
+        only: when set, ``retry_failed`` and ``resubmit_ambiguous`` apply to these shots only.
     """
 
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -73,17 +76,20 @@ class RunOptions:
     observer: Observer = field(default_factory=NullObserver)
     registry: Mapping[str, ProviderSpec] = field(default_factory=lambda: PROVIDERS)
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_usd: float | None = None
+    only: frozenset[str] | None = None
 
 
 @dataclass
 class RunResult:
-    """Outcome of :func:`execute`: the final replayed state and the process exit code."""
+    """Outcome of :func:`execute`: the final replayed state, the spend and the exit code."""
 
     state: RunState
     shots: tuple[Shot, ...]
     interrupted: bool = False
     exit_code: int = EXIT_OK
     orphans: tuple[str, ...] = ()
+    spend: Spend = field(default_factory=Spend)
 
 
 def provider_settings(
@@ -105,10 +111,11 @@ def provider_settings(
 def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
     if rec is None:
         return True
+    chosen = options.only is None or rec.id in options.only
     if rec.state == ShotState.FAILED:
-        return options.retry_failed
+        return options.retry_failed and chosen
     if rec.state == ShotState.NEEDS_RECONCILE:
-        return bool({"*", rec.id} & options.resubmit_ambiguous)
+        return chosen and bool({"*", rec.id} & options.resubmit_ambiguous)
     return rec.state != ShotState.CANCELLED
 
 
@@ -121,6 +128,7 @@ class Runner:
         self.options = options
         self.appended: list[Record] = []
         self.interrupted = False
+        self.spend = Spend()
 
     async def run(self) -> RunResult:
         """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
@@ -130,6 +138,8 @@ class Runner:
         self._plan(state)
         await self.ckpt.sync()
         state = replay([*self.ckpt.records, *self.appended])
+        limit = self.options.max_usd
+        self.spend = Spend.of(state, limit if limit is not None else self.manifest.budget.max_usd)
         todo = [s for s in self.manifest.shots if _needs_work(state.shots.get(s.id), self.options)]
         names = sorted({s.provider for s in todo})
         observer = self.options.observer
@@ -149,6 +159,7 @@ class Runner:
                     observer=observer,
                     options=self.options,
                     media=self._media_resolver(settings),
+                    spend=self.spend,
                     policies={n: self.options.registry[n].media for n in names},
                 )
                 await self._run_all(ctx, todo, state)
@@ -237,7 +248,7 @@ class Runner:
             code = EXIT_OK
         else:
             code = EXIT_ATTENTION
-        return RunResult(final, shots, self.interrupted, code, orphans)
+        return RunResult(final, shots, self.interrupted, code, orphans, self.spend)
 
 
 async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> RunResult:
@@ -360,3 +371,32 @@ async def _cancel_job(provider: Provider, job: JobHandle) -> str:
     except ProviderError as exc:
         return f"cancel at {job.provider} failed ({exc}); the job may still be charged"
     return f"cancelled at {job.provider}"
+
+
+async def adopt(run_dir: Path, shot_id: str, job_id: str, *, file: str) -> None:
+    """Attach ``job_id`` (found on the provider's dashboard) to ``shot_id``: polled next run.
+
+    For a shot whose submit outcome is unknown (``needs_reconcile``) or that failed: the next
+    ``resume`` polls that job and fetches its video instead of paying for a new one.
+
+    Raises:
+        ManifestError: no such shot, or it is done or already has a job in progress.
+        CheckpointError: lock or write failure.
+    """
+    ckpt = await Checkpoint.open(run_dir)
+    try:
+        rec = replay(ckpt.records).shots.get(shot_id)
+        if rec is None:
+            raise ManifestError.single(file, None, "SHOT", f"{shot_id!r} is not in this run")
+        busy = rec.state in (ShotState.POLLING, ShotState.FETCHING) and rec.job is not None
+        if rec.state == ShotState.DONE or busy:
+            job = rec.job.job_id if rec.job else "-"
+            raise ManifestError.single(
+                file, None, "SHOT", f"{shot_id} is {rec.state.value} (job {job}); nothing to adopt"
+            )
+        await ckpt.append(
+            Event.SUBMITTED, shot_id, job=job_id, prov=rec.provider, model=rec.model, adopted=True
+        )
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
+            await ckpt.close()

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import anyio
 
 from pipeline import download, retry, upload
+from pipeline.budget import Spend
 from pipeline.checkpoint import Record
 from pipeline.errors import (
     Ambiguous,
@@ -84,6 +85,7 @@ class RunContext:
     observer: Observer
     options: Any
     media: upload.MediaResolver = field(default_factory=upload.MediaResolver)
+    spend: Spend = field(default_factory=Spend)
     policies: Mapping[str, MediaPolicy] = field(default_factory=dict)
     media_cache: dict[tuple[str, str, str], MediaRef] = field(default_factory=dict)
     media_locks: dict[tuple[str, str, str], anyio.Lock] = field(default_factory=dict)
@@ -114,6 +116,7 @@ class ShotMachine:
         self.settings = ctx.settings[shot.provider]
         self.calls = GuardedCalls(self.provider, self.gate)
         self._est_usd: float | None = None
+        self._reserved = False
 
     async def _emit(self, ev: Event, state: ShotState, detail: str = "", **fields: Any) -> None:
         await self.ctx.append(ev, self.shot.id, **fields)
@@ -251,6 +254,12 @@ class ShotMachine:
         att = self._attempt()
         key = f"{self.ctx.run_id}:{self.shot.id}:{att}"
         self._est_usd = await self._estimate()
+        held = self.ctx.spend.reserve(self.shot.id, self._est_usd)
+        if held is not None:
+            log.warning("%s: %s", self.shot.id, held)
+            self.ctx.observer.transition(self.shot, ShotState.PENDING, held)
+            raise _Stop
+        self._reserved = True
         try:
             async for attempt in retry.attempts(self.calls.backoff(retry.submit_retryable)):
                 with attempt:
@@ -259,6 +268,7 @@ class ShotMachine:
                     return await self._submit_once(media, att, key)
         except (NotSent, RateLimited) as exc:
             # Nothing was created: the shot stays pending and the next run tries it again.
+            self._release()
             reason = f"not sent (retries exhausted, run again later): {exc}"
             log.warning("%s: %s", self.shot.id, reason)
             self.ctx.observer.transition(self.shot, ShotState.PENDING, reason)
@@ -324,6 +334,7 @@ class ShotMachine:
             await self._emit(Event.SUBMIT_NOT_SENT, ShotState.PENDING, reason, reason=reason)
             raise exc  # retried by the caller's policy, same attempt and key
         if isinstance(exc, Rejected):
+            self._release()
             await self._emit(
                 Event.SUBMIT_REJECTED, ShotState.FAILED, reason, reason=reason, status=exc.status
             )
@@ -416,7 +427,15 @@ class ShotMachine:
         self.ctx.observer.transition(self.shot, ShotState.FETCHING, reason)
         raise _Stop
 
+    def _release(self) -> None:
+        """Give the budget back: this shot's submit created nothing (or was refunded)."""
+        if self._reserved:
+            self.ctx.spend.release(self._est_usd)
+            self._reserved = False
+
     async def _fail(self, reason: str, charged: Charged) -> None:
+        if charged == Charged.NO:
+            self._release()
         await self._emit(
             Event.FAILED, ShotState.FAILED, reason, reason=reason, charged=charged.value
         )

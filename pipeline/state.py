@@ -68,6 +68,7 @@ class ShotRecord:
     status: str = ""
     cost_usd: float | None = None
     credits: float | None = None
+    est_usd: float | None = None
 
     def reset(self) -> None:
         """Forget everything of a previous request (the shot was edited); keep attempt numbers."""
@@ -121,6 +122,7 @@ def _intent(rec: ShotRecord, r: Record) -> None:
     rec.intent_ts = r.ts
     rec.reuse_attempt = False
     rec.error = None
+    rec.est_usd = r.data.get("est_usd")
 
 
 def _submitted(rec: ShotRecord, r: Record) -> None:
