@@ -270,8 +270,12 @@ def _lock(run_dir: Path) -> int:
             f"another runner (pid {holder}) is working in {run_dir}; wait for it to finish, "
             "or stop it first"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        os.close(fd)  # releases the lock: a failed start must not lock the next run out
+        raise
     return fd
 
 

@@ -61,6 +61,7 @@ class FakeService:
     calls: list[str] = field(default_factory=list)  # "submit", "poll", "probe" in call order
     healthy: bool = True  # what probe() reports
     body_override: bytes | None = None  # served instead of every job's video
+    stuck_raw: str = ""  # when set, polls report this unknown provider status (normalised RUNNING)
     fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
     expire_fetches: int = 0  # the next N fetches answer "URL expired"
     media: list[list[tuple[str, str]]] = field(default_factory=list)  # per submit: (role, url)
@@ -122,6 +123,8 @@ class FakeProvider:
         fj = self.service.jobs.get(job.job_id)
         if fj is None:
             raise JobFailed("unknown job", provider="fake")
+        if self.service.stuck_raw:
+            return PollResult(JobStatus.RUNNING, raw_status=self.service.stuck_raw)
         if fj.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             fj.polls_left -= 1
             fj.status = JobStatus.RUNNING

@@ -56,32 +56,28 @@ from pipeline.providers.newapi_codec import (
     parse_submit,
 )
 from pipeline.render import probe
-from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
-from pipeline.sim.newapi import BASE_PATH, QueryShape, make_app
+from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
+from pipeline.sim.newapi import QueryShape, make_app
 from pipeline.upload import INLINE, MediaResolver
+from tests import provider_helpers
+from tests.provider_helpers import (
+    SUBMIT_FAULTS,
+    assert_refuses_use,
+    load_json,
+    provider_context,
+    served_adapter,
+)
 
 DATA = Path(__file__).parent / "data" / "newapi"
 KEY = "sk-newapi-canary-0123456789"
 
 
 def load(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
+    return load_json("newapi", name)
 
 
-def make_shot(**kw: Any) -> Shot:
-    fields: dict[str, Any] = {
-        "id": "harbor-s01",
-        "scene": "harbor",
-        "name": "s01",
-        "prompt": "Wide shot at dawn: a fisherwoman mends a net",
-        "provider": "newapi",
-        "model": "viduq3p-720p",
-        "duration": 2,
-        "aspect_ratio": "16:9",
-        "fingerprint": "sha256:x",
-    }
-    fields.update(kw)
-    return Shot(**fields)
+def make_shot(model: str = "viduq3p-720p", **overrides: Any) -> Shot:
+    return provider_helpers.make_shot("newapi", model, **({"duration": 2} | overrides))
 
 
 # ----- codec: submit ---------------------------------------------------------------------------
@@ -430,13 +426,8 @@ async def gateway(
         not_exist_for_s=not_exist_for_s,
         quota_jobs=quota_jobs,
     )
-    async with serve(app) as url:
-        settings = SPEC.defaults.model_copy(update={"base_url": url + BASE_PATH})
-        ctx = ProviderContext(
-            name="newapi", settings=settings, run_dir=tmp_path, api_key=key, simulate=True
-        )
-        async with NewApiProvider(ctx) as provider:
-            yield app, provider, url
+    async with served_adapter(SPEC, NewApiProvider, app, tmp_path, key=key) as (provider, url):
+        yield app, provider, url
 
 
 async def poll_until_done(provider: NewApiProvider, job: JobHandle) -> list[PollResult]:
@@ -650,16 +641,7 @@ async def test_submit_429_is_rate_limited_and_not_charged(tmp_path: Path) -> Non
         assert len(app[LEDGER]) == 0
 
 
-@pytest.mark.parametrize(
-    ("kind", "charged"),
-    [
-        (FaultKind.RESET_BEFORE, 0),
-        (FaultKind.SERVER_ERROR, 0),
-        (FaultKind.RESET_AFTER, 1),
-        (FaultKind.SERVER_ERROR_AFTER, 1),
-        (FaultKind.TRUNCATE, 1),
-    ],
-)
+@pytest.mark.parametrize(("kind", "charged"), SUBMIT_FAULTS)
 async def test_submit_faults_are_ambiguous(tmp_path: Path, kind: FaultKind, charged: int) -> None:
     async with gateway(tmp_path) as (app, provider, _):
         app[FAULTS].add(Fault("submit", kind))
@@ -674,8 +656,7 @@ async def test_submit_connection_refused_is_not_sent(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = SPEC.defaults.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
-    ctx = ProviderContext(name="newapi", settings=settings, run_dir=tmp_path, api_key=KEY)
+    ctx = provider_context(SPEC, f"http://127.0.0.1:{port}", tmp_path, key=KEY, simulate=False)
     async with NewApiProvider(ctx) as provider:
         with pytest.raises(NotSent):
             await provider.submit(make_shot(), [], key="k")
@@ -767,3 +748,12 @@ def test_check_refuses_image_types_vidu_cannot_read() -> None:
     assert [f for f, _ in SPEC.check(make_shot(image=gif), caps)] == ["image"]
     png = Asset(MediaRole.IMAGE, path=Path("/x.png"), mime="image/png")
     assert SPEC.check(make_shot(image=png), caps) == []
+
+
+async def test_closed_adapter_refuses_calls(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as (app, provider, _):
+        await provider.aclose()
+        await provider.aclose()  # idempotent
+        job = JobHandle("newapi", "task_x", "viduq3p-720p", submitted_at=time.time())
+        await assert_refuses_use(provider, make_shot(), job)
+        assert len(app[LEDGER]) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,6 @@ from aiohttp import web
 
 from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
 from pipeline.models import Asset, JobHandle, JobStatus, MediaRef, MediaRole, PollResult, Shot
-from pipeline.providers.base import ProviderContext
 from pipeline.providers.relaydance import SPEC, RelayDanceProvider
 from pipeline.providers.relaydance_codec import (
     STATUS_SYNONYMS,
@@ -34,19 +32,21 @@ from pipeline.settings import Price
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
 from pipeline.sim.relaydance import BASE_PATH, STATE, make_app
 from pipeline.upload import INLINE, MediaResolver
+from tests.provider_helpers import (
+    SUBMIT_FAULTS,
+    assert_refuses_use,
+    load_json,
+    make_shot,
+    provider_context,
+    served_adapter,
+)
 
 DATA = Path(__file__).parent / "data" / "relaydance"
 KEY = "sk-relay-CANARY-0123456789abcdef"
-SHOT = Shot(
-    id="harbor-s01",
-    scene="harbor",
-    name="s01",
+SHOT = make_shot(
+    "relaydance",
+    "doubao-seedance-2-0-720p",
     prompt="Wide shot at dawn: a fisherwoman mends a net on the pier",
-    provider="relaydance",
-    model="doubao-seedance-2-0-720p",
-    duration=5,
-    aspect_ratio="16:9",
-    fingerprint="sha256:x",
 )
 DONE = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -56,7 +56,7 @@ def shot(**changes: Any) -> Shot:
 
 
 def recorded(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
+    return load_json("relaydance", name)
 
 
 # ----- codec ------------------------------------------------------------------------------------
@@ -271,13 +271,9 @@ async def running(
     **options: Any,
 ) -> AsyncIterator[tuple[web.Application, RelayDanceProvider, str]]:
     app = make_app(config or SimConfig(api_key=KEY, latency_s=0.2), **options)
-    async with serve(app) as url:
-        settings = SPEC.defaults.model_copy(update={"base_url": url + BASE_PATH})
-        ctx = ProviderContext(
-            name="relaydance", settings=settings, run_dir=tmp_path, api_key=api_key, simulate=True
-        )
-        async with RelayDanceProvider(ctx) as provider:
-            yield app, provider, url
+    async with served_adapter(SPEC, RelayDanceProvider, app, tmp_path, key=api_key) as served:
+        provider, url = served
+        yield app, provider, url
 
 
 async def finish(
@@ -487,16 +483,7 @@ async def test_submits_per_minute_limit(tmp_path: Path) -> None:
     assert len(app[LEDGER]) == 1
 
 
-@pytest.mark.parametrize(
-    ("kind", "charged"),
-    [
-        (FaultKind.RESET_BEFORE, 0),
-        (FaultKind.SERVER_ERROR, 0),
-        (FaultKind.RESET_AFTER, 1),
-        (FaultKind.SERVER_ERROR_AFTER, 1),
-        (FaultKind.TRUNCATE, 1),
-    ],
-)
+@pytest.mark.parametrize(("kind", "charged"), SUBMIT_FAULTS)
 async def test_submit_faults_are_ambiguous(tmp_path: Path, kind: FaultKind, charged: int) -> None:
     async with running(tmp_path) as (app, provider, _):
         app[FAULTS].add(Fault("submit", kind))
@@ -509,8 +496,7 @@ async def test_connection_refused_is_not_sent(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = SPEC.defaults.model_copy(update={"base_url": f"http://127.0.0.1:{port}/v1"})
-    ctx = ProviderContext("relaydance", settings, tmp_path, api_key=KEY, simulate=True)
+    ctx = provider_context(SPEC, f"http://127.0.0.1:{port}/v1", tmp_path, key=KEY)
     async with RelayDanceProvider(ctx) as provider:
         with pytest.raises(NotSent):
             await provider.submit(shot(), [], key="k")
@@ -589,3 +575,12 @@ async def test_data_url_media_are_accepted_by_the_simulator(tmp_path: Path) -> N
         assert local.url.startswith("data:image/png;base64,iVBORw0KGgo")
         await provider.submit(shot(), [local], key="k")  # the simulator accepts the data URL
     assert len(app[LEDGER]) == 1
+
+
+async def test_closed_adapter_refuses_calls(tmp_path: Path) -> None:
+    async with running(tmp_path) as (app, provider, _):
+        await provider.aclose()
+        await provider.aclose()  # idempotent
+        job = JobHandle("relaydance", "task_x", SHOT.model, submitted_at=time.time())
+        await assert_refuses_use(provider, shot(), job)
+        assert len(app[LEDGER]) == 0

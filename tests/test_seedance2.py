@@ -38,30 +38,31 @@ from pipeline.providers.seedance2 import SPEC, Seedance2Provider
 from pipeline.render import probe
 from pipeline.sim import seedance2 as sim
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
+from tests import provider_helpers
+from tests.provider_helpers import (
+    assert_refuses_use,
+    load_json,
+    provider_context,
+    served_adapter,
+)
 
-DATA = Path(__file__).parent / "data" / "seedance2"
 KEY = "sd2_live_secretkey123"
 
 
 def load(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
+    return load_json("seedance2", name)
 
 
-def make_shot(**overrides: Any) -> Shot:
-    fields: dict[str, Any] = {
-        "id": "harbor-s01",
-        "scene": "harbor",
-        "name": "s01",
-        "prompt": "A lighthouse at dawn, waves crashing",
-        "provider": "seedance2",
-        "model": "seedance-2.0",
-        "duration": 4,
-        "aspect_ratio": "16:9",
-        "resolution": "720p",
-        "fingerprint": "sha256:x",
-    }
-    fields.update(overrides)
-    return Shot(**fields)
+#: Fields every seedance2 shot here has unless a test overrides them.
+SHOT_FIELDS: dict[str, Any] = {
+    "prompt": "A lighthouse at dawn, waves crashing",
+    "duration": 4,
+    "resolution": "720p",
+}
+
+
+def make_shot(model: str = "seedance-2.0", **overrides: Any) -> Shot:
+    return provider_helpers.make_shot("seedance2", model, **(SHOT_FIELDS | overrides))
 
 
 def ref(role: MediaRole, name: str) -> MediaRef:
@@ -71,20 +72,14 @@ def ref(role: MediaRole, name: str) -> MediaRef:
 def context(
     base_url: str, tmp_path: Path, *, key: str | None = KEY, simulate: bool = True
 ) -> ProviderContext:
-    settings = SPEC.defaults.model_copy(update={"base_url": base_url})
-    return ProviderContext(
-        name="seedance2", settings=settings, run_dir=tmp_path, api_key=key, simulate=simulate
-    )
+    return provider_context(SPEC, base_url, tmp_path, key=key, simulate=simulate)
 
 
 @asynccontextmanager
 async def adapter_for(
     app: web.Application, tmp_path: Path, *, key: str | None = KEY
 ) -> AsyncIterator[Seedance2Provider]:
-    async with (
-        serve(app) as url,
-        Seedance2Provider(context(url + sim.BASE_PATH, tmp_path, key=key)) as provider,
-    ):
+    async with served_adapter(SPEC, Seedance2Provider, app, tmp_path, key=key) as (provider, _):
         yield provider
 
 
@@ -713,6 +708,8 @@ async def test_closed_adapter_refuses_reuse(tmp_path: Path) -> None:
     await provider.aclose()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         await provider.submit(make_shot(), [], key="k")
+    job = JobHandle("seedance2", "req-1", "seedance-2.0", submitted_at=0.0)
+    await assert_refuses_use(provider, make_shot(), job)
 
 
 async def test_connection_refused_is_not_sent(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers import venice as venice_mod
-from pipeline.providers.base import ProviderContext, SupportsCleanup, SupportsQuote
+from pipeline.providers.base import SupportsCleanup, SupportsQuote
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.venice import SPEC, VeniceProvider
 from pipeline.providers.venice_codec import (
@@ -54,9 +54,11 @@ from pipeline.providers.venice_codec import (
     with_consent,
 )
 from pipeline.render import probe
-from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
+from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.venice import BASE_PATH, STATE, make_app
 from pipeline.upload import INLINE, MediaResolver
+from tests import provider_helpers
+from tests.provider_helpers import assert_refuses_use, load_json, served_adapter
 
 DATA = Path(__file__).parent / "data" / "venice"
 KEY = "sim-key-venice-0123456789"
@@ -64,7 +66,7 @@ PNG_HEAD = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 
 
 def load(name: str) -> Any:
-    return json.loads((DATA / f"{name}.json").read_text())
+    return load_json("venice", name)
 
 
 def make_shot(
@@ -80,16 +82,12 @@ def make_shot(
     references: tuple[Asset, ...] = (),
     image: Asset | None = None,
 ) -> Shot:
-    return Shot(
-        id="harbor-s01",
-        scene="harbor",
-        name="s01",
+    return provider_helpers.make_shot(
+        "venice",
+        model,
         prompt=prompt,
-        provider="venice",
-        model=model,
         duration=duration,
         aspect_ratio=ratio,
-        fingerprint="sha256:x",
         resolution=resolution,
         audio=audio,
         consent=consent,
@@ -108,13 +106,8 @@ async def running(
     **options: Any,
 ) -> AsyncIterator[tuple[VeniceProvider, web.Application, str]]:
     app = make_app(config or SimConfig(api_key=KEY, latency_s=0.2), **options)
-    async with serve(app) as url:
-        settings = SPEC.defaults.model_copy(update={"base_url": url + BASE_PATH})
-        ctx = ProviderContext(
-            name="venice", settings=settings, run_dir=tmp_path, api_key=api_key, simulate=True
-        )
-        async with VeniceProvider(ctx) as provider:
-            yield provider, app, url
+    async with served_adapter(SPEC, VeniceProvider, app, tmp_path, key=api_key) as (provider, url):
+        yield provider, app, url
 
 
 async def until_done(provider: VeniceProvider, job: JobHandle) -> PollResult:
@@ -751,3 +744,5 @@ async def test_closed_adapter_refuses_calls(tmp_path: Path) -> None:
         await provider.aclose()
         with pytest.raises(RuntimeError, match="aclose"):
             await provider.submit(make_shot(), [], key="k")
+        job = JobHandle("venice", "q-1", "wan-2-7-text-to-video", submitted_at=0.0)
+        await assert_refuses_use(provider, make_shot(), job)

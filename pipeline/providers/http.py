@@ -26,11 +26,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
+
+if TYPE_CHECKING:  # urlfetch imports this module
+    from pipeline.providers.urlfetch import UrlFetcher
 
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
 _BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
@@ -217,3 +220,45 @@ class ApiClient:
 def bearer(api_key: str | None) -> dict[str, str]:
     """``Authorization: Bearer <key>`` headers (empty when there is no key)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class HttpAdapter:
+    """The resource lifecycle every HTTP adapter shares (anyio ``AsyncResource`` style).
+
+    An adapter owns two sessions: ``api``, the authenticated provider API, and ``urls``, the
+    credential-free fetcher of result links. ``async with`` returns the adapter and closes both
+    on exit; after :meth:`aclose` every stage method refuses to run (httpx ``ClientState``).
+    Adapters call :meth:`_check_open` first in each public method.
+
+    Args:
+        api: the provider API client.
+        urls: the download fetcher for result URLs.
+    """
+
+    def __init__(self, api: ApiClient, urls: UrlFetcher) -> None:
+        self.api = api
+        self.urls = urls
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the API and download sessions; the adapter refuses further use. Idempotent."""
+        self._closed = True
+        try:
+            await self.api.aclose()
+        finally:
+            await self.urls.aclose()
+
+    def _check_open(self) -> None:
+        """Refuse use after :meth:`aclose`.
+
+        Raises:
+            RuntimeError: the adapter is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed: used after aclose()")

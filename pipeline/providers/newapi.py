@@ -46,6 +46,7 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
+    HttpAdapter,
     bearer,
     map_http_errors,
     redact,
@@ -129,7 +130,7 @@ def request_error(resp: ApiResponse, *, shot: str = "") -> ProviderError:
     return status_error(resp, f"{err.code}: {said}" if err.code else said, provider=NAME, shot=shot)
 
 
-class NewApiProvider:
+class NewApiProvider(HttpAdapter):
     """The ``newapi`` adapter (see the module docstring). An async context manager.
 
     Args:
@@ -149,23 +150,14 @@ class NewApiProvider:
                 "manifest, e.g. providers: {newapi: {base_url: 'https://gateway.example.com'}}",
                 provider=NAME,
             )
-        self._settings = ctx.settings
-        self._api = ApiClient(
-            gateway_root(ctx.settings.base_url), headers=bearer(ctx.api_key), provider=NAME
+        super().__init__(
+            ApiClient(
+                gateway_root(ctx.settings.base_url), headers=bearer(ctx.api_key), provider=NAME
+            ),
+            UrlFetcher(policy_for(ctx), provider=NAME),
         )
-        self._urls = UrlFetcher(policy_for(ctx), provider=NAME)
+        self._settings = ctx.settings
         self._max_bytes = ctx.downloads.max_bytes
-
-    async def __aenter__(self) -> NewApiProvider:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the API and download sessions. Idempotent."""
-        await self._api.aclose()
-        await self._urls.aclose()
 
     # ----- submit ---------------------------------------------------------------------------
 
@@ -182,8 +174,9 @@ class NewApiProvider:
             Rejected: a definite error answer (validation, token, quota, unavailable model).
             Ambiguous: reset/timeout after sending, 5xx, or an unexpected 2xx.
         """
+        self._check_open()
         body = build_submit(shot, media)
-        resp = await self._api.request("POST", GENERATIONS, shot=shot.id, json_body=body)
+        resp = await self.api.request("POST", GENERATIONS, shot=shot.id, json_body=body)
         if not 200 <= resp.status < 300:
             raise request_error(resp, shot=shot.id)
         try:
@@ -223,8 +216,9 @@ class NewApiProvider:
             JobFailed: ``task_not_exist`` later (``refunded`` None: unknown).
             RateLimited: 429. Rejected: other 4xx (e.g. the token was revoked).
         """
+        self._check_open()
         path = f"{GENERATIONS}/{quote(job.job_id, safe='')}"
-        resp = await self._api.request("GET", path)
+        resp = await self.api.request("GET", path)
         if 200 <= resp.status < 300:
             try:
                 return parse_status(resp.json())
@@ -273,6 +267,7 @@ class NewApiProvider:
                 the proxy could not serve the video either (poll again).
             RateLimited, NotSent, Ambiguous: retryable transfer problems.
         """
+        self._check_open()
         async with AsyncExitStack() as stack:
             yield await self._open(stack, job, result)
 
@@ -280,7 +275,7 @@ class NewApiProvider:
         if not result.result_url:
             return await self._open_proxy(stack, job)
         try:
-            return await stack.enter_async_context(self._urls.open(result.result_url))
+            return await stack.enter_async_context(self.urls.open(result.result_url))
         except FetchError as exc:
             if not exc.expired:
                 raise
@@ -292,7 +287,7 @@ class NewApiProvider:
 
     async def _open_proxy(self, stack: AsyncExitStack, job: JobHandle) -> Download:
         path = f"{VIDEOS}/{quote(job.job_id, safe='')}/content"
-        resp = await stack.enter_async_context(self._api.stream("GET", path))
+        resp = await stack.enter_async_context(self.api.stream("GET", path))
         if resp.status == 429:
             raise RateLimited(
                 "the gateway rate-limited the video download",

@@ -36,7 +36,14 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
-from pipeline.providers.http import ApiClient, ApiResponse, bearer, map_http_errors, redact
+from pipeline.providers.http import (
+    ApiClient,
+    ApiResponse,
+    HttpAdapter,
+    bearer,
+    map_http_errors,
+    redact,
+)
 from pipeline.providers.http import status_error as generic_status_error
 from pipeline.providers.relaydance_codec import (
     CORE_METADATA,
@@ -61,7 +68,7 @@ CHUNK = 1 << 16
 _IMAGE_ROLES = frozenset({MediaRole.IMAGE, MediaRole.END_IMAGE, MediaRole.REFERENCE_IMAGE})
 
 
-class RelayDanceProvider:
+class RelayDanceProvider(HttpAdapter):
     """The RelayDance adapter (see the module docstring). Satisfies ``Provider`` structurally.
 
     Args:
@@ -72,24 +79,15 @@ class RelayDanceProvider:
     name = NAME
 
     def __init__(self, ctx: ProviderContext) -> None:
-        self.settings = ctx.settings
-        self.api = ApiClient(
-            ctx.settings.base_url or DEFAULTS.base_url or "",
-            headers=bearer(ctx.api_key),
-            provider=NAME,
+        super().__init__(
+            ApiClient(
+                ctx.settings.base_url or DEFAULTS.base_url or "",
+                headers=bearer(ctx.api_key),
+                provider=NAME,
+            ),
+            UrlFetcher(policy_for(ctx), provider=NAME),
         )
-        self.fetcher = UrlFetcher(policy_for(ctx), provider=NAME)
-
-    async def __aenter__(self) -> RelayDanceProvider:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the API and download sessions. Idempotent."""
-        await self.api.aclose()
-        await self.fetcher.aclose()
+        self.settings = ctx.settings
 
     # ----- submit -----------------------------------------------------------------------------
 
@@ -104,6 +102,7 @@ class RelayDanceProvider:
             Rejected: 400 invalid, 401 bad API key, 403 balance/permission, 404 unknown model.
             Ambiguous: 5xx, a broken exchange, or a 2xx without a task id.
         """
+        self._check_open()
         body = build_submit(shot, media)
         submitted_at = time.time()
         resp = await self.api.request("POST", "video/generations", shot=shot.id, json_body=body)
@@ -161,6 +160,7 @@ class RelayDanceProvider:
             JobFailed: the task is unknown (404 / ``task_not_exist``) long after submit.
             RateLimited, NotSent, Rejected: as the generic mapping (401: the key went bad).
         """
+        self._check_open()
         resp = await self.api.request("GET", f"video/generations/{quote(job.job_id, safe='')}")
         if resp.status == 200:
             try:
@@ -197,11 +197,12 @@ class RelayDanceProvider:
             FetchError: both ways failed; ``expired=True`` when the video is gone (poll again).
             RateLimited, NotSent, Ambiguous: network trouble (downloads are idempotent).
         """
+        self._check_open()
         async with AsyncExitStack() as stack:
             download: Download | None = None
             if result.result_url:
                 try:
-                    download = await stack.enter_async_context(self.fetcher.open(result.result_url))
+                    download = await stack.enter_async_context(self.urls.open(result.result_url))
                 except FetchError as exc:
                     if not exc.expired:
                         raise

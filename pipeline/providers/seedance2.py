@@ -38,6 +38,7 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
+    HttpAdapter,
     bearer,
     redact,
     retry_after,
@@ -49,7 +50,7 @@ from pipeline.settings import ProviderSettings
 NAME = codec.NAME
 
 
-class Seedance2Provider:
+class Seedance2Provider(HttpAdapter):
     """The seedance2.ink adapter (Provider + SupportsCancel), built from a :class:`ProviderContext`.
 
     Uses ``ctx.settings.base_url`` (``/api/open/v1`` is appended), ``ctx.api_key`` as the
@@ -65,25 +66,10 @@ class Seedance2Provider:
         self._simulate = ctx.simulate
         base = codec.api_base(ctx.settings.base_url or codec.DEFAULT_BASE_URL)
         headers = {**bearer(ctx.api_key), "Accept": "application/json"}
-        self._api = ApiClient(base, headers=headers, provider=NAME)
-        self._fetcher = UrlFetcher(policy_for(ctx), provider=NAME)
-        self._closed = False
-
-    async def __aenter__(self) -> Seedance2Provider:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the API and download sessions; the adapter refuses further use. Idempotent."""
-        self._closed = True
-        await self._api.aclose()
-        await self._fetcher.aclose()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("Seedance2Provider is closed")
+        super().__init__(
+            ApiClient(base, headers=headers, provider=NAME),
+            UrlFetcher(policy_for(ctx), provider=NAME),
+        )
 
     # ----- submit / poll ------------------------------------------------------------------------
 
@@ -110,7 +96,7 @@ class Seedance2Provider:
                 provider=NAME,
                 shot=shot.id,
             )
-        resp = await self._api.request("POST", codec.SUBMIT_PATH, shot=shot.id, json_body=body)
+        resp = await self.api.request("POST", codec.SUBMIT_PATH, shot=shot.id, json_body=body)
         if not 200 <= resp.status < 300:
             raise self._http_error(resp, "submit", shot.id)
         try:
@@ -141,7 +127,7 @@ class Seedance2Provider:
             RateLimited, NotSent, Ambiguous: transient; Rejected: e.g. the key was revoked.
         """
         self._check_open()
-        resp = await self._api.request("GET", codec.task_path(job.job_id))
+        resp = await self.api.request("GET", codec.task_path(job.job_id))
         if not 200 <= resp.status < 300:
             raise self._http_error(resp, "poll", "")
         try:
@@ -170,7 +156,7 @@ class Seedance2Provider:
             raise FetchError(
                 f"{job.job_id}: no output.url to fetch; poll again", expired=True, provider=NAME
             )
-        async with self._fetcher.open(result.result_url) as download:
+        async with self.urls.open(result.result_url) as download:
             yield download
 
     # ----- cancel (SupportsCancel) ----------------------------------------------------------------
@@ -184,7 +170,7 @@ class Seedance2Provider:
             RateLimited, NotSent, Ambiguous: transient.
         """
         self._check_open()
-        resp = await self._api.request("POST", codec.cancel_path(job.job_id))
+        resp = await self.api.request("POST", codec.cancel_path(job.job_id))
         if 200 <= resp.status < 300:
             try:
                 codec.check_envelope(resp.json())

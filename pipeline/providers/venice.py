@@ -14,15 +14,16 @@ Venice quirks handled here (§1.12):
 - no idempotency key exists, and non-429 4xx count against an error budget (30 s lockout),
   so nothing here retries; 4xx on queue are definite (:class:`Rejected`), 5xx and broken
   answers are :class:`Ambiguous` [D §1.11].
+
+The mapping of Venice's error answers lives in :mod:`pipeline.providers.venice_errors`, the model
+table in :mod:`pipeline.providers.venice_models`.
 """
 
 from __future__ import annotations
 
-import base64
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import MappingProxyType
 
 import aiohttp
@@ -33,7 +34,6 @@ from pipeline.errors import (
     FetchError,
     JobFailed,
     ProviderError,
-    RateLimited,
     Rejected,
 )
 from pipeline.models import (
@@ -50,11 +50,10 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
+    HttpAdapter,
     bearer,
     map_http_errors,
     redact,
-    retry_after,
-    status_error,
 )
 from pipeline.providers.urlfetch import CHUNK, UrlFetcher, policy_for
 from pipeline.providers.venice_codec import (
@@ -64,7 +63,6 @@ from pipeline.providers.venice_codec import (
     MODELS,
     NAME,
     SEEDANCE_CONSENT,
-    VeniceError,
     body_size,
     build_quote,
     build_submit,
@@ -74,106 +72,11 @@ from pipeline.providers.venice_codec import (
     parse_status,
     with_consent,
 )
+from pipeline.providers.venice_errors import HINTS, consent_refusal, venice_error
 from pipeline.settings import ProviderSettings
 
-#: Hints appended to definite queue refusals [D §1.4 queue errors, §1.10].
-_HINTS = {
-    400: "invalid request (nothing charged)",
-    401: "authentication failed or the model is Pro-only: check VENICE_API_KEY and the plan",
-    402: "insufficient balance or spend limit: add credits at https://venice.ai/settings/api",
-    403: "region blocked or API access disabled for this key",
-    404: "unknown model or route",
-    413: "JSON body above 35 MB: use smaller media or remote URLs",
-    415: "unsupported media type",
-    422: "content policy or media constraint (nothing charged)",
-}
-#: The MIME family each role accepts [D §1.4 field types].
-_ROLE_KINDS = {
-    MediaRole.IMAGE: "image",
-    MediaRole.END_IMAGE: "image",
-    MediaRole.REFERENCE_IMAGE: "image",
-    MediaRole.REFERENCE_VIDEO: "video",
-    MediaRole.REFERENCE_AUDIO: "audio",
-}
-#: The error-budget lockout lasts 30 s [D §1.11]; overloaded 429 defaults to 30 s [D §1.11].
-_LOCKOUT_S = 30.0
 
-
-def _reset_seconds(raw: Mapping[str, str], now: float) -> float | None:
-    """Seconds until the exhausted limit resets, from the ``x-ratelimit-*`` headers.
-
-    The error budget (``x-ratelimit-remaining``/``-resets``) or the request limit
-    (``-remaining-requests``/``-reset-requests``), whichever says 0 remain; the reset is a Unix
-    time in seconds or milliseconds (both are documented) [D §1.11].
-    """
-    headers = {k.lower(): v for k, v in raw.items()}
-    pairs = (
-        ("x-ratelimit-remaining", "x-ratelimit-resets"),
-        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-    )
-    for remaining, name in pairs:
-        if headers.get(remaining) != "0":
-            continue
-        value = headers.get(name)
-        try:
-            stamp = float(value) if value is not None else None
-        except ValueError:
-            stamp = None
-        if stamp is not None:
-            stamp = stamp / 1000.0 if stamp > 1e11 else stamp  # ms vs s [D §1.11]
-            return max(0.0, stamp - now)
-    return None
-
-
-def _wait_of(resp: ApiResponse, err: VeniceError) -> float | None:
-    """How long a 429 asks us to wait, in seconds.
-
-    Retry-After, else the reset headers, else 30 s when the body names the error-budget lockout
-    or an overloaded model [D §1.11].
-    """
-    wait = retry_after(resp.headers)
-    if wait is None:
-        wait = _reset_seconds(resp.headers, time.time())
-    if wait is None and ("failed attempts" in err.message or "overloaded" in err.message):
-        wait = _LOCKOUT_S
-    return wait
-
-
-def _error(resp: ApiResponse, err: VeniceError, hint: str, shot: str) -> ProviderError:
-    """The generic mapping (:func:`status_error`) with Venice's wait times and hints."""
-    text = f"{err.message} -- {hint}" if hint else err.message
-    exc = status_error(resp, text, provider=NAME, shot=shot)
-    exc.provider_message = redact(err.message)
-    if isinstance(exc, RateLimited) and exc.retry_after is None:
-        exc.retry_after = _wait_of(resp, err)
-    return exc
-
-
-def _consent_refusal(resp: ApiResponse, err: VeniceError, shot: str, *, sent: bool) -> Rejected:
-    policy = err.policy_text or "(no policy text returned)"
-    roles = ", ".join(err.face_media_roles) or "media"
-    action = (
-        "the attestation was sent and Venice asked again: check the media or attest in the web app"
-        if sent
-        else "then add `consent: seedance` to the shot to attest it"
-    )
-    return Rejected(
-        f"Venice needs Seedance face consent for {roles} (HTTP 409, nothing charged). Read the "
-        f"policy (version {err.consent_version or '?'}, {err.docs_url or 'docs.venice.ai'}): "
-        f"{redact(policy)} -- {action}.",
-        provider=NAME,
-        shot=shot,
-        status=resp.status,
-        provider_message=redact(err.message),
-    )
-
-
-def _encode_file(path: Path, mime: str) -> str:
-    """Read ``path`` and return its ``data:`` URL (runs in a worker thread)."""
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
-
-
-class VeniceProvider:
+class VeniceProvider(HttpAdapter):
     """The Venice adapter: quote, queue, retrieve, download links, complete.
 
     Args:
@@ -185,25 +88,10 @@ class VeniceProvider:
 
     def __init__(self, ctx: ProviderContext) -> None:
         base_url = ctx.settings.base_url or DEFAULT_BASE_URL
-        self._api = ApiClient(base_url, headers=bearer(ctx.api_key), provider=NAME)
-        self._urls = UrlFetcher(policy_for(ctx), provider=NAME)
-        self._closed = False
-
-    async def __aenter__(self) -> VeniceProvider:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close both sessions; the adapter refuses further calls. Idempotent."""
-        self._closed = True
-        await self._api.aclose()
-        await self._urls.aclose()
-
-    def _open(self) -> None:
-        if self._closed:
-            raise RuntimeError("VeniceProvider used after aclose()")
+        super().__init__(
+            ApiClient(base_url, headers=bearer(ctx.api_key), provider=NAME),
+            UrlFetcher(policy_for(ctx), provider=NAME),
+        )
 
     # ----- submit ------------------------------------------------------------------------------
 
@@ -220,7 +108,7 @@ class VeniceProvider:
             Ambiguous: 5xx, a broken exchange, or a 2xx that is not ``{model, queue_id}``.
             NotSent: the connection could not be made.
         """
-        self._open()
+        self._check_open()
         body = build_submit(shot, media)
         size = await anyio.to_thread.run_sync(body_size, body)
         if size > MAX_BODY_BYTES:
@@ -230,22 +118,22 @@ class VeniceProvider:
                 provider=NAME,
                 shot=shot.id,
             )
-        resp = await self._api.request("POST", "/video/queue", json_body=body, shot=shot.id)
+        resp = await self.api.request("POST", "/video/queue", json_body=body, shot=shot.id)
         consenting = shot.consent == SEEDANCE_CONSENT
         if resp.status == 409 and consenting and parse_error(resp.json()).needs_consent:
             body = with_consent(body)
-            resp = await self._api.request("POST", "/video/queue", json_body=body, shot=shot.id)
+            resp = await self.api.request("POST", "/video/queue", json_body=body, shot=shot.id)
         return self._accepted(resp, shot, consented=consenting)
 
     def _accepted(self, resp: ApiResponse, shot: Shot, *, consented: bool) -> JobHandle:
         if resp.status == 409 and (err := parse_error(resp.json())).needs_consent:
-            raise _consent_refusal(resp, err, shot.id, sent=consented)
+            raise consent_refusal(resp, err, shot.id, sent=consented)
         if 400 <= resp.status < 600:
             err = parse_error(resp.json())
-            hint = _HINTS.get(resp.status, "")
+            hint = HINTS.get(resp.status, "")
             if resp.status == 402 and err.message == "Authentication required":  # x402 [D §1.1]
                 hint = "no credentials were sent: set VENICE_API_KEY"
-            raise _error(resp, err, hint, shot.id)
+            raise venice_error(resp, err, hint, shot.id)
         if resp.status != 200:
             raise Ambiguous(
                 f"unexpected HTTP {resp.status} from queue", provider=NAME, shot=shot.id
@@ -280,9 +168,9 @@ class VeniceProvider:
             RateLimited: 429. Ambiguous: 503 or another 5xx, a broken or unreadable answer.
             Rejected: another 4xx (400/401/402/403).
         """
-        self._open()
+        self._check_open()
         ref = {"model": job.model, "queue_id": job.job_id}
-        async with self._api.stream("POST", "/video/retrieve", json_body=ref) as resp:
+        async with self.api.stream("POST", "/video/retrieve", json_body=ref) as resp:
             kind = (resp.content_type or "").lower()
             if resp.status == 200 and kind.startswith("video/"):
                 return PollResult(JobStatus.SUCCEEDED, raw_status=kind, progress=1.0, eta_s=0.0)
@@ -325,7 +213,7 @@ class VeniceProvider:
                 status=500,
                 provider_message=redact(err.message),
             )
-        return _error(resp, err, "", "")
+        return venice_error(resp, err, "", "")
 
     # ----- fetch -------------------------------------------------------------------------------
 
@@ -341,21 +229,21 @@ class VeniceProvider:
             RateLimited: 429. NotSent, Ambiguous: network failures (fetching is idempotent); a
                 truncated body raises from the chunk iterator.
         """
-        self._open()
+        self._check_open()
         url = job.data.get("download_url") or result.result_url
         if url:
-            async with self._urls.open(url) as download:
+            async with self.urls.open(url) as download:
                 yield download
             return
         ref = {"model": job.model, "queue_id": job.job_id}
-        async with self._api.stream("POST", "/video/retrieve", json_body=ref) as resp:
+        async with self.api.stream("POST", "/video/retrieve", json_body=ref) as resp:
             await self._check_video(resp, job)
             yield Download(_chunks(resp), resp.content_length, resp.content_type)
 
     async def _check_video(self, resp: aiohttp.ClientResponse, job: JobHandle) -> None:
         kind = (resp.content_type or "").lower()
         if resp.status == 200 and kind.startswith("video/"):
-            cap = self._urls.policy.max_bytes
+            cap = self.urls.policy.max_bytes
             if resp.content_length is not None and resp.content_length > cap:
                 raise FetchError(
                     f"result is {resp.content_length} bytes, above the cap of {cap}", provider=NAME
@@ -364,7 +252,7 @@ class VeniceProvider:
         with map_http_errors(provider=NAME):
             answer = ApiResponse(resp.status, dict(resp.headers), await resp.read())
         if answer.status == 429:
-            raise _error(answer, parse_error(answer.json()), "", "")
+            raise venice_error(answer, parse_error(answer.json()), "", "")
         message = parse_error(answer.json()).message if answer.status != 200 else "still JSON"
         raise FetchError(
             f"job {job.job_id}: retrieve answered {answer.status} {kind or '?'}: {redact(message)}",
@@ -382,10 +270,10 @@ class VeniceProvider:
             Rejected: 4xx (invalid parameters, region). RateLimited: 429.
             Ambiguous: 5xx or an answer without a number (nothing is ever charged here).
         """
-        self._open()
-        resp = await self._api.request("POST", "/video/quote", json_body=build_quote(shot))
+        self._check_open()
+        resp = await self.api.request("POST", "/video/quote", json_body=build_quote(shot))
         if resp.status != 200:
-            raise _error(resp, parse_error(resp.json()), "quote", shot.id)
+            raise venice_error(resp, parse_error(resp.json()), "quote", shot.id)
         try:
             return parse_quote(resp.json())
         except ValueError as exc:
@@ -400,10 +288,10 @@ class VeniceProvider:
         Raises:
             ProviderError: the DELETE or complete failed (the runner logs it).
         """
-        self._open()
+        self._check_open()
         url = job.data.get("download_url")
         if url:
-            status = await self._urls.delete(url)
+            status = await self.urls.delete(url)
             if status not in (200, 202, 204, 404, 410):
                 raise ProviderError(
                     f"revoking the download link of {job.job_id} answered {status}",
@@ -411,10 +299,10 @@ class VeniceProvider:
                     status=status,
                 )
         ref = {"model": job.model, "queue_id": job.job_id}
-        resp = await self._api.request("POST", "/video/complete", json_body=ref)
+        resp = await self.api.request("POST", "/video/complete", json_body=ref)
         payload = resp.json()
         if resp.status != 200 or not (isinstance(payload, dict) and payload.get("success")):
-            raise _error(resp, parse_error(payload), "complete", "")
+            raise venice_error(resp, parse_error(payload), "complete", "")
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

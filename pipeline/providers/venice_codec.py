@@ -1,9 +1,8 @@
 """Pure codec of the Venice AI video API (providers.md §1). No I/O here.
 
-- :data:`MODELS` / :data:`VENICE_MODELS`: the capability table, shared by the adapter's ``SPEC``
-  and the simulator (``pipeline.sim.venice``), including which models are *private* (their
-  queue answer carries a one-time ``download_url``, §1.8) and which may ask for face consent
-  (§1.5);
+- :data:`MODELS` / :data:`VENICE_MODELS`: the capability table (re-exported from
+  :mod:`pipeline.providers.venice_models`), shared by the adapter's ``SPEC`` and the simulator
+  (``pipeline.sim.venice``);
 - :func:`build_submit` / :func:`build_quote` / :func:`with_consent`: request bodies (§1.3-§1.5);
 - :func:`parse_queue`, :func:`parse_quote`, :func:`parse_status`: 200 answers (§1.4, §1.3, §1.6);
 - :func:`parse_error`: every error envelope of §1.10 (StandardError, DetailedError with dict or
@@ -16,7 +15,6 @@ Everything is tested on recorded bodies in ``tests/data/venice/``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.models import JobStatus, MediaRef, MediaRole, ModelCaps, PollResult, Shot
+from pipeline.providers.venice_models import DEFAULT_PROMPT_LIMIT as DEFAULT_PROMPT_LIMIT
+from pipeline.providers.venice_models import MODELS as MODELS
+from pipeline.providers.venice_models import PRIVATE_MODELS as PRIVATE_MODELS
+from pipeline.providers.venice_models import VENICE_MODELS as VENICE_MODELS
+from pipeline.providers.venice_models import VeniceModel as VeniceModel
 
 NAME = "venice"
 #: Base URL [D §1.1].
@@ -35,8 +38,6 @@ MAX_BODY_BYTES = 35 * 1024 * 1024
 #: Largest total of a request's data URLs: the body cap minus room for the prompt (<= 20000
 #: characters, escaped) and the other fields [I].
 MAX_INLINE_BYTES = MAX_BODY_BYTES - 256 * 1024
-#: Default per-model prompt cap when ``prompt_character_limit`` is absent [D §1.4, §1.9].
-DEFAULT_PROMPT_LIMIT = 2500
 #: The consent flow name a shot opts into with ``consent: seedance`` (§1.5).
 SEEDANCE_CONSENT = "seedance"
 #: The three attestations, exactly; anything missing, false or extra is a 400 [D §1.5].
@@ -46,176 +47,6 @@ CONSENT_FIELDS = (
     "confirmed_screening_acknowledged",
 )
 
-
-@dataclass(frozen=True, slots=True)
-class VeniceModel:
-    """One Venice video model: its capabilities plus the Venice-only facts about it.
-
-    Attributes:
-        caps: what the model accepts (durations in seconds, ratios, resolutions, references).
-        private: a Grok Imagine *private* model: the queue answer adds a one-time
-            ``download_url`` and retrieve never streams bytes [D §1.4, §1.6, §1.8].
-        audio_configurable: the request may carry ``audio`` [D §1.4 "only for
-            audio-configurable models", §1.9 ``audio_configurable``].
-        face_consent: an unlisted Seedance id that answers 409 needs_consent for face media
-            [D §1.5].
-        model_type: ``text-to-video`` or ``image-to-video`` as ``/models`` reports it [C §1.9].
-    """
-
-    caps: ModelCaps
-    private: bool = False
-    audio_configurable: bool = False
-    face_consent: bool = False
-    model_type: str = "text-to-video"
-
-
-# Wan 2.7 (docs.venice.ai/models/wan-2-7-video, newer than providers.md): 5/10/15 s, 720p/1080p,
-# 16:9 9:16 1:1, audio selectable (silent price table) [I]; default prompt cap [D §1.4].
-_WAN = ModelCaps(
-    durations=(5, 10, 15),
-    aspect_ratios=("16:9", "9:16", "1:1"),
-    resolutions=("720p", "1080p"),
-    max_prompt_chars=DEFAULT_PROMPT_LIMIT,
-    first_frame=False,
-    audio=True,
-)
-# Seedance 2.0: 4-15 s, 480p-4k [I docs.venice.ai/models/seedance-2-0]; ratios [I]; references
-# <= 9 images / 3 videos / 3 audio [D §1.4 Seedance 2.0 family caps].
-_SEEDANCE_DURATIONS = tuple(range(4, 16))
-_SEEDANCE_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
-_SEEDANCE_RES = ("480p", "720p", "1080p")
-
-
-# Input media limits of the Seedance family: reference images >= 300 px short side and
-# 0.4-2.5 aspect [C §1.9 constraints]; reference videos 2-15 s each, 15 s in all, <= 50 MB;
-# audio <= 30 s [D §1.4].
-def _seedance_media(caps: ModelCaps) -> ModelCaps:
-    return dataclasses.replace(
-        caps,
-        max_media_bytes=50 * 1024**2,
-        min_image_short_side=300,
-        image_aspect_range=(0.4, 2.5),
-        reference_video_s=(2.0, 15.0),
-        max_reference_video_total_s=15.0,
-        max_reference_audio_s=30.0,
-    )
-
-
-# Grok Imagine (private): 1-15 s, 480p/720p [I docs.venice.ai/models/grok-imagine-video];
-# ratios [I]; audio always generated (price table "with audio") [I].
-_GROK = ModelCaps(
-    durations=tuple(range(1, 16)),
-    aspect_ratios=("16:9", "9:16", "1:1"),
-    resolutions=("480p", "720p"),
-    first_frame=False,
-    audio=True,
-)
-
-_TABLE: dict[str, VeniceModel] = {
-    "wan-2-7-text-to-video": VeniceModel(_WAN, audio_configurable=True),  # id [D §1.4]
-    "wan-2-7-image-to-video": VeniceModel(  # id and caps [I]
-        ModelCaps(
-            durations=_WAN.durations,
-            aspect_ratios=(),  # the frame decides the ratio [I]
-            resolutions=_WAN.resolutions,
-            first_frame=True,
-            requires_image=True,
-            audio=True,
-        ),
-        audio_configurable=True,
-        model_type="image-to-video",
-    ),
-    "seedance-2-0-text-to-video-basic": VeniceModel(  # id [D §1.4]
-        ModelCaps(
-            durations=_SEEDANCE_DURATIONS,
-            aspect_ratios=_SEEDANCE_RATIOS,
-            resolutions=(*_SEEDANCE_RES, "4k"),
-            first_frame=False,
-            audio=True,
-        ),
-        audio_configurable=True,
-    ),
-    "seedance-2-0-image-to-video": VeniceModel(  # unlisted, face-consent eligible [D §1.5]
-        _seedance_media(
-            ModelCaps(
-                durations=_SEEDANCE_DURATIONS,
-                aspect_ratios=(),  # "This model does not support aspect_ratio" [D §1.4]
-                resolutions=_SEEDANCE_RES,
-                first_frame=True,
-                end_frame=True,  # end_image_url is a face-checked field [D §1.5]
-                requires_image=True,
-                audio=True,
-            )
-        ),
-        audio_configurable=True,
-        face_consent=True,
-        model_type="image-to-video",
-    ),
-    "seedance-2-0-reference-to-video": VeniceModel(  # unlisted, face-consent eligible [D §1.5]
-        _seedance_media(
-            ModelCaps(
-                durations=_SEEDANCE_DURATIONS,
-                aspect_ratios=_SEEDANCE_RATIOS,
-                resolutions=_SEEDANCE_RES,
-                first_frame=False,
-                max_reference_images=9,  # [D §1.4]
-                max_reference_videos=3,  # [D §1.4]
-                max_reference_audio=3,  # [D §1.4]
-                audio=True,
-            )
-        ),
-        audio_configurable=True,
-        face_consent=True,
-        model_type="image-to-video",  # R2V reports image-to-video [C §1.9]
-    ),
-    "seedance-1-5-pro-image-to-video-basic": VeniceModel(  # constraints verbatim [C §1.9]
-        _seedance_media(
-            ModelCaps(
-                durations=(4, 5, 6),
-                aspect_ratios=(),
-                resolutions=("1080p", "720p", "480p"),
-                max_prompt_chars=3500,
-                first_frame=True,
-                requires_image=True,
-                audio=True,
-            )
-        ),
-        audio_configurable=True,
-        model_type="image-to-video",
-    ),
-    "grok-imagine-text-to-video-private": VeniceModel(_GROK, private=True),  # id [D §1.4]
-    "grok-imagine-image-to-video-private": VeniceModel(  # id [D §1.4]; caps [I]
-        ModelCaps(
-            durations=_GROK.durations,
-            aspect_ratios=(),
-            resolutions=_GROK.resolutions,
-            first_frame=True,
-            requires_image=True,
-            audio=True,
-        ),
-        private=True,
-        model_type="image-to-video",
-    ),
-    "grok-imagine-reference-to-video-private": VeniceModel(  # id [D §1.4]; caps [I]
-        ModelCaps(
-            durations=_GROK.durations,
-            aspect_ratios=_GROK.aspect_ratios,
-            resolutions=_GROK.resolutions,
-            first_frame=False,
-            max_reference_images=4,  # [I]
-            audio=True,
-        ),
-        private=True,
-        model_type="image-to-video",
-    ),
-}
-
-#: Venice facts per model id (read-only).
-VENICE_MODELS: Mapping[str, VeniceModel] = MappingProxyType(_TABLE)
-#: Capability table per model id, for ``ProviderSpec.models``.
-MODELS: Mapping[str, ModelCaps] = MappingProxyType({k: v.caps for k, v in _TABLE.items()})
-#: Models whose queue answer carries a one-time ``download_url`` [D §1.4].
-PRIVATE_MODELS = frozenset(k for k, v in _TABLE.items() if v.private)
 
 #: Status synonyms, lower-cased: the spec's PROCESSING/COMPLETED [D §1.6], the Seedance guide's
 #: queued/running/failed and the upscaling guide's completed [D §1.6 doc inconsistencies], plus

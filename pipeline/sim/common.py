@@ -267,7 +267,24 @@ def new_app(config: SimConfig, error_body: ErrorBody) -> web.Application:
     app[CONFIG] = config
     app[LEDGER] = Ledger()
     app[FAULTS] = FaultPlan()
+    app.router.add_get("/_sim/ledger", _ledger, name="sim-ledger")
     return app
+
+
+async def _ledger(request: web.Request) -> web.Response:
+    """``GET /_sim/ledger``: every charge as JSON, for tests that run the simulator standing."""
+    charges = [
+        {
+            "job_id": c.job_id,
+            "key": c.key,
+            "model": c.model,
+            "cost_usd": c.cost_usd,
+            "credits": c.credits,
+            "refunded": c.refunded,
+        }
+        for c in request.app[LEDGER].charges
+    ]
+    return web.json_response(charges)
 
 
 @asynccontextmanager

@@ -16,6 +16,9 @@ running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline` [D �
 containing ``config.fail_prompts`` fail and are refunded ("failed: not billed" [D]);
 ``metadata.callback_url`` receives a POST of the final task JSON (loopback only, 3 attempts [I])
 [D §4.4]. Choices where providers.md is silent are marked [I] below.
+
+Validation lives in :mod:`pipeline.sim.relaydance_rules`; tasks and their JSON shapes in
+:mod:`pipeline.sim.relaydance_tasks`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,35 +49,10 @@ from pipeline.sim.common import (
     new_app,
     origin,
 )
+from pipeline.sim.relaydance_rules import SIM_MODELS, check_body
+from pipeline.sim.relaydance_tasks import QueryShape, SimJob, render, task_status
 
 BASE_PATH = "/v1"
-MAX_SECONDS = 15  # [D FAQ] overall cap
-MAX_ITEMS = {"image_url": 9, "video_url": 3, "audio_url": 3}  # [D §4.2]
-ROLES = {
-    "image_url": {"first_frame", "last_frame", "reference_image"},
-    "video_url": {"reference_video"},
-    "audio_url": {"reference_audio"},
-}
-QueryShape = Literal["doc", "task", "video"]
-
-
-@dataclass(frozen=True, slots=True)
-class SimModel:
-    """What one simulated model accepts [C §4.2 client lists]."""
-
-    seconds: tuple[int, int] = (4, 12)
-    ratios: tuple[str, ...] = ("16:9", "9:16")
-    resolutions: tuple[str, ...] = ("480p", "720p", "1080p")
-    audio_flag: bool = False
-
-
-SIM_MODELS: dict[str, SimModel] = {
-    "doubao-seedance-2-0-720p": SimModel(resolutions=("720p",), audio_flag=True),
-    "doubao-seedance-2-0-1080p": SimModel(resolutions=("1080p",), audio_flag=True),
-    "doubao-seedance-2-0-fast-260128": SimModel(audio_flag=True),
-    "seedance-1-5-pro-with-audio": SimModel(),
-    "seedance-1-5-pro-no-audio": SimModel(),
-}
 
 _TYPES = {  # error ``type`` per status: only authentication_error is documented [D §4.5]
     400: "invalid_request_error",
@@ -93,29 +71,6 @@ def error_body(status: int, message: str, kind: str | None = None) -> dict[str, 
 
 def _err(status: int, message: str, kind: str | None = None, **headers: str) -> web.Response:
     return web.json_response(error_body(status, message, kind), status=status, headers=headers)
-
-
-@dataclass(slots=True)
-class SimJob:
-    """One task: its request facts, timing, and whether its end was processed."""
-
-    task_id: str
-    model: str
-    prompt: str
-    seconds: int
-    ratio: str
-    resolution: str
-    timeline: Timeline
-    cost_usd: float
-    origin: str
-    fail: bool
-    callback_url: str | None = None
-    finalized: bool = False
-
-    @property
-    def finished_at(self) -> float:
-        """When the task reaches its final state (Unix seconds)."""
-        return self.timeline.created + self.timeline.latency_s
 
 
 @dataclass(slots=True)
@@ -180,92 +135,6 @@ def make_app(
     return app
 
 
-# ----- validation -----------------------------------------------------------------------------
-
-Problem = tuple[int, str] | None
-
-
-def _check_top(body: Any, st: SimState) -> Problem:
-    if not isinstance(body, dict):
-        return 400, "request body must be a JSON object"
-    if "callback_url" in body:
-        return 400, "callback_url must be inside metadata"  # [D §4.2]
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return 400, "model is required"
-    if model not in SIM_MODELS:
-        return 404, f"model {model} not found"
-    if st.allowed_models is not None and model not in st.allowed_models:
-        return 403, f"model {model} is not available for this API key"
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        return 400, "prompt is required and must be a string"
-    seconds = body.get("seconds", "5")
-    if not isinstance(seconds, str) or not seconds.isdigit():
-        return 400, 'seconds must be a string of whole seconds, e.g. "5"'  # quirk §4.6.1
-    low, high = SIM_MODELS[model].seconds
-    if not low <= int(seconds) <= min(high, MAX_SECONDS):
-        return 400, f"seconds must be between {low} and {high} for {model}"
-    metadata = body.get("metadata", {})
-    if not isinstance(metadata, dict):
-        return 400, "metadata must be an object"
-    return _check_metadata(metadata, model)
-
-
-def _check_metadata(meta: dict[str, Any], model: str) -> Problem:
-    spec = SIM_MODELS[model]
-    ratio = meta.get("ratio", "16:9")
-    if ratio not in spec.ratios:
-        return 400, f"ratio {ratio!r} is not supported by {model} ({', '.join(spec.ratios)})"
-    resolution = meta.get("resolution", spec.resolutions[-1])
-    if resolution not in spec.resolutions:
-        return 400, f"resolution {resolution!r} is not supported by {model}"
-    if "generate_audio" in meta and not isinstance(meta["generate_audio"], bool):
-        return 400, "generate_audio must be a boolean"
-    if "callback_url" in meta and not isinstance(meta["callback_url"], str):
-        return 400, "callback_url must be a string"
-    content = meta.get("content", [])
-    if not isinstance(content, list):
-        return 400, "content must be an array"
-    return _check_content(content)
-
-
-def _check_item(item: Any) -> tuple[str, str] | str:
-    """``(type, role)`` of a valid content item, else the problem text."""
-    if not isinstance(item, dict) or item.get("type") not in ROLES:
-        return "content items need type image_url, video_url or audio_url"
-    kind = str(item["type"])
-    ref = item.get(kind)
-    if not isinstance(ref, dict) or not isinstance(ref.get("url"), str):
-        return f"{kind} item needs {{{kind!r}: {{'url': ...}}}}"
-    url = str(ref["url"])
-    if not (
-        url.startswith(("http://", "https://")) or (kind == "image_url" and url[:5] == "data:")
-    ):
-        return f"{kind} url must be http(s)" + (" or a data: URL" if kind == "image_url" else "")
-    role = item.get("role")
-    if role not in ROLES[kind]:
-        return f"role {role!r} is not valid for {kind}"
-    return kind, str(role)
-
-
-def _check_content(content: list[Any]) -> Problem:
-    counts = dict.fromkeys(MAX_ITEMS, 0)
-    roles: set[str] = set()
-    for item in content:
-        checked = _check_item(item)
-        if isinstance(checked, str):
-            return 400, checked
-        counts[checked[0]] += 1
-        roles.add(checked[1])
-    for kind, limit in MAX_ITEMS.items():
-        if counts[kind] > limit:
-            return 400, f"too many {kind} items: {counts[kind]} > {limit}"
-    if "reference_image" in roles and roles & {"first_frame", "last_frame"}:
-        return 400, "reference images cannot be combined with first/last frames"  # [D §4.2]
-    return None
-
-
 # ----- handlers -------------------------------------------------------------------------------
 
 
@@ -310,7 +179,7 @@ async def _submit(request: web.Request) -> web.Response:
         body = await request.json()
     except ValueError:
         return _err(400, "request body is not valid JSON")
-    problem = _check_top(body, st)
+    problem = check_body(body, st.allowed_models)
     if problem is not None:
         return _err(*problem)
     unusable = await fetch_media(_media_items(body))
@@ -369,8 +238,8 @@ async def _content(request: web.Request) -> web.Response:
     job = _job(request)
     if isinstance(job, web.Response):
         return job
-    if _state(job) != "succeeded":
-        return _err(400, f"video is not ready (status {_state(job)})")  # [I]
+    if task_status(job) != "succeeded":
+        return _err(400, f"video is not ready (status {task_status(job)})")  # [I]
     return await _video(job)
 
 
@@ -392,7 +261,7 @@ async def _file(request: web.Request) -> web.Response:
         return _denied("SignatureDoesNotMatch")
     if not expires.isdigit() or time.time() > min(int(expires), job.finished_at + cfg.url_ttl_s):
         return _denied("Request has expired")  # [I] 403, as signed object-store URLs do
-    if _state(job) != "succeeded":
+    if task_status(job) != "succeeded":
         return _denied("NoSuchKey", status=404)
     return await _video(job)
 
@@ -407,14 +276,7 @@ async def _video(job: SimJob) -> web.Response:
     return web.Response(body=data, content_type="video/mp4")
 
 
-# ----- task JSON ------------------------------------------------------------------------------
-
-
-def _state(job: SimJob) -> str:
-    phase = job.timeline.phase()
-    if phase == "done":
-        return "failed" if job.fail else "succeeded"
-    return "submitted" if phase == "queued" else "running"
+# ----- result URLs ------------------------------------------------------------------------------
 
 
 def _sig(st: SimState, job: SimJob, expires: str) -> str:
@@ -425,56 +287,6 @@ def result_url(job: SimJob, st: SimState, cfg: SimConfig) -> str:
     """The signed result URL: stable per task, valid ``url_ttl_s`` after the task finished."""
     expires = str(int(job.finished_at + cfg.url_ttl_s) + 1)
     return f"{job.origin}/files/{job.task_id}.mp4?expires={expires}&sig={_sig(st, job, expires)}"
-
-
-_REASON = "The request was rejected by content moderation."  # [I] reason text
-
-
-def render(job: SimJob, shape: QueryShape, signed_url: str) -> dict[str, Any]:
-    """The task JSON in ``shape`` (doc [D §4.3], TaskDto or video object [C §3.3]).
-
-    ``signed_url`` is included only once the task succeeded.
-    """
-    status = _state(job)
-    url = signed_url if status == "succeeded" else None
-    if shape == "task":
-        upper = {"submitted": "SUBMITTED", "running": "IN_PROGRESS", "succeeded": "SUCCESS"}
-        data = {
-            "task_id": job.task_id,
-            "action": "generate",
-            "status": upper.get(status, "FAILURE"),
-            "progress": f"{int(job.timeline.progress() * 100)}%",
-            "fail_reason": _REASON if status == "failed" else "",
-            "result_url": url or "",
-            "submit_time": int(job.timeline.created),
-            "finish_time": int(job.finished_at) if status in ("succeeded", "failed") else 0,
-            "data": {},
-        }
-        return {"code": "success", "message": "", "data": data}
-    if shape == "video":
-        lower = {"submitted": "queued", "running": "in_progress", "succeeded": "completed"}
-        failed = status == "failed"
-        return {
-            "id": job.task_id,
-            "object": "video",
-            "model": job.model,
-            "status": lower.get(status, "failed"),
-            "progress": int(job.timeline.progress() * 100),
-            "created_at": int(job.timeline.created),
-            "metadata": {"url": url} if url else {},
-            "error": {"message": _REASON, "code": "content_policy"} if failed else None,
-        }
-    body: dict[str, Any] = {
-        "task_id": job.task_id,
-        "status": status,
-        "format": "mp4",
-        "metadata": {"ratio": job.ratio, "resolution": job.resolution},
-    }
-    if url:
-        body["url"] = url
-    if status == "failed":
-        body["error"] = {"message": _REASON}  # [I] reason field not documented
-    return body
 
 
 # ----- final state: refund and webhook ---------------------------------------------------------
