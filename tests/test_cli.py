@@ -184,6 +184,7 @@ def test_sigint_stops_cleanly_and_resume_finishes(workdir: Path) -> None:
     assert Counter(str(e["shot"]) for e in evs if e["ev"] == "submitted") == Counter(
         {f"k-s{i:02d}": 1 for i in range(9)}
     )
+    assert _ledger(run_dir) == Counter({f"k-s{i:02d}": 1 for i in range(9)})  # R18
 
 
 def test_second_runner_on_the_same_run_directory_is_refused(workdir: Path) -> None:
@@ -198,6 +199,13 @@ def test_second_runner_on_the_same_run_directory_is_refused(workdir: Path) -> No
     finally:
         first.communicate(timeout=120)
     assert first.returncode == 0
+    assert _ledger(run_dir) == Counter({f"k-s{i:02d}": 1 for i in range(6)})  # R11
+
+
+def _ledger(run_dir: Path) -> Counter[str]:
+    """Charges per shot at the local provider (its fsynced ledger)."""
+    lines = (run_dir / "local-provider" / "ledger.jsonl").read_text().splitlines()
+    return Counter(json.loads(line)["shot"] for line in lines)
 
 
 def test_resume_of_a_directory_that_is_not_a_run(workdir: Path) -> None:

@@ -235,10 +235,26 @@ class HttpAdapter:
         urls: the download fetcher for result URLs.
     """
 
+    #: A free GET (path under the base URL) whose success shows the provider answers again;
+    #: used by the circuit breaker's half-open probe (``SupportsProbe``). Never a paid call.
+    PROBE_PATH = "/models"
+
     def __init__(self, api: ApiClient, urls: UrlFetcher) -> None:
         self.api = api
         self.urls = urls
         self._closed = False
+
+    async def probe(self) -> None:
+        """One free request (``GET {base}{PROBE_PATH}``); returns when the provider answers.
+
+        Raises:
+            NotSent, Ambiguous, RateLimited, Rejected: the provider still fails (as mapped by
+                :func:`status_error`).
+        """
+        self._check_open()
+        resp = await self.api.request("GET", self.PROBE_PATH)
+        if not 200 <= resp.status < 300:
+            raise status_error(resp, resp.text(), provider=self.api.provider)
 
     async def __aenter__(self) -> Self:
         return self

@@ -141,6 +141,8 @@ class NewApiProvider(HttpAdapter):
         Rejected: ``providers.newapi.base_url`` is not set.
     """
 
+    PROBE_PATH = "/v1/models"  # free: the models list
+
     name = NAME
 
     def __init__(self, ctx: ProviderContext) -> None:

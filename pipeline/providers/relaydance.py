@@ -76,6 +76,8 @@ class RelayDanceProvider(HttpAdapter):
             ``simulate`` (loopback result URLs allowed), download policy, known ``prices``.
     """
 
+    PROBE_PATH = "/models"  # free: the models list
+
     name = NAME
 
     def __init__(self, ctx: ProviderContext) -> None:

@@ -60,6 +60,8 @@ class Seedance2Provider(HttpAdapter):
         ctx: settings, key and download policy of the run.
     """
 
+    PROBE_PATH = "/models"  # free: the models list (under /api/open/v1)
+
     name = NAME
 
     def __init__(self, ctx: ProviderContext) -> None:

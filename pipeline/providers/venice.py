@@ -84,6 +84,8 @@ class VeniceProvider(HttpAdapter):
             the download policy (result links are fetched without the API key).
     """
 
+    PROBE_PATH = "/models?type=video"  # free: the models list
+
     name = NAME
 
     def __init__(self, ctx: ProviderContext) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline import sim
+from pipeline.errors import Ambiguous
 from pipeline.manifest import load_manifest
 from pipeline.models import ShotState
 from pipeline.runner import EXIT_OK, RunOptions, execute
@@ -117,3 +120,22 @@ async def test_r10_concurrent_paid_calls_overshoot_by_at_most_those_in_flight(
     # The 4 calls already on the wire when the first failures came back, then nothing: 8
     # shots wait for a provider that stays sick.
     assert service.calls.count("submit") <= 4
+
+
+async def test_r10_every_adapter_probes_with_a_free_call(tmp_path: Path) -> None:
+    from pipeline.providers import PROVIDERS
+    from pipeline.providers.base import ProviderContext, SupportsProbe
+
+    names = {"venice", "seedance2", "newapi", "relaydance"}
+    async with sim.running(names, config=SimConfig(api_key=sim.SIM_KEY)) as sims:
+        for name, served in sims.items():
+            spec = PROVIDERS[name]
+            settings = spec.defaults.model_copy(update={"base_url": served.base_url})
+            ctx = ProviderContext(name, settings, tmp_path, api_key=sim.SIM_KEY, simulate=True)
+            async with spec.factory(ctx) as provider:
+                assert isinstance(provider, SupportsProbe), name
+                await provider.probe()  # answers: the breaker may close
+                served.app[FAULTS].add(Fault("*", FaultKind.SERVER_ERROR))
+                with pytest.raises(Ambiguous):
+                    await provider.probe()  # still sick: stays open
+            assert len(served.app[LEDGER]) == 0, name  # a probe is never paid
