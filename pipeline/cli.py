@@ -32,6 +32,9 @@ from pipeline import __version__, sim
 from pipeline.checkpoint import load
 from pipeline.errors import CheckpointError, ManifestError
 from pipeline.manifest import Manifest, load_manifest
+from pipeline.outputs import write_outputs
+from pipeline.picks import set_pick
+from pipeline.plan import Plan, make_plan, render_plan
 from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
 from pipeline.redaction import RedactingFormatter, redact, register
 from pipeline.runner import (
@@ -115,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
     p_adopt.add_argument("job_id", metavar="JOB_ID")
     run_flags(p_adopt)
 
+    p_plan = sub.add_parser("plan", help="what a run would do and cost; nothing is spent")
+    p_plan.add_argument("manifest", type=Path)
+    p_plan.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="default: ./jobs")
+    p_plan.add_argument("--simulate", action="store_true", help="quote from the simulators")
+    p_plan.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p_plan.add_argument("--max-usd", type=float, metavar="USD", help="compare with this budget")
+
+    p_pick = sub.add_parser("pick", help="choose the take the animatic and storyboard use")
+    p_pick.add_argument("run_dir", type=Path)
+    p_pick.add_argument("shot", metavar="SHOT", help="<scene>-<shot>, e.g. dawn-s02")
+    p_pick.add_argument("take", type=int, metavar="TAKE")
+
+    p_board = sub.add_parser("storyboard", help="rebuild the page, sheet, animatic and report")
+    p_board.add_argument("run_dir", type=Path)
+
     p_sim = sub.add_parser("sim", help="serve the provider simulators (until Ctrl-C)")
     p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p_sim.add_argument("--port", type=int, default=0, help="first port (default: free ports)")
@@ -149,6 +167,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _cancel(args.run_dir, args.shot)
         if args.command == "sim":
             return anyio.run(_serve_simulators, args.host, args.port, args.latency)
+        if args.command == "plan":
+            return _plan(args)
+        if args.command == "pick":
+            manifest = _manifest_of(args.run_dir)
+            picks = set_pick(args.run_dir, manifest, args.shot, args.take)
+            print(f"{args.shot}: take {picks[args.shot]} chosen")
+            return _outputs(args.run_dir, manifest)
+        if args.command == "storyboard":
+            return _outputs(args.run_dir, _manifest_of(args.run_dir))
         if args.command == "adopt":
             manifest = _manifest_of(args.run_dir)
             anyio.run(partial(adopt, args.run_dir, args.shot, args.job_id, file=str(manifest.path)))
@@ -252,7 +279,46 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
     )
     result = anyio.run(_execute, manifest, run_dir, options, args.simulate)
     _print_result(result, run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        _outputs(run_dir, manifest, quiet=True)
     return result.exit_code
+
+
+def _outputs(run_dir: Path, manifest: Manifest, *, quiet: bool = False) -> int:
+    """Write the storyboard outputs; a failure here never changes the run's exit code."""
+    try:
+        written = write_outputs(run_dir, manifest)
+    except OSError as exc:
+        print(f"could not write the storyboard outputs: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ATTENTION
+    names = ", ".join(p.name for p in written)
+    print(f"{'outputs' if quiet else 'written'}: {names}")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.manifest)
+    options = RunOptions(api_keys=_api_keys(manifest))
+
+    async def planned() -> Plan:
+        if not args.simulate:
+            return await make_plan(manifest, args.jobs_dir / manifest.name, options)
+        async with sim.running({s.provider for s in manifest.shots}) as sims:
+            simulated = replace(
+                options,
+                simulate=True,
+                base_urls={n: r.base_url for n, r in sims.items()},
+                api_keys={**options.api_keys, **dict.fromkeys(sims, sim.SIM_KEY)},
+            )
+            return await make_plan(manifest, args.jobs_dir / manifest.name, simulated)
+
+    plan = anyio.run(planned)
+    budget = args.max_usd if args.max_usd is not None else manifest.budget.max_usd
+    if args.json:
+        print(json.dumps(plan.as_json()))
+    else:
+        print(render_plan(plan, budget))
+    return EXIT_OK
 
 
 #: Poll the simulators often: their jobs take seconds, not minutes.

@@ -37,6 +37,7 @@ class ProviderSettings(_Frozen):
         breaker_threshold: consecutive server errors/timeouts that stop paid calls (default 5).
         breaker_cooldown_s: seconds paid calls stay stopped before a free probe (default 30).
         prices: known prices per model id (used where the provider has no quote endpoint).
+        usd_per_credit: what one provider credit costs you (seedance2.ink sells credits).
     """
 
     base_url: str | None = None
@@ -53,6 +54,7 @@ class ProviderSettings(_Frozen):
     breaker_threshold: PositiveInt | None = None
     breaker_cooldown_s: PositiveFloat | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
+    usd_per_credit: float | None = Field(default=None, ge=0)
 
     def merged(self, defaults: ProviderSettings) -> ProviderSettings:
         """Return these settings with every unset field taken from ``defaults``."""

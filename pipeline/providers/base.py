@@ -189,6 +189,7 @@ class ProviderSpec:
         needs_api_key: whether a missing key is an error before the run starts.
         check: provider-specific offline checks run by ``pipeline validate`` (see ShotCheck).
         media: how local media files reach the provider (file, data URL, or storage upload).
+        credits: the provider's published credit price of a shot, for ``pipeline plan``.
         default_model: model used when the manifest names none (default: the first in models).
     """
 
@@ -199,5 +200,6 @@ class ProviderSpec:
     local_media: bool = True
     needs_api_key: bool = True
     check: ShotCheck | None = None
+    credits: Callable[[Shot], float | None] | None = None
     default_model: str | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)

@@ -273,5 +273,6 @@ SPEC = ProviderSpec(
     media=MediaPolicy(),  # public https URLs only, no data: URLs [D §2.3, §2.6]: upload
     needs_api_key=True,  # Bearer sd2_live_<key> [D §2.1]
     check=codec.check,
+    credits=codec.estimate_credits,
     default_model=codec.DEFAULT_MODEL,
 )

