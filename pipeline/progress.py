@@ -5,12 +5,14 @@ The runner calls an :class:`Observer` after each checkpointed transition; observ
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Never, Protocol, TextIO
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.models import Shot, ShotState
 
@@ -44,6 +46,10 @@ class Observer(Protocol):
         """``shot`` entered ``state``; ``detail`` is a short reason (errors, job id)."""
         ...
 
+    def spending(self, committed_usd: float, limit_usd: float | None) -> None:
+        """Money committed so far (ambiguous submits included) and the budget, in USD."""
+        ...
+
     def finished(self) -> None:
         """The run ended (normally or not); release the display."""
         ...
@@ -56,6 +62,9 @@ class NullObserver:
         """Ignore."""
 
     def transition(self, shot: Shot, state: ShotState, detail: str = "") -> None:
+        """Ignore."""
+
+    def spending(self, committed_usd: float, limit_usd: float | None) -> None:
         """Ignore."""
 
     def finished(self) -> None:
@@ -74,6 +83,11 @@ class LoggingObserver:
         level = logging.WARNING if state in (ShotState.FAILED, ShotState.NEEDS_RECONCILE) else 10
         log.log(level, "%s: %s%s", shot.id, state.value, f" ({detail})" if detail else "")
 
+    def spending(self, committed_usd: float, limit_usd: float | None) -> None:
+        """Log the committed spend."""
+        budget = f" of ${limit_usd:.2f}" if limit_usd is not None else ""
+        log.info("spend: $%.2f%s committed", committed_usd, budget)
+
     def finished(self) -> None:
         """Nothing to release."""
 
@@ -86,9 +100,13 @@ class TqdmObserver:
         self._bars: dict[str, tqdm[Never]] = {}
         self._level: dict[str, int] = {}
         self._failed = 0
+        self._spend = ""
+        self._redirect: contextlib.AbstractContextManager[None] | None = None
 
     def started(self, shots: Sequence[Shot], states: Mapping[str, ShotState]) -> None:
         """Create the bars with every shot's current stage already counted."""
+        self._redirect = logging_redirect_tqdm()  # log lines print above the bars
+        self._redirect.__enter__()
         total = len(shots)
         for pos, (name, _) in enumerate(_STAGES):
             self._bars[name] = tqdm(
@@ -121,10 +139,27 @@ class TqdmObserver:
         self._advance(shot.id, state)
         if state in (ShotState.FAILED, ShotState.NEEDS_RECONCILE):
             self._failed += 1
+            self._postfix()
+
+    def spending(self, committed_usd: float, limit_usd: float | None) -> None:
+        """Show spent / budget on the submit bar."""
+        budget = f" / ${limit_usd:.2f}" if limit_usd is not None else ""
+        self._spend = f"${committed_usd:.2f}{budget}"
+        self._postfix()
+
+    def _postfix(self) -> None:
+        if not self._bars:
+            return
+        if self._spend:
+            self._bars["submit"].set_postfix_str(f"spent {self._spend}")
+        if self._failed:
             self._bars["fetch"].set_postfix_str(f"{self._failed} need attention")
 
     def finished(self) -> None:
-        """Close the bars."""
+        """Close the bars and give logging its handlers back."""
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None

@@ -144,6 +144,8 @@ class Runner:
         names = sorted({s.provider for s in todo})
         observer = self.options.observer
         observer.started(todo, {sid: rec.state for sid, rec in state.shots.items()})
+        if self.spend.limit_usd is not None or self.spend.committed_usd:
+            observer.spending(self.spend.committed_usd, self.spend.limit_usd)
         try:
             async with AsyncExitStack() as stack:
                 providers = {n: await stack.enter_async_context(self._provider(n)) for n in names}

@@ -260,6 +260,7 @@ class ShotMachine:
             self.ctx.observer.transition(self.shot, ShotState.PENDING, held)
             raise _Stop
         self._reserved = True
+        self.ctx.observer.spending(self.ctx.spend.committed_usd, self.ctx.spend.limit_usd)
         try:
             async for attempt in retry.attempts(self.calls.backoff(retry.submit_retryable)):
                 with attempt:
@@ -432,6 +433,7 @@ class ShotMachine:
         if self._reserved:
             self.ctx.spend.release(self._est_usd)
             self._reserved = False
+            self.ctx.observer.spending(self.ctx.spend.committed_usd, self.ctx.spend.limit_usd)
 
     async def _fail(self, reason: str, charged: Charged) -> None:
         if charged == Charged.NO:
