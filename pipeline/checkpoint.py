@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 import zlib
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 
 from pipeline.errors import CheckpointError, LockedError
 from pipeline.models import Event
@@ -102,7 +102,10 @@ def encode(record: Record) -> bytes:
     if record.shot is not None:
         obj["shot"] = record.shot
     obj.update(record.data)
-    body = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        body = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise ValueError(f"not JSON-serialisable: {exc}") from None
     crc = zlib.crc32(body)
     return body[:-1] + b',"crc":"%08x"}\n' % crc
 
@@ -128,8 +131,8 @@ def decode(line: bytes, prev_seq: int) -> Record:
     if zlib.crc32(body) != expected:
         raise _BadLine("checksum mismatch")
     try:
-        obj = json.loads(body)
-    except ValueError:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise _BadLine("not JSON") from None
     if not isinstance(obj, dict):
         raise _BadLine("not an object")
@@ -372,7 +375,9 @@ class Checkpoint:
             CheckpointError: the write or fsync failed now or earlier (fail-stop).
         """
         record = self._write(ev, shot, {k: v for k, v in fields.items() if v is not None})
-        if ev in DURABLE or time.monotonic() - self._last_sync > 1.0:
+        # ``completed`` must be durable only when it carries a (maybe one-time) result URL.
+        durable = ev in DURABLE and not (ev == Event.COMPLETED and not record.data.get("url"))
+        if durable or time.monotonic() - self._last_sync > 1.0:
             await self._sync_through(record.seq)
         return record
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -97,17 +98,16 @@ async def write_verified(
         raise FetchError(
             f"result is {download.size} bytes, above the cap of {max_bytes}", rejected=True
         )
-    await anyio.to_thread.run_sync(_refuse_non_regular, final)
     part = final.with_name(final.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()  # a stale part from an interrupted fetch; never published
     try:
-        fd = os.open(part, _OPEN_FLAGS, 0o644)
+        fd = await anyio.to_thread.run_sync(_open_part, final, part)
     except OSError as exc:
         raise FetchError(f"cannot create {part}: {exc.strerror}") from exc
     digest = hashlib.sha256()
     size = 0
     head = b""
+    pending: list[bytes] = []
+    buffered = 0
     published = False
     try:
         async for chunk in download.chunks:
@@ -116,17 +116,19 @@ async def write_verified(
                 raise FetchError(f"result exceeds the cap of {max_bytes} bytes", rejected=True)
             if len(head) < 12:
                 head += chunk[: 12 - len(head)]
-            digest.update(chunk)
-            await anyio.to_thread.run_sync(_write_all, fd, chunk)
+            pending.append(chunk)
+            buffered += len(chunk)
+            if buffered >= _FLUSH_BYTES:  # hash and write in a worker thread, a few MB at a time
+                await anyio.to_thread.run_sync(_write_chunks, fd, pending, digest)
+                pending, buffered = [], 0
         if download.size is not None and size != download.size:
             raise FetchError(f"short body: got {size} of {download.size} announced bytes")
         if not looks_like_video(head):
             raise FetchError(
                 "result is not an MP4/WebM video (bad container signature)", rejected=True
             )
-        await anyio.to_thread.run_sync(os.fsync, fd)
-        os.close(fd)
-        fd = -1
+        closing, fd = fd, -1  # _write_chunks closes it, whatever happens
+        await anyio.to_thread.run_sync(_write_chunks, closing, pending, digest, True)
         artifact = Artifact(path=final, size=size, sha256=digest.hexdigest())
         await record(artifact)
         await anyio.to_thread.run_sync(_publish, part, final)
@@ -140,6 +142,31 @@ async def write_verified(
         if not published:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
+
+
+#: Bytes buffered before a worker thread hashes and writes them (one thread hop per batch).
+_FLUSH_BYTES = 4 * 1024 * 1024
+
+
+def _open_part(final: Path, part: Path) -> int:
+    """Refuse a planted final name, drop a stale part, create the part (``O_EXCL|O_NOFOLLOW``)."""
+    _refuse_non_regular(final)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()  # a stale part from an interrupted fetch; never published
+    return os.open(part, _OPEN_FLAGS, 0o644)
+
+
+def _write_chunks(fd: int, chunks: list[bytes], digest: Any, last: bool = False) -> None:
+    """Hash and write ``chunks``; with ``last``, also fsync and (always) close ``fd``."""
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            _write_all(fd, chunk)
+        if last:
+            os.fsync(fd)
+    finally:
+        if last:
+            os.close(fd)
 
 
 def _refuse_non_regular(final: Path) -> None:

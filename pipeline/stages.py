@@ -495,9 +495,15 @@ def _charged(refunded: bool | None) -> Charged:
 
 
 def _next_interval(current: float, eta_s: float | None, floor: float, ceiling: float) -> float:
-    """Next poll wait: the provider's ETA when given, else x1.5 backoff; +-20% jitter, clamped."""
-    base = eta_s if eta_s is not None and eta_s > 0 else current * 1.5
-    base = min(max(base, floor), ceiling)
+    """Next poll wait in seconds, clamped to [floor, ceiling].
+
+    With the provider's ETA hint: just after it (+0-10 % jitter). Without: x1.5 backoff with
+    +-20 % jitter, so that many shots submitted together do not poll in lockstep.
+    """
+    if eta_s is not None and eta_s > 0:
+        # Trust the provider's estimate: poll just after it (never early), jittered by 0-10 %.
+        return min(max(eta_s * random.uniform(1.0, 1.1), floor), ceiling)
+    base = min(max(current * 1.5, floor), ceiling)
     return min(max(base * random.uniform(0.8, 1.2), floor), ceiling)
 
 

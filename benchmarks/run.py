@@ -1,0 +1,338 @@
+"""Benchmarks of the runner as its users would compare it (issue 7, design.md §9).
+
+    python benchmarks/run.py [--quick] [--only NAME ...]
+
+Each scenario runs in its own subprocess (so peak RSS is its own) and prints one JSON object per
+line with at least ``scenario, shots, makespan_s, bound_s, makespan_ratio, cpu_ms_per_shot,
+peak_rss_mb, polls_per_job``; all lines also go to ``benchmarks/results/<time>.json`` with the
+machine's facts. Time is scaled: 1 s of a real provider is 10 ms here (jobs of 20-100 s become
+0.2-1 s, a 10 s poll interval 0.1 s, 40 submits/min 4000/min).
+
+Scenarios:
+  makespan      2,000 shots, max_in_flight 64, latency U(0.2, 1) s: makespan / ideal bound, and
+                the usual script (asyncio.gather, one semaphore around submit+poll, fixed poll
+                interval) on the same latencies, as a ratio to ours
+  rate          the same through 40 submits/min (scaled): makespan / rate bound, and the script
+  polls         polls per job with and without the provider's ETA hint
+  scale         100,000 shots planned, checkpointed and run (latency 10 ms): CPU and peak RSS
+  replay        loading and replaying a 1,000,000-event checkpoint: seconds
+  download      1 GB over loopback: our verified, hashed, fsynced download vs a plain aiohttp
+                read loop, throughput ratio and peak RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download")
+SCALE = 0.01  # seconds here per second of a real provider
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _manifest(tmp: Path, n: int, settings: str) -> Path:
+    lines = [
+        "version: 1",
+        "name: bench",
+        "defaults: {provider: bench, model: m, duration: 5}",
+        "providers:",
+        f"  bench: {{{settings}}}",
+        "scenes:",
+        "  - id: a",
+        "    shots:",
+    ]
+    lines += [f"      - {{id: s{i:06d}, prompt: 'shot {i}'}}" for i in range(n)]
+    path = tmp / "bench.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def _ours(
+    n: int, in_flight: int, low: float, high: float, *, rpm: float | None = None, eta: bool = True
+) -> dict[str, Any]:
+    from benchmarks.bench_provider import BenchService, bench_spec
+    from pipeline.manifest import load_manifest
+    from pipeline.runner import RunOptions, execute
+    from pipeline.settings import ProviderSettings
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        settings = ProviderSettings(
+            max_in_flight=in_flight,
+            requests_per_minute=rpm,
+            poll_min_s=2.0 * SCALE,
+            poll_max_s=30.0 * SCALE,
+            poll_deadline_s=3600.0,
+            max_downloads=in_flight,
+        )
+        ids = [f"a-s{i:06d}" for i in range(n)]
+        service = BenchService.seeded(ids, low, high, seed=7, eta_hint=eta)
+        registry = {"bench": bench_spec(service, settings)}
+        manifest = load_manifest(
+            _manifest(Path(tmp), n, f"max_in_flight: {in_flight}"), registry=registry
+        )
+        cpu0, t0 = time.process_time(), time.monotonic()
+        result = await execute(manifest, Path(tmp) / "run", RunOptions(registry=registry))
+        makespan = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        done = sum(1 for r in result.state.shots.values() if r.state.value == "done")
+        return {
+            "makespan_s": round(makespan, 3),
+            "cpu_ms_per_shot": round(1000 * cpu / n, 3),
+            "polls_per_job": round(service.polls / n, 2),
+            "done": done,
+            "latencies": list(service.latencies.values()),
+        }
+
+
+async def _script(
+    latencies: list[float], in_flight: int, poll_s: float, rpm: float | None = None
+) -> float:
+    """The usual script: gather all shots, one semaphore around submit+poll, fixed interval."""
+    from aiolimiter import AsyncLimiter
+
+    sem = asyncio.Semaphore(in_flight)
+    limiter = AsyncLimiter(1, 60.0 / rpm) if rpm else None
+    t0 = time.monotonic()
+
+    async def one(latency: float) -> None:
+        async with sem:
+            if limiter is not None:
+                await limiter.acquire()
+            started = time.monotonic()
+            while time.monotonic() - started < latency:  # noqa: ASYNC110 (the script polls)
+                await asyncio.sleep(poll_s)
+
+    await asyncio.gather(*(one(x) for x in latencies))
+    return time.monotonic() - t0
+
+
+def _bound(latencies: list[float], in_flight: int) -> float:
+    return max(max(latencies), sum(latencies) / in_flight)
+
+
+async def scenario_makespan(quick: bool) -> dict[str, Any]:
+    n = 500 if quick else 2000
+    ours = await _ours(n, 64, 0.2, 1.0)
+    lat = ours.pop("latencies")
+    bound = _bound(lat, 64)
+    script = await _script(lat, 64, 10.0 * SCALE)
+    return {
+        "shots": n,
+        **ours,
+        "bound_s": round(bound, 3),
+        "makespan_ratio": round(ours["makespan_s"] / bound, 4),
+        "script_makespan_s": round(script, 3),
+        "script_vs_ours": round(script / ours["makespan_s"], 3),
+    }
+
+
+async def scenario_rate(quick: bool) -> dict[str, Any]:
+    n = 200 if quick else 1000
+    rpm = 40 / SCALE  # 40 submits per (scaled) minute
+    ours = await _ours(n, 64, 0.2, 1.0, rpm=rpm)
+    lat = ours.pop("latencies")
+    bound = max((n - 1) * 60.0 / rpm + min(lat), _bound(lat, 64))
+    script = await _script(lat, 64, 10.0 * SCALE, rpm=rpm)
+    return {
+        "shots": n,
+        **ours,
+        "bound_s": round(bound, 3),
+        "makespan_ratio": round(ours["makespan_s"] / bound, 4),
+        "script_makespan_s": round(script, 3),
+        "script_vs_ours": round(script / ours["makespan_s"], 3),
+    }
+
+
+async def scenario_polls(quick: bool) -> dict[str, Any]:
+    n = 200 if quick else 1000
+    with_eta = await _ours(n, 64, 0.2, 1.0, eta=True)
+    lat = with_eta.pop("latencies")
+    without = await _ours(n, 64, 0.2, 1.0, eta=False)
+    without.pop("latencies")
+    bound = _bound(lat, 64)
+    script_polls = sum(int(x / (10.0 * SCALE)) + 1 for x in lat) / n
+    return {
+        "shots": n,
+        **with_eta,
+        "bound_s": round(bound, 3),
+        "makespan_ratio": round(with_eta["makespan_s"] / bound, 4),
+        "polls_per_job_without_eta": without["polls_per_job"],
+        "makespan_ratio_without_eta": round(without["makespan_s"] / bound, 4),
+        "script_polls_per_job": round(script_polls, 2),
+    }
+
+
+async def scenario_scale(quick: bool) -> dict[str, Any]:
+    n = 10_000 if quick else 100_000
+    ours = await _ours(n, 256, 0.01, 0.01)
+    lat = ours.pop("latencies")
+    bound = _bound(lat, 256)
+    return {
+        "shots": n,
+        **ours,
+        "bound_s": round(bound, 3),
+        "makespan_ratio": round(ours["makespan_s"] / bound, 4),
+    }
+
+
+async def scenario_replay(quick: bool) -> dict[str, Any]:
+    from pipeline.checkpoint import Record, encode, load
+    from pipeline.models import Event
+    from pipeline.state import replay
+
+    n = 1_000_000
+    shots = n // 5
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        path = Path(tmp) / "checkpoint.jsonl"
+        cycle: list[tuple[Event, dict[str, Any]]] = [
+            (Event.SHOT_PLANNED, {"fp": "sha256:abc", "prov": "venice", "model": "wan-2-7"}),
+            (Event.SUBMIT_INTENT, {"att": 1, "key": "run:shot:1", "est_usd": 0.5}),
+            (Event.SUBMITTED, {"job": "123e4567-e89b-12d3", "prov": "venice", "model": "wan-2-7"}),
+            (Event.COMPLETED, {}),
+            (Event.FETCHED, {"path": "shots/x.mp4", "bytes": 123456, "sha256": "ab" * 32}),
+        ]
+        with path.open("wb") as fh:
+            seq = 0
+            for s in range(shots):
+                for ev, data in cycle:
+                    seq += 1
+                    fh.write(encode(Record(seq, "2026-11-23T10:00:00.000Z", ev, f"s{s}", data)))
+        cpu0, t0 = time.process_time(), time.monotonic()
+        state = replay(load(path, repair=False).records)
+        seconds = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        assert len(state.shots) == shots
+        return {
+            "shots": shots,
+            "events": n,
+            "makespan_s": round(seconds, 3),
+            "bound_s": None,
+            "makespan_ratio": None,
+            "cpu_ms_per_shot": round(1000 * cpu / shots, 4),
+            "polls_per_job": None,
+            "mb": round(path.stat().st_size / 1e6, 1),
+        }
+
+
+async def scenario_download(quick: bool) -> dict[str, Any]:
+    import aiohttp
+    from aiohttp import web
+
+    from pipeline.download import write_verified
+    from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
+    from pipeline.sim.common import serve
+
+    size = (256 if quick else 1024) * 1024 * 1024
+    block = b"\x00\x00\x00\x18ftypisom" + b"\x00" * (1024 * 1024 - 12)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        resp.content_length = size
+        await resp.prepare(request)
+        for _ in range(size // len(block)):
+            await resp.write(block)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v.mp4", body)
+    async with serve(app) as origin:
+        host = origin.split("//")[1]
+        with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+            plain_path = Path(tmp) / "plain.mp4"
+            t0 = time.monotonic()
+            async with aiohttp.ClientSession() as session, session.get(f"{origin}/v.mp4") as r:
+                with plain_path.open("wb") as fh:
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        fh.write(chunk)
+            plain = time.monotonic() - t0
+            plain_path.unlink()
+            fetcher = UrlFetcher(
+                UrlPolicy(allow_hosts={host}, max_bytes=4 * size), provider="bench"
+            )
+
+            async def record(_: object) -> None:
+                return None
+
+            t0 = time.monotonic()
+            async with fetcher.open(f"{origin}/v.mp4") as download:
+                await write_verified(
+                    download, Path(tmp) / "ours.mp4", max_bytes=4 * size, record=record
+                )
+            ours = time.monotonic() - t0
+            await fetcher.aclose()
+    mb = size / 1e6
+    return {
+        "shots": 1,
+        "makespan_s": round(ours, 3),
+        "bound_s": round(plain, 3),
+        "makespan_ratio": round(ours / plain, 4),
+        "cpu_ms_per_shot": None,
+        "polls_per_job": None,
+        "ours_mb_s": round(mb / ours, 1),
+        "plain_mb_s": round(mb / plain, 1),
+        "throughput_vs_plain": round(plain / ours, 4),
+    }
+
+
+def _one(name: str, quick: bool) -> None:
+    import stamina
+
+    stamina.set_testing(False)
+    result = asyncio.run(globals()[f"scenario_{name}"](quick))
+    print(json.dumps({"scenario": name, **result, "peak_rss_mb": round(_rss_mb(), 1)}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these")
+    parser.add_argument("--one", choices=SCENARIOS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        _one(args.one, args.quick)
+        return 0
+    lines = []
+    for name in args.only or SCENARIOS:
+        cmd = [sys.executable, __file__, "--one", name] + (["--quick"] if args.quick else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+        if out.returncode != 0:
+            print(json.dumps({"scenario": name, "error": out.stderr.strip()[-2000:]}))
+            continue
+        line = out.stdout.strip().splitlines()[-1]
+        print(line, flush=True)
+        lines.append(json.loads(line))
+    machine = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (results / f"{stamp}{'-quick' if args.quick else ''}.json").write_text(
+        json.dumps({"machine": machine, "results": lines}, indent=2) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
