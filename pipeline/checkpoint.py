@@ -11,8 +11,9 @@
 - one ``os.write`` per line on an ``O_APPEND`` descriptor; a short write is a torn record.
 
 Durability (design.md §6): events in :data:`DURABLE` are fsynced before :meth:`Checkpoint.append`
-returns (concurrent callers share one fsync: group commit); the others are written at once (they
-survive a crash of the process) and fsynced with the next durable event. Any write or fsync error
+returns (concurrent callers share one write+fsync in a worker thread: group commit); the others
+wait in memory and are written with the next durable event, or within a second: a crash may lose
+only those (a status, a plan line), which the next run redoes for free. Any write or fsync error
 is fail-stop: every later append raises :class:`~pipeline.errors.CheckpointError`.
 
 Loading (:func:`load`): a bad *last* line or bytes after the last newline (a torn tail) is moved to
@@ -52,6 +53,7 @@ DURABLE = frozenset(
         Event.SUBMITTED,
         Event.SUBMIT_AMBIGUOUS,
         Event.SUBMIT_REJECTED,
+        Event.SUBMIT_NOT_SENT,
         Event.COMPLETED,
         Event.FETCHED,
         Event.FAILED,
@@ -301,6 +303,7 @@ class Checkpoint:
         self._lock_fd = lock_fd
         self._seq = loaded.records[-1].seq if loaded.records else 0
         self._synced = self._seq
+        self._buffer: list[bytes] = []
         self._sync_lock = anyio.Lock()
         self._failed: str | None = None
         self._last_sync = time.monotonic()
@@ -346,17 +349,10 @@ class Checkpoint:
             raise CheckpointError(f"the checkpoint is not writable ({self._failed}); stopped")
 
     def _write(self, ev: Event, shot: str | None, fields: Mapping[str, Any]) -> Record:
+        """Encode a record into the write buffer (written and fsynced by :meth:`_flush`)."""
         self._check()
         record = Record(seq=self._seq + 1, ts=now_ts(), ev=ev, shot=shot, data=dict(fields))
-        line = encode(record)
-        try:
-            written = os.write(self._fd, line)
-        except OSError as exc:
-            self._failed = f"write failed: {exc.strerror or exc}"
-            raise CheckpointError(f"{self.path}: {self._failed}") from exc
-        if written != len(line):
-            self._failed = f"short write ({written} of {len(line)} bytes; disk full?)"
-            raise CheckpointError(f"{self.path}: {self._failed}")
+        self._buffer.append(encode(record))
         self._seq = record.seq
         return record
 
@@ -387,7 +383,7 @@ class Checkpoint:
         """Append non-durable events at once (e.g. ``shot_planned`` for a whole plan), no fsync.
 
         Raises:
-            CheckpointError: a write failed (fail-stop).
+            CheckpointError: an earlier write failed (fail-stop).
         """
         return [self._write(ev, shot, fields) for ev, shot, fields in items]
 
@@ -400,18 +396,40 @@ class Checkpoint:
         await self._sync_through(self._seq)
 
     async def _sync_through(self, seq: int) -> None:
+        """Write the buffer and fsync, in one worker-thread call, through record ``seq``.
+
+        Concurrent callers share one write+fsync (group commit). The event loop never writes to
+        the log itself, so it never waits on the file's lock behind a running fsync.
+        """
         async with self._sync_lock:
             self._check()
             if self._synced >= seq:
                 return
+            data, self._buffer = b"".join(self._buffer), []
             target = self._seq
-            try:
-                await anyio.to_thread.run_sync(os.fsync, self._fd)
-            except OSError as exc:
-                self._failed = f"fsync failed: {exc.strerror or exc}"
-                raise CheckpointError(f"{self.path}: {self._failed}") from exc
+            failure = await anyio.to_thread.run_sync(self._write_and_sync, data)
+            if failure is not None:
+                self._failed = failure
+                raise CheckpointError(f"{self.path}: {failure}")
             self._synced = target
             self._last_sync = time.monotonic()
+
+    def _write_and_sync(self, data: bytes) -> str | None:
+        """One ``os.write`` of whole lines, then ``fsync``; returns what failed, or None.
+
+        A short write is a torn record: it is never retried (the next run repairs the tail).
+        """
+        try:
+            written = os.write(self._fd, data) if data else 0
+        except OSError as exc:
+            return f"write failed: {exc.strerror or exc}"
+        if written != len(data):
+            return f"short write ({written} of {len(data)} bytes; disk full?)"
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            return f"fsync failed: {exc.strerror or exc}"
+        return None
 
     async def close(self) -> None:
         """Fsync what is pending, close the log and release the lock. Idempotent.

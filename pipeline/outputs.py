@@ -17,11 +17,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pipeline.animatic import write_animatic
 from pipeline.checkpoint import FILE, load
+from pipeline.contact_sheet import write_contact_sheet
 from pipeline.manifest import Manifest
 from pipeline.picks import read_picks
+from pipeline.posters import ensure_posters
 from pipeline.report import write_report
-from pipeline.state import replay
+from pipeline.state import RunState, replay
+from pipeline.storyboard import write_storyboard
 
 log = logging.getLogger("pipeline")
 
@@ -43,7 +47,12 @@ def write_outputs(run_dir: Path, manifest: Manifest) -> list[Path]:
 
 
 def _visual_outputs(
-    run_dir: Path, manifest: Manifest, state: object, picks: dict[str, int]
+    run_dir: Path, manifest: Manifest, state: RunState, picks: dict[str, int]
 ) -> list[Path]:
-    """The storyboard page, contact sheet and animatic (added with the storyboard outputs)."""
-    return []
+    """Posters, the storyboard page, the contact sheet and the animatic."""
+    ensure_posters(run_dir, state)
+    return [
+        write_storyboard(run_dir, manifest, state, picks=picks),
+        write_contact_sheet(run_dir, manifest, state, picks=picks),
+        write_animatic(run_dir, manifest, state, picks=picks),
+    ]

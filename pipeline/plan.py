@@ -116,7 +116,7 @@ def _static_estimate(shot: Shot, manifest: Manifest, options: RunOptions) -> Pla
     if price is not None:
         usd = (price.per_second_usd or 0.0) * shot.duration + (price.per_job_usd or 0.0)
         return _line(shot, usd=usd, source="price table")
-    if shot.provider == "local":
+    if spec.free:
         return _line(shot, usd=0.0, source="free (offline)")
     return None
 

@@ -121,3 +121,13 @@ def attempts(hook: Backoff, policy: RetryPolicy = DEFAULT_POLICY) -> AsyncIterat
         wait_initial=policy.wait_initial_s,
         wait_max=policy.wait_max_s,
     )
+
+
+#: The rest of an operation after a first, unwrapped try failed (the fast path of
+#: :meth:`pipeline.guarded.GuardedCalls.call`): one attempt fewer.
+AFTER_FIRST = RetryPolicy(attempts=DEFAULT_POLICY.attempts - 1)
+
+
+def testing() -> bool:
+    """True inside ``stamina.set_testing`` (waits are skipped)."""
+    return stamina.is_testing()

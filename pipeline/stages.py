@@ -245,6 +245,8 @@ class ShotMachine:
                 log.warning("%s: no quote (%s); the price stays unknown", self.shot.id, exc)
             else:
                 return quoted
+        if self.ctx.options.registry[self.shot.provider].free:
+            return 0.0
         price = self.settings.prices.get(self.shot.model)
         if price is None:
             return None
@@ -447,8 +449,7 @@ class ShotMachine:
 
     async def _fetch(self, job: JobHandle, result: PollResult) -> None:
         final = output_path(self.ctx.run_dir, self.shot.id)
-        await anyio.to_thread.run_sync(lambda: final.parent.mkdir(parents=True, exist_ok=True))
-        if final.parent.is_symlink():
+        if not await anyio.to_thread.run_sync(_shots_dir_ready, final.parent):
             self._fetch_pending(f"{final.parent} is a symbolic link; refusing to write through it")
 
         async def record(art: Artifact) -> None:
@@ -486,6 +487,12 @@ class ShotMachine:
                 await self.provider.cleanup(job)
             except ProviderError as exc:
                 log.warning("%s: cleanup at the provider failed: %s", self.shot.id, exc)
+
+
+def _shots_dir_ready(shots: Path) -> bool:
+    """Create ``shots/`` if needed; False when it is a symbolic link (never written through)."""
+    shots.mkdir(parents=True, exist_ok=True)
+    return not shots.is_symlink()
 
 
 def _charged(refunded: bool | None) -> Charged:

@@ -143,6 +143,7 @@ async def test_second_open_is_locked_out(tmp_path: Path) -> None:
 async def test_write_error_is_fail_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = await Checkpoint.open(tmp_path)
     await ckpt.append(Event.RUN_STARTED, None, run="r")
+    await ckpt.sync()  # a non-durable event is only promised once synced
     real_write = os.write
 
     def full_disk(fd: int, data: bytes) -> int:
@@ -163,6 +164,7 @@ async def test_short_write_is_a_torn_record_and_fail_stop(
 ) -> None:
     ckpt = await Checkpoint.open(tmp_path)
     await ckpt.append(Event.RUN_STARTED, None, run="r")
+    await ckpt.sync()  # a non-durable event is only promised once synced
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:10]))
     with pytest.raises(CheckpointError, match="short write"):

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.animatic import expected_frames
+from pipeline.checkpoint import load
+from pipeline.manifest import load_manifest
 from pipeline.render import probe
+from pipeline.state import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -95,6 +99,16 @@ def test_sample_storyboard_produces_playable_clips(workdir: Path) -> None:
     assert doc["counts"]["done"] == 14
     assert {s["state"] for s in doc["shots"]} == {"done"}
     assert set(doc["shots"][0]) == {"id", "state", "provider", "model", "job_id", "output", "error"}
+    # The storyboard outputs are written after every run (issue 6).
+    run_dir = workdir / "jobs" / "harbor-dawn"
+    for name in ("storyboard.html", "contact-sheet.png", "animatic.mp4", "report.json"):
+        assert (run_dir / name).is_file(), name
+    animatic = probe(run_dir / "animatic.mp4")
+    manifest = load_manifest(workdir / "samples" / "storyboard.yaml")
+    state = replay(load(run_dir / "checkpoint.jsonl", repair=False).records)
+    frames = expected_frames(manifest, state, {}, fps=12, slate_s=1.0)
+    assert abs(animatic.frames - frames) <= 1  # chosen shots + scene slates, within 1 frame
+    assert frames == 12 * (sum(s.duration for s in manifest.shots if s.take in (None, 1)) + 3)
 
 
 def test_validate_reports_file_line_field_and_exit_2(workdir: Path) -> None:

@@ -190,6 +190,7 @@ class ProviderSpec:
         check: provider-specific offline checks run by ``pipeline validate`` (see ShotCheck).
         media: how local media files reach the provider (file, data URL, or storage upload).
         credits: the provider's published credit price of a shot, for ``pipeline plan``.
+        free: jobs cost nothing (the offline ``local`` renderer): priced at $0, not unknown.
         default_model: model used when the manifest names none (default: the first in models).
     """
 
@@ -201,5 +202,6 @@ class ProviderSpec:
     needs_api_key: bool = True
     check: ShotCheck | None = None
     credits: Callable[[Shot], float | None] | None = None
+    free: bool = False
     default_model: str | None = None
     media: MediaPolicy = field(default_factory=MediaPolicy)

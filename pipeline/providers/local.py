@@ -296,4 +296,5 @@ SPEC = ProviderSpec(
     check=_check,
     default_model="previz",
     media=MediaPolicy(file_urls=True),
+    free=True,
 )
