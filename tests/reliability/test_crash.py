@@ -107,6 +107,10 @@ def test_r01_kill9_fifty_times_with_a_provider_that_can_reconcile(tmp_path: Path
         for line in (run_dir / "local-provider" / "ledger.jsonl").read_text().splitlines()
     ]
     charges = Counter(entry["shot"] for entry in ledger)
+    print(
+        f"R1 local: {KILLS} kills, {len(charges)} shots charged, max charges per shot "
+        f"{max(charges.values())}, done {sum(1 for v in states.values() if v == ShotState.DONE)}"
+    )
     assert len(charges) == SHOTS
     assert max(charges.values()) == 1  # 0 duplicate charges
     state = replay(load(run_dir / FILE, repair=False).records)
@@ -179,6 +183,12 @@ def test_r01_kill9_fifty_times_with_a_provider_that_cannot(
     assert len(states) == SHOTS
     assert set(states.values()) <= {ShotState.DONE, ShotState.NEEDS_RECONCILE}  # or reported
     charges = _sim_charges(standing_sim, run_dir)
+    reconcile = sum(1 for v in states.values() if v == ShotState.NEEDS_RECONCILE)
+    print(
+        f"R1 seedance2 sim: {KILLS} kills, {sum(charges.values())} charges for "
+        f"{len(charges)} shots, max per shot {max(charges.values())}, done "
+        f"{SHOTS - reconcile}, needs_reconcile {reconcile}"
+    )
     assert max(charges.values()) == 1  # 0 automatic resubmits: never two charges for a shot
     done = {s for s, st_ in states.items() if st_ == ShotState.DONE}
     assert done <= set(charges)
