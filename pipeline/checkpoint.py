@@ -40,6 +40,7 @@ import anyio
 import orjson
 
 from pipeline.errors import CheckpointError, LockedError
+from pipeline.fsutil import fsync_dir, write_all
 from pipeline.models import Event
 
 VERSION = 1
@@ -235,7 +236,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
     try:
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _write_all(fd, loaded.tail)
+            write_all(fd, loaded.tail)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -243,24 +244,10 @@ def load(path: Path, *, repair: bool) -> Loaded:
             fh.truncate(loaded.good_bytes)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise CheckpointError(f"cannot repair the torn tail of {path}: {exc.strerror}") from exc
     return Loaded(loaded.records, loaded.good_bytes, loaded.tail, aside)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _lock(run_dir: Path) -> int:
@@ -324,7 +311,7 @@ class Checkpoint:
             created = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
             if created:
-                _fsync_dir(run_dir.parent)
+                fsync_dir(run_dir.parent)
             lock_fd = _lock(run_dir)
         except OSError as exc:
             raise CheckpointError(f"cannot use run directory {run_dir}: {exc.strerror}") from exc
@@ -336,7 +323,7 @@ class Checkpoint:
             os.fchmod(fd, 0o600)
             if not existed:
                 os.fsync(fd)
-                _fsync_dir(run_dir)
+                fsync_dir(run_dir)
         except BaseException as exc:
             os.close(lock_fd)
             if isinstance(exc, OSError):

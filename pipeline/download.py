@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from pipeline.errors import FetchError
+from pipeline.fsutil import fsync_dir, write_all
 from pipeline.models import Artifact, Download
 
 #: Container signatures accepted as "a video": ISO BMFF (MP4/MOV) and Matroska/WebM.
@@ -35,15 +36,6 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0
 def looks_like_video(head: bytes) -> bool:
     """True when the first bytes are an MP4/MOV (``ftyp`` box) or WebM/Matroska header."""
     return head[4:8] == _MAGIC_OFFSET4 or head[:4] == _MAGIC_EBML
-
-
-def fsync_dir(path: Path) -> None:
-    """Fsync a directory so a rename or create inside it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256_file(path: Path) -> str:
@@ -161,7 +153,7 @@ def _write_chunks(fd: int, chunks: list[bytes], digest: Any, last: bool = False)
     try:
         for chunk in chunks:
             digest.update(chunk)
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
         if last:
             os.fsync(fd)
     finally:
@@ -173,13 +165,6 @@ def _refuse_non_regular(final: Path) -> None:
     """Never write through a symlink or over a directory planted at the output name."""
     if final.is_symlink() or (final.exists() and not final.is_file()):
         raise FetchError(f"refusing to replace {final}: not a regular file")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _publish(part: Path, final: Path) -> None:

@@ -11,7 +11,7 @@ from pipeline import sim
 from pipeline.errors import Ambiguous
 from pipeline.manifest import load_manifest
 from pipeline.models import ShotState
-from pipeline.runner import EXIT_OK, RunOptions, execute
+from pipeline.runner import EXIT_OK, RunOptions, RunResult, execute
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from tests.fakes import FakeService, fake_spec
 from tests.reliability.harness import manifest, options_for, run
@@ -60,18 +60,25 @@ async def test_r09_submit_and_poll_rates_hold_in_every_window(tmp_path: Path) ->
     assert len(buckets) > len(polls) * 0.5  # jittered, not every shot polled at the same instant
 
 
-async def test_r10_breaker_stops_paid_calls_and_probes_with_a_free_call(tmp_path: Path) -> None:
-    service = FakeService(submit_faults=["5xx"] * 100)
-    registry = {"fake": fake_spec(service, max_in_flight=1)}  # one paid call at a time
+async def _fake_run(
+    tmp_path: Path, service: FakeService, *, shots: int, in_flight: int, settings: str
+) -> RunResult:
+    """Run ``shots`` shots on the fake provider with ``settings`` (its breaker knobs)."""
+    registry = {"fake": fake_spec(service, max_in_flight=in_flight)}
     path = tmp_path / "m.yaml"
-    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(10))
+    lines = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(shots))
     path.write_text(
         "version: 1\nname: breaker\ndefaults: {provider: fake, model: m1, duration: 2}\n"
-        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.2}\n"
-        "scenes:\n  - id: a\n    shots:\n" + shots
+        f"providers:\n  fake: {{{settings}}}\nscenes:\n  - id: a\n    shots:\n" + lines
     )
     m = load_manifest(path, registry=registry)
-    result = await execute(m, tmp_path / "jobs" / "breaker", RunOptions(registry=registry))
+    return await execute(m, tmp_path / "jobs" / "breaker", RunOptions(registry=registry))
+
+
+async def test_r10_breaker_stops_paid_calls_and_probes_with_a_free_call(tmp_path: Path) -> None:
+    service = FakeService(submit_faults=["5xx"] * 100)
+    knobs = "breaker_threshold: 3, breaker_cooldown_s: 0.2"
+    result = await _fake_run(tmp_path, service, shots=10, in_flight=1, settings=knobs)
     calls = service.calls
     assert calls.count("submit") == 10  # every shot tried once: 5xx is never retried blindly
     # Never more than 3 paid calls in a row without a free probe in between, and the first
@@ -87,16 +94,8 @@ async def test_r10_breaker_stops_paid_calls_and_probes_with_a_free_call(tmp_path
 
 async def test_r10_breaker_waits_while_the_probe_keeps_failing(tmp_path: Path) -> None:
     service = FakeService(submit_faults=["5xx"] * 3, healthy=False)
-    registry = {"fake": fake_spec(service, max_in_flight=1)}
-    path = tmp_path / "m.yaml"
-    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(5))
-    path.write_text(
-        "version: 1\nname: sick\ndefaults: {provider: fake, model: m1, duration: 2}\n"
-        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.05, "
-        "poll_deadline_s: 0.5}\nscenes:\n  - id: a\n    shots:\n" + shots
-    )
-    m = load_manifest(path, registry=registry)
-    result = await execute(m, tmp_path / "jobs" / "sick", RunOptions(registry=registry))
+    knobs = "breaker_threshold: 3, breaker_cooldown_s: 0.05, poll_deadline_s: 0.5"
+    result = await _fake_run(tmp_path, service, shots=5, in_flight=1, settings=knobs)
     assert service.calls.count("submit") == 3  # no paid call while the provider stays sick
     assert service.calls.count("probe") >= 2
     waiting = [r for r in result.state.shots.values() if r.state == ShotState.PENDING]
@@ -107,16 +106,8 @@ async def test_r10_concurrent_paid_calls_overshoot_by_at_most_those_in_flight(
     tmp_path: Path,
 ) -> None:
     service = FakeService(submit_faults=["5xx"] * 100, healthy=False)
-    registry = {"fake": fake_spec(service, max_in_flight=4)}
-    path = tmp_path / "m.yaml"
-    shots = "".join(f"      - {{id: s{i}, prompt: 'p {i}'}}\n" for i in range(12))
-    path.write_text(
-        "version: 1\nname: burst\ndefaults: {provider: fake, model: m1, duration: 2}\n"
-        "providers:\n  fake: {breaker_threshold: 3, breaker_cooldown_s: 0.05, "
-        "poll_deadline_s: 0.3}\nscenes:\n  - id: a\n    shots:\n" + shots
-    )
-    m = load_manifest(path, registry=registry)
-    await execute(m, tmp_path / "jobs" / "burst", RunOptions(registry=registry))
+    knobs = "breaker_threshold: 3, breaker_cooldown_s: 0.05, poll_deadline_s: 0.3"
+    await _fake_run(tmp_path, service, shots=12, in_flight=4, settings=knobs)
     # The 4 calls already on the wire when the first failures came back, then nothing: 8
     # shots wait for a provider that stays sick.
     assert service.calls.count("submit") <= 4
