@@ -273,5 +273,4 @@ def load_manifest(
         storage=spec.storage,
         downloads=spec.downloads,
         budget=spec.budget,
-        spec=spec,
     )

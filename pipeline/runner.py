@@ -18,6 +18,7 @@ is fail-stop: no further paid call, exit 3.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import signal
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from pipeline.budget import Spend
 from pipeline.checkpoint import Checkpoint, Record
@@ -41,7 +43,7 @@ from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
 from pipeline.settings import ProviderSettings
 from pipeline.stages import RunContext, ShotMachine
-from pipeline.state import RunState, ShotRecord, replay
+from pipeline.state import RunState, ShotRecord, apply, replay
 from pipeline.storage import ObjectStorage
 from pipeline.upload import MediaResolver
 
@@ -126,18 +128,20 @@ class Runner:
         self.manifest = manifest
         self.ckpt = ckpt
         self.options = options
-        self.appended: list[Record] = []
         self.interrupted = False
         self.spend = Spend()
+        # The live state: the loaded log replayed, then every record this run appends folded
+        # in as it is written (no list of records is kept: memory stays flat on long runs).
+        self.state = replay(ckpt.records)
+        ckpt.records = []
 
     async def run(self) -> RunResult:
         """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
-        state = replay(self.ckpt.records)
+        state = self.state
         run_id = state.run_id or uuid.uuid4().hex[:16]
         await self._append(Event.RUN_STARTED, None, run=run_id, manifest=str(self.manifest.path))
         self._plan(state)
         await self.ckpt.sync()
-        state = replay([*self.ckpt.records, *self.appended])
         limit = self.options.max_usd
         self.spend = Spend.of(state, limit if limit is not None else self.manifest.budget.max_usd)
         todo = [s for s in self.manifest.shots if _needs_work(state.shots.get(s.id), self.options)]
@@ -169,8 +173,7 @@ class Runner:
             observer.finished()
         if not self.interrupted:
             await self._append(Event.RUN_FINISHED, None)
-        final = replay([*self.ckpt.records, *self.appended])
-        return self._result(final)
+        return self._result(self.state)
 
     def _plan(self, state: RunState) -> None:
         items = []
@@ -180,11 +183,12 @@ class Runner:
                 fields = {"fp": shot.fingerprint, "prov": shot.provider, "model": shot.model}
                 items.append((Event.SHOT_PLANNED, shot.id, fields))
         if items:
-            self.appended.extend(self.ckpt.append_many(items))
+            for record in self.ckpt.append_many(items):
+                apply(self.state, record)
 
     async def _append(self, ev: Event, shot: str | None, /, **fields: object) -> Record:
         record = await self.ckpt.append(ev, shot, **fields)
-        self.appended.append(record)
+        apply(self.state, record)
         return record
 
     def _media_resolver(self, settings: Mapping[str, ProviderSettings]) -> MediaResolver:
@@ -218,13 +222,43 @@ class Runner:
         return spec.factory(ctx)
 
     async def _run_all(self, ctx: RunContext, todo: list[Shot], state: RunState) -> None:
+        by_provider: dict[str, list[Shot]] = {}
+        for shot in todo:
+            by_provider.setdefault(shot.provider, []).append(shot)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, outer.cancel_scope)
             async with anyio.create_task_group() as work:
-                for shot in todo:
-                    machine = ShotMachine(ctx, shot, state.shots.get(shot.id))
-                    work.start_soon(machine.run)
+                for name, shots in by_provider.items():
+                    window = 2 * (ctx.settings[name].max_in_flight or 4) + 16
+                    work.start_soon(self._feed, work, ctx, shots, state, window)
             outer.cancel_scope.cancel()
+
+    async def _feed(
+        self,
+        work: anyio.abc.TaskGroup,
+        ctx: RunContext,
+        shots: list[Shot],
+        state: RunState,
+        window: int,
+    ) -> None:
+        """Start the shots of one provider in order, at most ``window`` alive at a time.
+
+        Twice the provider's job slots (plus a margin) keeps every slot busy and uploads a
+        little ahead, without holding a coroutine per shot for batches of 100,000; one feeder
+        per provider, so a slow provider never holds up another's shots.
+        """
+        slots = anyio.Semaphore(window)
+
+        async def one(machine: ShotMachine) -> None:
+            try:
+                await machine.run()
+            finally:
+                slots.release()
+
+        for shot in shots:
+            await slots.acquire()
+            rec = state.shots.get(shot.id)
+            work.start_soon(one, ShotMachine(ctx, shot, copy.copy(rec) if rec else None))
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -358,8 +392,7 @@ async def cancel(
                         providers[name] = await stack.enter_async_context(runner._provider(name))
                     note = await _cancel_job(providers[name], rec.job)
                 await runner._append(Event.CANCELLED, rec.id, reason=note)
-        final = replay([*ckpt.records, *runner.appended])
-        return runner._result(final)
+        return runner._result(runner.state)
     finally:
         with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
             await ckpt.close()

@@ -448,9 +448,7 @@ class ShotMachine:
     # ----- fetch --------------------------------------------------------------------------
 
     async def _fetch(self, job: JobHandle, result: PollResult) -> None:
-        final = output_path(self.ctx.run_dir, self.shot.id)
-        if not await anyio.to_thread.run_sync(_shots_dir_ready, final.parent):
-            self._fetch_pending(f"{final.parent} is a symbolic link; refusing to write through it")
+        final = output_path(self.ctx.run_dir, self.shot.id)  # its directory: see write_verified
 
         async def record(art: Artifact) -> None:
             rel = art.path.relative_to(self.ctx.run_dir).as_posix()
@@ -487,12 +485,6 @@ class ShotMachine:
                 await self.provider.cleanup(job)
             except ProviderError as exc:
                 log.warning("%s: cleanup at the provider failed: %s", self.shot.id, exc)
-
-
-def _shots_dir_ready(shots: Path) -> bool:
-    """Create ``shots/`` if needed; False when it is a symbolic link (never written through)."""
-    shots.mkdir(parents=True, exist_ok=True)
-    return not shots.is_symlink()
 
 
 def _charged(refunded: bool | None) -> Charged:

@@ -205,24 +205,28 @@ _APPLY = {
 }
 
 
+def apply(state: RunState, r: Record) -> None:
+    """Fold one record into ``state`` (what :func:`replay` does for each record, in order)."""
+    ev = r.ev.value
+    if r.shot is None:
+        if ev == "run_started":
+            state.run_id = state.run_id or r.data.get("run")
+            state.manifest = r.data.get("manifest", state.manifest)
+            state.finished = False
+        elif ev == "run_finished":
+            state.finished = True
+        return
+    rec = state.shots.get(r.shot)
+    if rec is None:
+        rec = state.shots[r.shot] = ShotRecord(r.shot)
+    _APPLY[ev](rec, r)
+
+
 def replay(records: Iterable[Record]) -> RunState:
     """Fold ``records`` (in log order) into a :class:`RunState`."""
     state = RunState()
-    shots = state.shots
     for r in records:
-        ev = r.ev.value
-        if r.shot is None:
-            if ev == "run_started":
-                state.run_id = state.run_id or r.data.get("run")
-                state.manifest = r.data.get("manifest", state.manifest)
-                state.finished = False
-            elif ev == "run_finished":
-                state.finished = True
-            continue
-        rec = shots.get(r.shot)
-        if rec is None:
-            rec = shots[r.shot] = ShotRecord(r.shot)
-        _APPLY[ev](rec, r)
+        apply(state, r)
     return state
 
 

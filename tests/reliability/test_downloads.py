@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -249,3 +250,43 @@ async def test_r15_caps_hold_on_declared_streamed_and_decoded_sizes(tmp_path: Pa
                 assert not final.with_name(final.name + ".part").exists()
         finally:
             await fetcher.aclose()
+
+
+async def test_r06_large_bodies_are_hashed_and_written_in_order(tmp_path: Path) -> None:
+    from pipeline.download import write_verified
+    from pipeline.models import Artifact, Download
+
+    rng = random.Random(3)
+    body = b"\x00\x00\x00\x18ftypisom" + rng.randbytes(13 * 1024 * 1024 + 17)
+    recorded: list[Artifact] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    async def record(art: Artifact) -> None:
+        assert not (tmp_path / "big.mp4").exists()  # recorded before it is published
+        recorded.append(art)
+
+    final = tmp_path / "big.mp4"
+    art = await write_verified(
+        Download(chunks(), size=len(body)), final, max_bytes=len(body), record=record
+    )
+    assert final.read_bytes() == body
+    assert art.sha256 == hashlib.sha256(body).hexdigest() == recorded[0].sha256
+    assert not (tmp_path / "big.mp4.part").exists()
+
+    async def cut() -> AsyncIterator[bytes]:  # the transfer breaks after 9 MB
+        for i in range(0, 9 * 1024 * 1024, 65536):
+            yield body[i : i + 65536]
+        raise FetchError("connection reset mid-body")
+
+    with pytest.raises(FetchError, match="reset"):
+        await write_verified(
+            Download(cut(), size=len(body)),
+            tmp_path / "cut.mp4",
+            max_bytes=len(body),
+            record=record,
+        )
+    assert not (tmp_path / "cut.mp4").exists()
+    assert not (tmp_path / "cut.mp4.part").exists()
