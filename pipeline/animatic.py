@@ -19,8 +19,6 @@ a worker thread. Sizes are pixels, durations seconds.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from pipeline.contact_sheet import (
     shot_video,
     text_width,
 )
+from pipeline.fsutil import replacing
 from pipeline.manifest import Manifest
 from pipeline.models import Shot, ShotState
 from pipeline.render import _font
@@ -181,14 +180,8 @@ def write_animatic(
     size = animatic_size(width)
     segments = plan_animatic(manifest, state, picks, fps, slate_s, run_dir)
     dest = run_dir / ANIMATIC
-    fd, name = tempfile.mkstemp(prefix=".animatic-", suffix=".mp4", dir=run_dir)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with replacing(dest, prefix=".animatic-", suffix=".mp4") as tmp:
         _encode(run_dir, state, segments, size, fps, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

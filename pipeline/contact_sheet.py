@@ -22,8 +22,6 @@ it in a worker thread. Sizes are pixels.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +30,7 @@ from pathlib import Path
 import av
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from pipeline.fsutil import replacing
 from pipeline.manifest import Manifest
 from pipeline.models import Shot, ShotState
 from pipeline.render import _font
@@ -367,12 +366,6 @@ def _scene_headers(draw: ImageDraw.ImageDraw, layout: SheetLayout, manifest: Man
 
 
 def _save_atomic(image: Image.Image, dest: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".contact-", suffix=".png", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with replacing(dest, prefix=".contact-", suffix=".png") as tmp:
         image.save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -1,8 +1,11 @@
-"""Small durable-file helpers shared by the checkpoint and the downloads (synchronous)."""
+"""Small durable-file helpers: the checkpoint, downloads and every rebuilt output (sync)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,3 +31,33 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+@contextmanager
+def replacing(
+    dest: Path, *, mode: int | None = None, prefix: str | None = None, suffix: str = ".tmp"
+) -> Iterator[Path]:
+    """A temporary path beside ``dest`` that replaces it atomically when the block succeeds.
+
+    The caller writes the whole file at the yielded path; on normal exit it is fsynced, given
+    ``mode`` (None: mkstemp's 0600) and renamed over ``dest``. On an exception it is removed and
+    ``dest`` is untouched, so readers only ever see the old file or the complete new one.
+
+    Raises:
+        OSError: the temporary file cannot be created, synced or renamed.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix or f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -12,13 +12,12 @@ Everything here is synchronous and CPU-bound: call it from a worker thread
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import av
 from PIL import Image
 
+from pipeline.fsutil import replacing
 from pipeline.models import ShotState
 from pipeline.state import RunState
 
@@ -79,16 +78,8 @@ def poster_frame(video: Path, dest: Path, *, at: float = 0.5) -> Path:
         OSError: ``dest`` cannot be written.
     """
     image = _grab(video, at).convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a web server must read it
-            image.save(fh, "JPEG", quality=QUALITY, optimize=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with replacing(dest, mode=0o644) as tmp:  # 0644: a web server must read it
+        image.save(tmp, "JPEG", quality=QUALITY, optimize=True)
     return dest
 
 

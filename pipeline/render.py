@@ -15,7 +15,6 @@ Everything here is synchronous and CPU-bound: call it from a worker thread
 from __future__ import annotations
 
 import colorsys
-import os
 import random
 import tempfile
 import textwrap
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import av
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from pipeline.fsutil import replacing
 
 #: Short side in pixels per resolution name (``720p`` -> 1280x720 at 16:9).
 RESOLUTIONS = {"240p": 240, "360p": 360, "480p": 480, "540p": 540, "720p": 720, "1080p": 1080}
@@ -265,14 +266,8 @@ def render_clip(spec: ClipSpec, dest: Path) -> None:
             spec.height,
             spec.seed + 1,
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=".render-", suffix=".mp4", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(dest, prefix=".render-", suffix=".mp4") as tmp:  # local.py sweeps .render-*
         _encode(spec, total, card, first, last, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _encode(

@@ -20,8 +20,6 @@ is written here.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import Record
+from pipeline.fsutil import replacing
 from pipeline.models import Event, ShotState
 from pipeline.redaction import redact
 from pipeline.state import RunState, ShotRecord
@@ -123,16 +122,8 @@ def build_report(
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` as indented JSON to ``path`` via a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with replacing(path, suffix="") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def write_report(

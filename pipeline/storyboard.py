@@ -15,14 +15,13 @@ Call :func:`pipeline.posters.ensure_posters` first for the poster frames.
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline.fsutil import replacing
 from pipeline.manifest import Manifest
 from pipeline.models import Shot, ShotState
 from pipeline.posters import POSTERS
@@ -352,14 +351,6 @@ def write_storyboard(
     """
     page = render_storyboard(run_dir, manifest, state, picks=picks)
     dest = run_dir / PAGE
-    fd, tmp = tempfile.mkstemp(prefix=f".{PAGE}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a web server must read it
-            fh.write(page)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with replacing(dest, mode=0o644) as tmp:  # 0644: a web server must read it
+        tmp.write_text(page, encoding="utf-8")
     return dest
