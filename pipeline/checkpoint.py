@@ -92,6 +92,11 @@ def now_ts() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def ts_epoch(ts: str) -> float:
+    """A record's ``ts`` (as written by :func:`now_ts`) as Unix seconds."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
 def encode(record: Record) -> bytes:
     """The line for ``record``: canonical JSON (sorted keys, compact) with ``crc`` appended.
 

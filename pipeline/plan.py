@@ -30,6 +30,7 @@ from pipeline.models import Shot, ShotState
 from pipeline.providers.base import ProviderContext, SupportsQuote
 from pipeline.runner import RunOptions, provider_settings
 from pipeline.state import RunState, replay
+from pipeline.summary import text_table
 
 log = logging.getLogger("pipeline")
 
@@ -204,9 +205,7 @@ def render_plan(plan: Plan, budget: float | None = None) -> str:
             price += f" ({s.credits:g} credits)"
         duration = f"{s.duration}s" if s.duration is not None else "-"
         rows.append((s.id, s.status, f"{s.provider}/{s.model}", duration, price, s.source))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [text_table(rows)]
     t = plan.totals()
     lines.append(
         f"to run: {t['shots_to_run']} shot(s); low ${t['low_usd']:.2f}, expected "

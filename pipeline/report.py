@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Record
+from pipeline.checkpoint import Record, ts_epoch
 from pipeline.fsutil import replacing
 from pipeline.models import Event, ShotState
 from pipeline.redaction import redact
@@ -43,17 +43,13 @@ class _Timing:
     not_sent: int = 0
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 def _timings(records: Iterable[Record]) -> dict[str, _Timing]:
     out: dict[str, _Timing] = {}
     for r in records:
         if r.shot is None:
             continue
         t = out.setdefault(r.shot, _Timing())
-        when = _epoch(r.ts)
+        when = ts_epoch(r.ts)
         if r.ev == Event.SHOT_PLANNED and t.first_intent is not None:
             out[r.shot] = t = _Timing()  # an edited shot starts over
         if r.ev == Event.SUBMIT_INTENT and t.first_intent is None:

@@ -21,7 +21,7 @@ import anyio
 
 from pipeline import download, retry, upload
 from pipeline.budget import Spend
-from pipeline.checkpoint import Record
+from pipeline.checkpoint import Record, ts_epoch
 from pipeline.errors import (
     Ambiguous,
     CheckpointError,
@@ -351,7 +351,7 @@ class ShotMachine:
         assert rec is not None
         assert rec.key is not None
         if isinstance(self.provider, SupportsReconcile):
-            since = _parse_ts(rec.intent_ts) - 60.0
+            since = (ts_epoch(rec.intent_ts) if rec.intent_ts else time.time()) - 60.0
             try:
                 job = await self.provider.reconcile(self.shot, key=rec.key, since=since)
             except ProviderError as exc:
@@ -504,11 +504,3 @@ def _next_interval(current: float, eta_s: float | None, floor: float, ceiling: f
         return min(max(eta_s * random.uniform(1.0, 1.1), floor), ceiling)
     base = min(max(current * 1.5, floor), ceiling)
     return min(max(base * random.uniform(0.8, 1.2), floor), ceiling)
-
-
-def _parse_ts(ts: str | None) -> float:
-    if not ts:
-        return time.time()
-    from datetime import datetime
-
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from pipeline.checkpoint import Record
+from pipeline.checkpoint import Record, ts_epoch
 from pipeline.models import JobHandle, MediaRef, MediaRole, ShotState
 
 
@@ -89,10 +88,6 @@ class RunState:
     finished: bool = False
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 def _planned(rec: ShotRecord, r: Record) -> None:
     d = r.data
     if rec.fingerprint and rec.fingerprint != d.get("fp"):
@@ -133,7 +128,7 @@ def _submitted(rec: ShotRecord, r: Record) -> None:
         provider=str(d.get("prov", rec.provider)),
         job_id=str(d["job"]),
         model=str(d.get("model", rec.model)),
-        submitted_at=_epoch(r.ts),
+        submitted_at=ts_epoch(r.ts),
         data={str(k): str(v) for k, v in data.items()},
         cost_usd=d.get("cost_usd"),
         credits=d.get("credits"),

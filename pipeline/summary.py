@@ -41,7 +41,8 @@ def _shot_json(rec: ShotRecord) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, a dashed rule under the first (header) row."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -73,7 +74,7 @@ def render_table(state: RunState, order: Sequence[str] | None = None, *, max_row
                     _clip(detail or "", 70),
                 )
             )
-        parts.append(_table(rows))
+        parts.append(text_table(rows))
     return "\n".join(parts)
 
 

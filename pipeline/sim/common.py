@@ -306,7 +306,8 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
 #: Longest a simulator waits for one media URL, and the most it reads (bytes).
 MEDIA_TIMEOUT_S = 10.0
 MEDIA_MAX_BYTES = 64 * 1024**2
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Host names of this machine: the only media hosts a simulator can actually reach.
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 async def fetch_media(items: Iterable[tuple[str | None, str]]) -> str | None:
@@ -341,7 +342,7 @@ async def _check_one(session: aiohttp.ClientSession, kind: str | None, url: str)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             return f"unsupported media URL scheme: {shown}"
-        if (parts.hostname or "") not in _LOOPBACK:
+        if (parts.hostname or "") not in LOOPBACK:
             return None
         try:
             async with session.get(url) as resp:

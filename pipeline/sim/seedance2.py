@@ -53,6 +53,7 @@ from pipeline.providers.seedance2_codec import MEDIA_FACTOR, RESOLUTION_FACTOR, 
 from pipeline.sim.common import (
     CONFIG,
     LEDGER,
+    LOOPBACK,
     SimConfig,
     Timeline,
     bearer_token,
@@ -62,7 +63,6 @@ from pipeline.sim.common import (
     origin,
 )
 from pipeline.sim.seedance2_rules import (
-    LOOPBACK,
     RATIOS,
     SIM_MODELS,
     TaskRequest,

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.providers.seedance2_codec import CREDITS_PER_SECOND, RESOLUTION_FACTOR
+from pipeline.sim.common import LOOPBACK
 
 #: Durations [D §2.3] and per-second credits (the provider's price table, shared with the
 #: adapter's plan estimates) per model.
@@ -24,7 +25,6 @@ SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = {
 }
 RATIOS = ("16:9", "9:16", "1:1")
 MAX_MEDIA = 5
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True, slots=True)
