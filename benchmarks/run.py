@@ -127,12 +127,8 @@ def _bound(latencies: list[float], in_flight: int) -> float:
     return max(max(latencies), sum(latencies) / in_flight)
 
 
-async def scenario_makespan(quick: bool) -> dict[str, Any]:
-    n = 500 if quick else 2000
-    ours = await _ours(n, 64, 0.2, 1.0)
-    lat = ours.pop("latencies")
-    bound = _bound(lat, 64)
-    script = await _script(lat, 64, 10.0 * SCALE)
+def _against(n: int, ours: dict[str, Any], bound: float, script: float) -> dict[str, Any]:
+    """A scenario's line: our figures, the ideal bound, and the usual script beside them."""
     return {
         "shots": n,
         **ours,
@@ -141,6 +137,15 @@ async def scenario_makespan(quick: bool) -> dict[str, Any]:
         "script_makespan_s": round(script, 3),
         "script_vs_ours": round(script / ours["makespan_s"], 3),
     }
+
+
+async def scenario_makespan(quick: bool) -> dict[str, Any]:
+    n = 500 if quick else 2000
+    ours = await _ours(n, 64, 0.2, 1.0)
+    lat = ours.pop("latencies")
+    bound = _bound(lat, 64)
+    script = await _script(lat, 64, 10.0 * SCALE)
+    return _against(n, ours, bound, script)
 
 
 async def scenario_rate(quick: bool) -> dict[str, Any]:
@@ -150,14 +155,7 @@ async def scenario_rate(quick: bool) -> dict[str, Any]:
     lat = ours.pop("latencies")
     bound = max((n - 1) * 60.0 / rpm + min(lat), _bound(lat, 64))
     script = await _script(lat, 64, 10.0 * SCALE, rpm=rpm)
-    return {
-        "shots": n,
-        **ours,
-        "bound_s": round(bound, 3),
-        "makespan_ratio": round(ours["makespan_s"] / bound, 4),
-        "script_makespan_s": round(script, 3),
-        "script_vs_ours": round(script / ours["makespan_s"], 3),
-    }
+    return _against(n, ours, bound, script)
 
 
 async def scenario_polls(quick: bool) -> dict[str, Any]:

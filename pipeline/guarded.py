@@ -61,35 +61,31 @@ class GuardedCalls:
             ProviderError: the last failure once retries are exhausted or not allowed.
         """
         breaker, budget = self.gate.breaker, self.gate.budget
-        await self.gate.ready(kind)
+
+        async def once() -> Any:
+            await self.gate.ready(kind)
+            try:
+                result = await fn()
+            except ProviderError as exc:
+                if provider_health and outage(exc):
+                    breaker.failure()
+                raise
+            if provider_health:
+                breaker.success()
+            budget.success()
+            return result
+
         try:  # the common case first, without setting up a retry loop
-            result = await fn()
+            return await once()
         except ProviderError as exc:
-            if provider_health and outage(exc):
-                breaker.failure()
             hook = self.backoff(retry.idempotent_retryable)
             wait = hook(exc)
             if wait is False:
                 raise
             await anyio.sleep(0.0 if retry.testing() else float(wait))
-        else:
-            if provider_health:
-                breaker.success()
-            budget.success()
-            return result
         async for attempt in retry.attempts(hook, retry.AFTER_FIRST):
             with attempt:
-                await self.gate.ready(kind)
-                try:
-                    result = await fn()
-                except ProviderError as exc:
-                    if provider_health and outage(exc):
-                        breaker.failure()
-                    raise
-                if provider_health:
-                    breaker.success()
-                budget.success()
-                return result
+                return await once()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def record(self, outcome: object) -> None:

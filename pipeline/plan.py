@@ -115,8 +115,7 @@ def _static_estimate(shot: Shot, manifest: Manifest, options: RunOptions) -> Pla
         return _line(shot, usd=usd, credits=credits, source="credits")
     price = settings.prices.get(shot.model)
     if price is not None:
-        usd = (price.per_second_usd or 0.0) * shot.duration + (price.per_job_usd or 0.0)
-        return _line(shot, usd=usd, source="price table")
+        return _line(shot, usd=price.usd(shot.duration), source="price table")
     if spec.free:
         return _line(shot, usd=0.0, source="free (offline)")
     return None

@@ -20,6 +20,10 @@ class Price(_Frozen):
     per_second_usd: float | None = Field(default=None, ge=0)
     per_job_usd: float | None = Field(default=None, ge=0)
 
+    def usd(self, duration_s: int) -> float:
+        """The price of one job of ``duration_s`` seconds, in USD."""
+        return (self.per_second_usd or 0.0) * duration_s + (self.per_job_usd or 0.0)
+
 
 class ProviderSettings(_Frozen):
     """Per-provider settings (manifest ``providers.<name>``); unset fields take adapter defaults.

@@ -250,7 +250,7 @@ class ShotMachine:
         price = self.settings.prices.get(self.shot.model)
         if price is None:
             return None
-        return (price.per_second_usd or 0.0) * self.shot.duration + (price.per_job_usd or 0.0)
+        return price.usd(self.shot.duration)
 
     async def _submit(self, media: list[MediaRef]) -> JobHandle:
         att = self._attempt()

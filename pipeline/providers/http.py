@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
+from pipeline import redaction
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
 
 if TYPE_CHECKING:  # urlfetch imports this module
     from pipeline.providers.urlfetch import UrlFetcher
 
-_QUERY = re.compile(r"\?[^\s'\"<>]*")
+#: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
 _BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
 
 #: Default timeouts: connect quickly, give slow servers a minute per read.
@@ -43,8 +44,12 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=15.0, sock_read
 
 
 def redact(text: str) -> str:
-    """Remove URL query strings and bearer tokens from ``text``."""
-    return _BEARER.sub(r"\1 ***", _QUERY.sub("?…", text))
+    """``text`` safe for messages: :func:`pipeline.redaction.redact`, and more.
+
+    Besides registered secrets, credentials and URL query strings, any token-like word after
+    "bearer" or "key" is masked (provider error texts sometimes quote them).
+    """
+    return _BEARER.sub(r"\1 ***", redaction.redact(text))
 
 
 def _describe(exc: BaseException) -> str:
