@@ -29,7 +29,6 @@ from pathlib import Path
 import anyio
 
 from pipeline import __version__, sim
-from pipeline.checkpoint import load
 from pipeline.errors import CheckpointError, ManifestError
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.outputs import write_outputs
@@ -51,7 +50,7 @@ from pipeline.runner import (
     provider_settings,
 )
 from pipeline.sim.common import SimConfig
-from pipeline.state import replay
+from pipeline.state import load_state
 from pipeline.summary import attention, render_table, status_json
 
 CHECKPOINT = "checkpoint.jsonl"
@@ -211,7 +210,7 @@ def _read_state(run_dir: Path) -> tuple[str | None, object]:
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
-    state = replay(load(path, repair=False).records)
+    state = load_state(path)
     return state.manifest, state
 
 
@@ -227,11 +226,7 @@ def _manifest_of(run_dir: Path) -> Manifest:
 
 
 def _status(run_dir: Path, *, as_json: bool) -> int:
-    state = (
-        replay(load(run_dir / CHECKPOINT, repair=False).records)
-        if (run_dir / CHECKPOINT).is_file()
-        else None
-    )
+    state = load_state(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
     if state is None:
         raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
     if as_json:

@@ -75,18 +75,7 @@ class GuardedCalls:
             budget.success()
             return result
 
-        try:  # the common case first, without setting up a retry loop
-            return await once()
-        except ProviderError as exc:
-            hook = self.backoff(retry.idempotent_retryable)
-            wait = hook(exc)
-            if wait is False:
-                raise
-            await anyio.sleep(0.0 if retry.testing() else float(wait))
-        async for attempt in retry.attempts(hook, retry.AFTER_FIRST):
-            with attempt:
-                return await once()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retry.call(lambda: self.backoff(retry.idempotent_retryable), once)
 
     def record(self, outcome: object) -> None:
         """Feed a paid call's outcome (a job, or the error) to the breaker and the budget."""

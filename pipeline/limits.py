@@ -22,8 +22,10 @@ Two guards against spending into an outage (reliability.md §3.7):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from enum import StrEnum
+from types import TracebackType
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -133,6 +135,33 @@ class CircuitBreaker:
         return max(0.0, self.cooldown_s - (time.monotonic() - self._opened_at))
 
 
+class Slots:
+    """``n`` slots taken with ``async with``, counting how many are in use.
+
+    An ``asyncio.Semaphore`` (FIFO waiters) rather than ``anyio.CapacityLimiter``: an anyio
+    acquire always yields to the event loop once, even when a slot is free, and every shot takes
+    two or three of these. Cancellation (an anyio cancel scope cancels the task) frees the wait.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.total = n
+        self.in_use = 0
+        self._sem = asyncio.Semaphore(n)
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+        self.in_use += 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.in_use -= 1
+        self._sem.release()
+
+
 class ProviderGate:
     """Concurrency and rate limits of one provider, shared by every shot of the run.
 
@@ -144,9 +173,9 @@ class ProviderGate:
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         self.name = name
-        self.jobs = anyio.CapacityLimiter(settings.max_in_flight or 4)
-        self.uploads = anyio.CapacityLimiter(settings.max_uploads or 4)
-        self.downloads = anyio.CapacityLimiter(settings.max_downloads or 4)
+        self.jobs = Slots(settings.max_in_flight or 4)
+        self.uploads = Slots(settings.max_uploads or 4)
+        self.downloads = Slots(settings.max_downloads or 4)
         self._rates = {
             CallKind.SUBMIT: _limiter(settings.requests_per_minute),
             CallKind.POLL: _limiter(settings.polls_per_minute),
@@ -188,4 +217,4 @@ class ProviderGate:
     @property
     def in_flight(self) -> int:
         """Jobs currently holding a slot."""
-        return int(self.jobs.borrowed_tokens)
+        return self.jobs.in_use

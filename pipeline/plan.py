@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import FILE, load
+from pipeline.checkpoint import FILE
 from pipeline.errors import ProviderError
 from pipeline.manifest import Manifest
 from pipeline.models import Shot, ShotState
 from pipeline.providers.base import ProviderContext, SupportsQuote
 from pipeline.runner import RunOptions, provider_settings
-from pipeline.state import RunState, replay
+from pipeline.state import RunState, load_state
 from pipeline.summary import text_table
 
 log = logging.getLogger("pipeline")
@@ -132,7 +132,7 @@ async def make_plan(manifest: Manifest, run_dir: Path, options: RunOptions) -> P
         CheckpointError: the run directory's log cannot be read.
     """
     path = run_dir / FILE
-    state = replay(load(path, repair=False).records) if path.exists() else RunState()
+    state = load_state(path) if path.exists() else RunState()
     plan = Plan()
     async with AsyncExitStack() as stack:
         quoters: dict[str, SupportsQuote] = {}

@@ -20,10 +20,11 @@ Only calls that are safe to repeat are retried:
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import anyio
 import stamina
 
 from pipeline.errors import Ambiguous, FetchError, NotSent, RateLimited
@@ -124,8 +125,34 @@ def attempts(hook: Backoff, policy: RetryPolicy = DEFAULT_POLICY) -> AsyncIterat
 
 
 #: The rest of an operation after a first, unwrapped try failed (the fast path of
-#: :meth:`pipeline.guarded.GuardedCalls.call`): one attempt fewer.
+#: :func:`call`): one attempt fewer.
 AFTER_FIRST = RetryPolicy(attempts=DEFAULT_POLICY.attempts - 1)
+
+T = TypeVar("T")
+
+
+async def call(hook: Callable[[], Backoff], fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()``, retried as ``hook()`` decides (attempts and deadline of DEFAULT_POLICY).
+
+    The first try runs bare: the stamina retry loop (a few hundred function calls to set up) is
+    only built once it has failed, and ``hook`` is only called then, so the common case (no
+    failure) costs one call. Later tries go through :func:`attempts` with one attempt fewer.
+
+    Raises:
+        Exception: the first failure the hook does not retry, or the last one.
+    """
+    try:
+        return await fn()
+    except Exception as exc:
+        backoff = hook()
+        wait = backoff(exc)
+        if wait is False:
+            raise
+        await anyio.sleep(0.0 if testing() else float(wait))
+    async for attempt in attempts(backoff, AFTER_FIRST):
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def testing() -> bool:

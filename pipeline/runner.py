@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
 from pipeline.settings import ProviderSettings
 from pipeline.stages import RunContext, ShotMachine
-from pipeline.state import RunState, ShotRecord, apply, replay
+from pipeline.state import RunState, ShotRecord, apply, folder
 from pipeline.storage import ObjectStorage
 from pipeline.upload import MediaResolver
 
@@ -124,16 +124,17 @@ def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
 class Runner:
     """One run of a manifest over an open checkpoint. Use :func:`execute`."""
 
-    def __init__(self, manifest: Manifest, ckpt: Checkpoint, options: RunOptions) -> None:
+    def __init__(
+        self, manifest: Manifest, ckpt: Checkpoint, options: RunOptions, state: RunState
+    ) -> None:
         self.manifest = manifest
         self.ckpt = ckpt
         self.options = options
         self.interrupted = False
         self.spend = Spend()
-        # The live state: the loaded log replayed, then every record this run appends folded
-        # in as it is written (no list of records is kept: memory stays flat on long runs).
-        self.state = replay(ckpt.records)
-        ckpt.records = []
+        # The live state: the loaded log replayed (see open_run), then every record this run
+        # appends folded in as it is written (no records are kept: memory stays flat).
+        self.state = state
 
     async def run(self) -> RunResult:
         """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
@@ -186,8 +187,16 @@ class Runner:
             for record in self.ckpt.append_many(items):
                 apply(self.state, record)
 
-    async def _append(self, ev: Event, shot: str | None, /, **fields: object) -> Record:
-        record = await self.ckpt.append(ev, shot, **fields)
+    async def _append(
+        self,
+        ev: Event,
+        shot: str | None,
+        /,
+        *,
+        then: Callable[[], None] | None = None,
+        **fields: object,
+    ) -> Record:
+        record = await self.ckpt.append(ev, shot, then=then, **fields)
         apply(self.state, record)
         return record
 
@@ -230,10 +239,10 @@ class Runner:
             async with anyio.create_task_group() as work:
                 for name, shots in by_provider.items():
                     window = 2 * (ctx.settings[name].max_in_flight or 4) + 16
-                    work.start_soon(self._feed, work, ctx, shots, state, window)
+                    self._feed(work, ctx, shots, state, window)
             outer.cancel_scope.cancel()
 
-    async def _feed(
+    def _feed(
         self,
         work: anyio.abc.TaskGroup,
         ctx: RunContext,
@@ -241,24 +250,23 @@ class Runner:
         state: RunState,
         window: int,
     ) -> None:
-        """Start the shots of one provider in order, at most ``window`` alive at a time.
+        """Run the shots of one provider in order with ``window`` workers.
 
-        Twice the provider's job slots (plus a margin) keeps every slot busy and uploads a
-        little ahead, without holding a coroutine per shot for batches of 100,000; one feeder
-        per provider, so a slow provider never holds up another's shots.
+        Each worker takes the next shot from one shared iterator and drives it to the end, so
+        shots start in manifest order and at most ``window`` are alive. Twice the provider's job
+        slots (plus a margin) keeps every slot busy and uploads a little ahead, without a task
+        per shot for batches of 100,000; one set of workers per provider, so a slow provider
+        never holds up another's shots.
         """
-        slots = anyio.Semaphore(window)
+        queue = iter(shots)  # shared: next() hands each shot to exactly one worker
 
-        async def one(machine: ShotMachine) -> None:
-            try:
-                await machine.run()
-            finally:
-                slots.release()
+        async def worker() -> None:
+            for shot in queue:
+                rec = state.shots.get(shot.id)
+                await ShotMachine(ctx, shot, copy.copy(rec) if rec else None).run()
 
-        for shot in shots:
-            await slots.acquire()
-            rec = state.shots.get(shot.id)
-            work.start_soon(one, ShotMachine(ctx, shot, copy.copy(rec) if rec else None))
+        for _ in range(min(window, len(shots))):
+            work.start_soon(worker)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -287,6 +295,17 @@ class Runner:
         return RunResult(final, shots, self.interrupted, code, orphans, self.spend)
 
 
+async def open_run(run_dir: Path) -> tuple[Checkpoint, RunState]:
+    """Open (lock, repair) ``run_dir``'s checkpoint and replay it while it is read.
+
+    Raises:
+        LockedError / CheckpointError: as :meth:`Checkpoint.open`.
+    """
+    state = RunState()
+    ckpt = await Checkpoint.open(run_dir, fold=folder(state))
+    return ckpt, state
+
+
 async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> RunResult:
     """Run (or continue) ``manifest`` in ``run_dir``.
 
@@ -295,9 +314,9 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
         CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop).
     """
     _check_keys(manifest, options)
-    ckpt = await Checkpoint.open(run_dir)
+    ckpt, state = await open_run(run_dir)
     try:
-        return await Runner(manifest, ckpt, options).run()
+        return await Runner(manifest, ckpt, options, state).run()
     except BaseExceptionGroup as group:
         _reraise_single(group)
         raise
@@ -370,15 +389,14 @@ async def cancel(
         ManifestError: an id in ``shots`` is not in the run.
         CheckpointError: lock or write failure.
     """
-    ckpt = await Checkpoint.open(run_dir)
+    ckpt, state = await open_run(run_dir)
     try:
-        state = replay(ckpt.records)
         unknown = sorted((shots or frozenset()) - set(state.shots))
         if unknown:
             raise ManifestError.single(
                 str(manifest.path), None, "--shot", f"not in this run: {', '.join(unknown)}"
             )
-        runner = Runner(manifest, ckpt, options)
+        runner = Runner(manifest, ckpt, options, state)
         by_id = {s.id: s for s in manifest.shots}
         async with AsyncExitStack() as stack:
             providers: dict[str, Provider] = {}
@@ -418,9 +436,9 @@ async def adopt(run_dir: Path, shot_id: str, job_id: str, *, file: str) -> None:
         ManifestError: no such shot, or it is done or already has a job in progress.
         CheckpointError: lock or write failure.
     """
-    ckpt = await Checkpoint.open(run_dir)
+    ckpt, state = await open_run(run_dir)
     try:
-        rec = replay(ckpt.records).shots.get(shot_id)
+        rec = state.shots.get(shot_id)
         if rec is None:
             raise ManifestError.single(file, None, "SHOT", f"{shot_id!r} is not in this run")
         busy = rec.state in (ShotState.POLLING, ShotState.FETCHING) and rec.job is not None

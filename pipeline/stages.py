@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 
@@ -66,8 +66,20 @@ SUBMIT_SHIELD_S = 300.0
 class Appender(Protocol):
     """Awaitable checkpoint append (the runner's, which also keeps the live record list)."""
 
-    def __call__(self, ev: Event, shot: str | None, /, **fields: Any) -> Awaitable[Record]:
-        """Append one event; durable events are fsynced before this returns."""
+    def __call__(
+        self,
+        ev: Event,
+        shot: str | None,
+        /,
+        *,
+        then: Callable[[], None] | None = None,
+        **fields: Any,
+    ) -> Awaitable[Record]:
+        """Append one event; durable events are fsynced before this returns.
+
+        ``then`` runs in the writer thread once the record is durable (see
+        :meth:`pipeline.checkpoint.Checkpoint.append`).
+        """
         ...
 
 
@@ -89,6 +101,19 @@ class RunContext:
     policies: Mapping[str, MediaPolicy] = field(default_factory=dict)
     media_cache: dict[tuple[str, str, str], MediaRef] = field(default_factory=dict)
     media_locks: dict[tuple[str, str, str], anyio.Lock] = field(default_factory=dict)
+    _features: dict[tuple[str, type], bool] = field(default_factory=dict)
+
+    def supports(self, provider: str, feature: type) -> bool:
+        """Whether ``provider``'s adapter implements the optional protocol ``feature``.
+
+        The same as ``isinstance(adapter, feature)``, remembered per run: a runtime protocol
+        check walks the protocol's members (~10 µs), and every shot asks.
+        """
+        key = (provider, feature)
+        known = self._features.get(key)
+        if known is None:
+            known = self._features[key] = isinstance(self.providers[provider], feature)
+        return known
 
 
 class _Stop(Exception):
@@ -237,8 +262,8 @@ class ShotMachine:
         The provider's free quote where it has one (Venice ``/video/quote``), else the
         manifest's ``prices`` for the model.
         """
-        if isinstance(self.provider, SupportsQuote):
-            provider = self.provider
+        if self.ctx.supports(self.shot.provider, SupportsQuote):
+            provider = cast(SupportsQuote, self.provider)
             try:
                 quoted: float = await self._call(lambda: provider.quote(self.shot))
             except ProviderError as exc:
@@ -263,12 +288,14 @@ class ShotMachine:
             raise _Stop
         self._reserved = True
         self.ctx.observer.spending(self.ctx.spend.committed_usd, self.ctx.spend.limit_usd)
+
+        async def once() -> JobHandle:
+            await self._breaker_closed()
+            await self.gate.ready(CallKind.SUBMIT)
+            return await self._submit_once(media, att, key)
+
         try:
-            async for attempt in retry.attempts(self.calls.backoff(retry.submit_retryable)):
-                with attempt:
-                    await self._breaker_closed()
-                    await self.gate.ready(CallKind.SUBMIT)
-                    return await self._submit_once(media, att, key)
+            return await retry.call(lambda: self.calls.backoff(retry.submit_retryable), once)
         except (NotSent, RateLimited) as exc:
             # Nothing was created: the shot stays pending and the next run tries it again.
             self._release()
@@ -276,7 +303,6 @@ class ShotMachine:
             log.warning("%s: %s", self.shot.id, reason)
             self.ctx.observer.transition(self.shot, ShotState.PENDING, reason)
             raise _Stop from None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _submit_once(self, media: list[MediaRef], att: int, key: str) -> JobHandle:
         """Intent, POST, outcome: shielded so an interrupt cannot lose the outcome."""
@@ -350,10 +376,12 @@ class ShotMachine:
         rec = self.rec
         assert rec is not None
         assert rec.key is not None
-        if isinstance(self.provider, SupportsReconcile):
+        if self.ctx.supports(self.shot.provider, SupportsReconcile):
             since = (ts_epoch(rec.intent_ts) if rec.intent_ts else time.time()) - 60.0
             try:
-                job = await self.provider.reconcile(self.shot, key=rec.key, since=since)
+                job = await cast(SupportsReconcile, self.provider).reconcile(
+                    self.shot, key=rec.key, since=since
+                )
             except ProviderError as exc:
                 reason = f"submit outcome unknown after restart; reconcile failed: {exc}"
             else:
@@ -456,19 +484,16 @@ class ShotMachine:
                 Event.FETCHED, ShotState.DONE, rel, path=rel, bytes=art.size, sha256=art.sha256
             )
 
+        async def once() -> None:
+            async with self.provider.fetch(job, result) as stream:
+                await download.write_verified(
+                    stream, final, max_bytes=self.ctx.downloads.max_bytes, record=record
+                )
+
         async with self.gate.downloads:
             for _ in range(3):
                 try:
-                    hook = self.calls.backoff(retry.idempotent_retryable)
-                    async for attempt in retry.attempts(hook):
-                        with attempt:
-                            async with self.provider.fetch(job, result) as stream:
-                                await download.write_verified(
-                                    stream,
-                                    final,
-                                    max_bytes=self.ctx.downloads.max_bytes,
-                                    record=record,
-                                )
+                    await retry.call(lambda: self.calls.backoff(retry.idempotent_retryable), once)
                     break
                 except ProviderError as exc:
                     if isinstance(exc, FetchError) and exc.rejected:
@@ -480,9 +505,9 @@ class ShotMachine:
                     result = await self._call(lambda: self.provider.poll(job), CallKind.POLL)
             else:
                 self._fetch_pending("the result URL kept expiring (refreshed by polling 3 times)")
-        if isinstance(self.provider, SupportsCleanup):
+        if self.ctx.supports(self.shot.provider, SupportsCleanup):
             try:
-                await self.provider.cleanup(job)
+                await cast(SupportsCleanup, self.provider).cleanup(job)
             except ProviderError as exc:
                 log.warning("%s: cleanup at the provider failed: %s", self.shot.id, exc)
 
@@ -496,11 +521,14 @@ def _charged(refunded: bool | None) -> Charged:
 def _next_interval(current: float, eta_s: float | None, floor: float, ceiling: float) -> float:
     """Next poll wait in seconds, clamped to [floor, ceiling].
 
-    With the provider's ETA hint: just after it (+0-10 % jitter). Without: x1.5 backoff with
-    +-20 % jitter, so that many shots submitted together do not poll in lockstep.
+    With the provider's ETA hint: just after it, late by a random 0 to min(10 % of it, floor)
+    (shots with the same ETA spread over up to one floor interval, and a job is never found
+    more than that late). Without: x1.5 backoff with +-20 % jitter, so that many shots
+    submitted together do not poll in lockstep.
     """
     if eta_s is not None and eta_s > 0:
-        # Trust the provider's estimate: poll just after it (never early), jittered by 0-10 %.
-        return min(max(eta_s * random.uniform(1.0, 1.1), floor), ceiling)
+        # Trust the provider's estimate: poll just after it (never early).
+        late = random.uniform(0.0, min(0.1 * eta_s, floor))
+        return min(max(eta_s + late, floor), ceiling)
     base = min(max(current * 1.5, floor), ceiling)
     return min(max(base * random.uniform(0.8, 1.2), floor), ceiling)

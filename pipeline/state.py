@@ -17,12 +17,13 @@ live runner holds equals ``replay`` of what it wrote. Transitions (design.md §4
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Record, ts_epoch
-from pipeline.models import JobHandle, MediaRef, MediaRole, ShotState
+from pipeline.checkpoint import Fold, Record, gc_paused, load, ts_epoch
+from pipeline.models import Event, JobHandle, MediaRef, MediaRole, ShotState
 
 
 @dataclass(slots=True)
@@ -88,8 +89,25 @@ class RunState:
     finished: bool = False
 
 
-def _planned(rec: ShotRecord, r: Record) -> None:
-    d = r.data
+# Transitions: ``(shot, ts of the record, the record's data fields)``; ``ts`` is used by those
+# that remember a time. They take the parts of a record, not a Record, so that a log can be folded
+# straight from its lines (:func:`folder`) without building a Record per line.
+_Data = Mapping[str, Any]
+
+# The states as module globals: ``ShotState.X`` is an attribute lookup on an Enum class, several
+# times slower than a global, and these are read once per record.
+_PENDING = ShotState.PENDING
+_UPLOADING = ShotState.UPLOADING
+_SUBMITTING = ShotState.SUBMITTING
+_POLLING = ShotState.POLLING
+_FETCHING = ShotState.FETCHING
+_DONE = ShotState.DONE
+_FAILED = ShotState.FAILED
+_NEEDS_RECONCILE = ShotState.NEEDS_RECONCILE
+_CANCELLED = ShotState.CANCELLED
+
+
+def _planned(rec: ShotRecord, ts: str, d: _Data) -> None:
     if rec.fingerprint and rec.fingerprint != d.get("fp"):
         rec.reset()
     rec.fingerprint = str(d.get("fp", ""))
@@ -97,8 +115,7 @@ def _planned(rec: ShotRecord, r: Record) -> None:
     rec.model = str(d.get("model", rec.model))
 
 
-def _uploaded(rec: ShotRecord, r: Record) -> None:
-    d = r.data
+def _uploaded(rec: ShotRecord, ts: str, d: _Data) -> None:
     rec.media[str(d["asset"])] = MediaRef(
         role=MediaRole(d["role"]),
         url=str(d["url"]),
@@ -106,122 +123,163 @@ def _uploaded(rec: ShotRecord, r: Record) -> None:
         mime=d.get("mime"),
         expires_at=d.get("expires_at"),
     )
-    if rec.state == ShotState.PENDING:
-        rec.state = ShotState.UPLOADING
+    if rec.state == _PENDING:
+        rec.state = _UPLOADING
 
 
-def _intent(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.SUBMITTING
-    rec.attempt = int(r.data.get("att", rec.attempt + 1))
-    rec.key = r.data.get("key")
-    rec.intent_ts = r.ts
+def _intent(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _SUBMITTING
+    rec.attempt = int(d.get("att", rec.attempt + 1))
+    rec.key = d.get("key")
+    rec.intent_ts = ts
     rec.reuse_attempt = False
     rec.error = None
-    rec.est_usd = r.data.get("est_usd")
+    rec.est_usd = d.get("est_usd")
 
 
-def _submitted(rec: ShotRecord, r: Record) -> None:
-    d = r.data
+def _submitted(rec: ShotRecord, ts: str, d: _Data) -> None:
     data: dict[str, Any] = d.get("data") or {}
-    rec.state = ShotState.POLLING
+    cost_usd = d.get("cost_usd")
+    credits = d.get("credits")
+    rec.state = _POLLING
     rec.job = JobHandle(
         provider=str(d.get("prov", rec.provider)),
         job_id=str(d["job"]),
         model=str(d.get("model", rec.model)),
-        submitted_at=ts_epoch(r.ts),
-        data={str(k): str(v) for k, v in data.items()},
-        cost_usd=d.get("cost_usd"),
-        credits=d.get("credits"),
+        submitted_at=ts_epoch(ts),
+        data={str(k): str(v) for k, v in data.items()} if data else {},
+        cost_usd=cost_usd,
+        credits=credits,
     )
-    rec.cost_usd = d.get("cost_usd")
-    rec.credits = d.get("credits")
+    rec.cost_usd = cost_usd
+    rec.credits = credits
     rec.reuse_attempt = False
 
 
-def _not_sent(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.PENDING
+def _not_sent(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _PENDING
     rec.reuse_attempt = True
-    rec.error = r.data.get("reason")
+    rec.error = d.get("reason")
 
 
-def _rejected(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.FAILED
+def _rejected(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _FAILED
     rec.charged = "no"
-    rec.error = r.data.get("reason")
+    rec.error = d.get("reason")
 
 
-def _ambiguous(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.NEEDS_RECONCILE
-    rec.error = r.data.get("reason")
+def _ambiguous(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _NEEDS_RECONCILE
+    rec.error = d.get("reason")
 
 
-def _status(rec: ShotRecord, r: Record) -> None:
-    rec.status = str(r.data.get("raw") or r.data.get("status") or "")
+def _status(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.status = str(d.get("raw") or d.get("status") or "")
 
 
-def _completed(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.FETCHING
-    rec.result_url = r.data.get("url")
+def _completed(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _FETCHING
+    rec.result_url = d.get("url")
 
 
-def _fetched(rec: ShotRecord, r: Record) -> None:
-    d = r.data
-    rec.state = ShotState.DONE
+def _fetched(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _DONE
     rec.output = d.get("path")
     rec.size = d.get("bytes")
     rec.sha256 = d.get("sha256")
     rec.error = None
 
 
-def _failed(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.FAILED
-    rec.error = r.data.get("reason")
-    rec.charged = r.data.get("charged", "unknown")
+def _failed(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _FAILED
+    rec.error = d.get("reason")
+    rec.charged = d.get("charged", "unknown")
 
 
-def _cancelled(rec: ShotRecord, r: Record) -> None:
-    rec.state = ShotState.CANCELLED
-    rec.error = r.data.get("reason")
+def _cancelled(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.state = _CANCELLED
+    rec.error = d.get("reason")
 
 
-_APPLY = {
-    "shot_planned": _planned,
-    "uploaded": _uploaded,
-    "submit_intent": _intent,
-    "submitted": _submitted,
-    "submit_not_sent": _not_sent,
-    "submit_rejected": _rejected,
-    "submit_ambiguous": _ambiguous,
-    "status": _status,
-    "completed": _completed,
-    "fetched": _fetched,
-    "failed": _failed,
-    "cancelled": _cancelled,
+# Keyed by Event members: a lookup with the member itself is an identity match.
+_APPLY: dict[str, Callable[[ShotRecord, str, _Data], None]] = {
+    Event.SHOT_PLANNED: _planned,
+    Event.UPLOADED: _uploaded,
+    Event.SUBMIT_INTENT: _intent,
+    Event.SUBMITTED: _submitted,
+    Event.SUBMIT_NOT_SENT: _not_sent,
+    Event.SUBMIT_REJECTED: _rejected,
+    Event.SUBMIT_AMBIGUOUS: _ambiguous,
+    Event.STATUS: _status,
+    Event.COMPLETED: _completed,
+    Event.FETCHED: _fetched,
+    Event.FAILED: _failed,
+    Event.CANCELLED: _cancelled,
 }
 
 
+def _run_event(state: RunState, ev: Event, d: _Data) -> None:
+    """A record without a shot: only ``run_started`` and ``run_finished`` change the state."""
+    if ev == "run_started":
+        state.run_id = state.run_id or d.get("run")
+        state.manifest = d.get("manifest", state.manifest)
+        state.finished = False
+    elif ev == "run_finished":
+        state.finished = True
+
+
+def folder(state: RunState) -> Fold:
+    """A fold that applies each record it is given to ``state`` (in place), in log order.
+
+    Pass it to :func:`pipeline.checkpoint.load` / :func:`~pipeline.checkpoint.parse` as ``fold``
+    to replay a log without keeping its records: ``load(path, repair=False,
+    fold=folder(state))`` leaves ``state`` equal to ``replay(load(path, repair=False).records)``.
+    The fold takes a record's parts ``(seq, ts, ev, shot, data)`` (see
+    :class:`~pipeline.checkpoint.Record`) and raises what :func:`apply` raises.
+    """
+    shots = state.shots
+    transitions = _APPLY
+
+    def fold(seq: int, ts: str, ev: Event, shot: str | None, data: _Data) -> None:
+        if shot is None:
+            _run_event(state, ev, data)
+            return
+        rec = shots.get(shot)
+        if rec is None:
+            rec = shots[shot] = ShotRecord(shot)
+        transitions[ev](rec, ts, data)
+
+    return fold
+
+
 def apply(state: RunState, r: Record) -> None:
-    """Fold one record into ``state`` (what :func:`replay` does for each record, in order)."""
-    ev = r.ev.value
-    if r.shot is None:
-        if ev == "run_started":
-            state.run_id = state.run_id or r.data.get("run")
-            state.manifest = r.data.get("manifest", state.manifest)
-            state.finished = False
-        elif ev == "run_finished":
-            state.finished = True
+    """Fold one record into ``state`` (what :func:`replay` does for each record, in order).
+
+    Raises:
+        KeyError / ValueError / TypeError: a record a writer of this format never produces
+            (e.g. ``submitted`` without ``job``, an unknown media role).
+    """
+    shot = r.shot
+    if shot is None:
+        _run_event(state, r.ev, r.data)
         return
-    rec = state.shots.get(r.shot)
+    rec = state.shots.get(shot)
     if rec is None:
-        rec = state.shots[r.shot] = ShotRecord(r.shot)
-    _APPLY[ev](rec, r)
+        rec = state.shots[shot] = ShotRecord(shot)
+    _APPLY[r.ev](rec, r.ts, r.data)
 
 
 def replay(records: Iterable[Record]) -> RunState:
-    """Fold ``records`` (in log order) into a :class:`RunState`."""
+    """Fold ``records`` (in log order) into a new :class:`RunState`.
+
+    To replay a log file without holding its records, use :func:`folder` with
+    :func:`pipeline.checkpoint.load` instead (same result, a fraction of the memory).
+    """
     state = RunState()
-    for r in records:
-        apply(state, r)
+    fold = folder(state)
+    with gc_paused():
+        for r in records:
+            fold(r.seq, r.ts, r.ev, r.shot, r.data)
     return state
 
 
@@ -231,3 +289,14 @@ def counts(state: RunState) -> dict[str, int]:
     for rec in state.shots.values():
         out[rec.state.value] += 1
     return out
+
+
+def load_state(path: Path) -> RunState:
+    """Replay the log at ``path`` as it is read, read-only (no lock, no repair of a torn tail).
+
+    Raises:
+        CheckpointError: unreadable file, mid-file corruption, or a newer format version.
+    """
+    state = RunState()
+    load(path, repair=False, fold=folder(state))
+    return state

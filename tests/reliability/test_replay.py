@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 from hypothesis import settings
@@ -34,7 +35,7 @@ def test_r16_golden_checkpoints_replay_to_their_recorded_states() -> None:
         assert status_json("golden", state) == expected, log.name
 
 
-async def _append(path: Path, ev: Event, shot: str | None, fields: dict[str, object]) -> None:
+async def _append(path: Path, ev: Event, shot: str | None, fields: dict[str, Any]) -> None:
     ckpt = await Checkpoint.open(path)
     try:
         await ckpt.append(ev, shot, **fields)
