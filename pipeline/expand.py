@@ -4,6 +4,10 @@ Per shot: defaults -> scene defaults -> shot fields (``extra`` dicts are merged)
 substituted into the prompt; ``takes: N`` expanded to ``<scene>-<shot>-t1..tN`` with distinct
 recorded seeds; media paths resolved relative to the manifest, hashed and sniffed; the result
 checked against the provider's model capabilities. Problems are collected, not raised one by one.
+
+Entries are validated and expanded one at a time and dropped at once, so that a 100k-shot manifest
+never holds a pydantic model per shot; defaults are merged once per scene, media are resolved once
+per distinct path, and values many shots share (provider, model, ratio, extra) are one object.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ManifestError, ManifestIssue
-from pipeline.manifest import LineMap, Loc, ManifestSpec, SceneSpec, ShotSpec, field_path
+from pydantic import ValidationError
+
+from pipeline.manifest import Loc, ManifestHead, Problems, SceneHead, ShotEntries, ShotSpec
 from pipeline.media import FileInfo, inspect_file, role_of
 from pipeline.models import Asset, MediaRole, ModelCaps, Shot
 from pipeline.providers.base import ProviderSpec
@@ -36,20 +41,30 @@ _MERGED = (
 )
 
 
+#: Merged values, the location each came from, and the merged ``extra`` dict.
+_Merged = tuple[dict[str, Any], dict[str, Loc], dict[str, Any]]
+
+
 @dataclass
 class _Ctx:
     """State shared while expanding one manifest."""
 
-    spec: ManifestSpec
-    lines: LineMap
+    spec: ManifestHead
     base: Path
-    file: str
     registry: Mapping[str, ProviderSpec]
-    issues: list[ManifestIssue] = field(default_factory=list)
+    problems: Problems
     files: dict[Path, FileInfo | str] = field(default_factory=dict)
+    assets: dict[tuple[str, MediaRole | None], Asset | str] = field(default_factory=dict)
+    shared: dict[Any, Any] = field(default_factory=dict)
+    seen: dict[str, Shot] = field(default_factory=dict)
+    twins: list[tuple[Loc, str]] = field(default_factory=list)
 
     def add(self, loc: Loc, message: str) -> None:
-        self.issues.append(ManifestIssue(self.file, self.lines.line(loc), field_path(loc), message))
+        self.problems.add(loc, message)
+
+    def one(self, value: Any) -> Any:
+        """One object for equal values (many shots share a model name, a ratio...)."""
+        return value if value is None else self.shared.setdefault(value, value)
 
 
 def _choices(values: Sequence[object]) -> str:
@@ -59,29 +74,30 @@ def _choices(values: Sequence[object]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _merge(
-    scene: SceneSpec, shot: ShotSpec, si: int, hi: int, spec: ManifestSpec
-) -> tuple[dict[str, Any], dict[str, Loc], dict[str, Any]]:
-    """Merged values, the location each came from, and the merged ``extra`` dict."""
-    values = dict(_DEFAULTS)
-    where: dict[str, Loc] = {}
-    extra: dict[str, Any] = {}
-    layers: list[tuple[Any, Loc]] = [
-        (spec.defaults, ("defaults",)),
-        (scene.defaults, ("scenes", si, "defaults")),
-        (shot, ("scenes", si, "shots", hi)),
-    ]
-    for layer, loc in layers:
-        for name in _MERGED:
-            if name in layer.model_fields_set and getattr(layer, name) is not None:
-                values[name] = getattr(layer, name)
-                where[name] = (*loc, name)
-        if layer.extra:
-            extra.update(layer.extra)
+def _layer(merged: _Merged, layer: Any, loc: Loc) -> _Merged:
+    """``merged`` with one more layer on top (defaults, scene defaults, shot); copies if needed."""
+    values, where, extra = merged
+    fields = [n for n in _MERGED if n in layer.model_fields_set and getattr(layer, n) is not None]
+    if fields:
+        values, where = dict(values), dict(where)
+        for name in fields:
+            values[name] = getattr(layer, name)
+            where[name] = (*loc, name)
+    if layer.extra:
+        extra = {**extra, **layer.extra}
     return values, where, extra
 
 
+def _scene_base(spec: ManifestHead, scene: SceneHead, si: int) -> _Merged:
+    """The manifest defaults with the scene defaults on top: what each of its shots starts from."""
+    merged = _layer((dict(_DEFAULTS), {}, {}), spec.defaults, ("defaults",))
+    return _layer(merged, scene.defaults, ("scenes", si, "defaults"))
+
+
 def _prompt(ctx: _Ctx, text: str, loc: Loc) -> str:
+    if "{{" not in text and "}}" not in text:
+        return text
+
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in ctx.spec.vars:
@@ -98,11 +114,21 @@ def _prompt(ctx: _Ctx, text: str, loc: Loc) -> str:
 
 def _asset(ctx: _Ctx, ref: str, role: MediaRole | None, loc: Loc) -> Asset | None:
     """Resolve one media entry; ``role`` None means 'infer from the file type' (references)."""
+    found = ctx.assets.get((ref, role))
+    if found is None:
+        found = ctx.assets[(ref, role)] = _resolve_asset(ctx, ref, role)
+    if isinstance(found, str):
+        ctx.add(loc, found)
+        return None
+    return found
+
+
+def _resolve_asset(ctx: _Ctx, ref: str, role: MediaRole | None) -> Asset | str:
+    """The asset a media entry stands for, or what is wrong with it (the same for every shot)."""
     if ref.startswith(("https://", "http://")):
         return Asset(role=role or MediaRole.REFERENCE_IMAGE, url=ref)
     if ref.startswith("data:"):
-        ctx.add(loc, "inline data: URLs are not accepted; give a file path or an https URL")
-        return None
+        return "inline data: URLs are not accepted; give a file path or an https URL"
     path = (ctx.base.parent / ref).resolve()
     info = ctx.files.get(path)
     if info is None:
@@ -115,18 +141,14 @@ def _asset(ctx: _Ctx, ref: str, role: MediaRole | None, loc: Loc) -> Asset | Non
                 info = f"cannot read {ref}: {exc.strerror}"
         ctx.files[path] = info
     if isinstance(info, str):
-        ctx.add(loc, info)
-        return None
+        return info
     kind = role_of(info.mime) if info.mime else None
     if kind is None:
-        ctx.add(loc, f"{ref} is not an image, video or audio file (type sniffed from its content)")
-        return None
+        return f"{ref} is not an image, video or audio file (type sniffed from its content)"
     if info.problem is not None:
-        ctx.add(loc, f"{ref} looks like {info.mime} but {info.problem}")
-        return None
+        return f"{ref} looks like {info.mime} but {info.problem}"
     if role is not None and kind != MediaRole.REFERENCE_IMAGE:
-        ctx.add(loc, f"{ref} is {info.mime}, but a frame must be an image (png, jpeg, webp...)")
-        return None
+        return f"{ref} is {info.mime}, but a frame must be an image (png, jpeg, webp...)"
     return Asset(
         role=role or kind,
         path=path,
@@ -296,11 +318,17 @@ def _resolve_provider(
     return spec, model, caps
 
 
-def _expand_shot(ctx: _Ctx, si: int, hi: int, order: int) -> list[Shot]:
-    scene = ctx.spec.scenes[si]
-    raw = scene.shots[hi]
-    loc: Loc = ("scenes", si, "shots", hi)
-    values, where, extra = _merge(scene, raw, si, hi, ctx.spec)
+def _expand_shot(
+    ctx: _Ctx,
+    scene: SceneHead,
+    raw: ShotSpec,
+    base: _Merged,
+    loc: Loc,
+    line: int | None,
+    order: int,
+) -> list[Shot]:
+    values, where, extra = _layer(base, raw, loc)
+    values = dict(values)  # _resolve_provider fills in provider and model
     prompt = _prompt(ctx, raw.prompt, (*loc, "prompt"))
     image, end, refs = _media(ctx, raw, loc)
     resolved = _resolve_provider(ctx, values, where, loc)
@@ -327,12 +355,12 @@ def _expand_shot(ctx: _Ctx, si: int, hi: int, order: int) -> list[Shot]:
             name=raw.id,
             prompt=prompt,
             provider=spec.name,
-            model=model,
+            model=ctx.one(model),
             duration=values["duration"],
-            aspect_ratio=values["aspect_ratio"],
+            aspect_ratio=ctx.one(values["aspect_ratio"]),
             fingerprint=fingerprint(request | {"seed": seed}),
             take=take,
-            resolution=values.get("resolution"),
+            resolution=ctx.one(values.get("resolution")),
             audio=bool(values.get("audio")),
             seed=seed,
             image=image,
@@ -340,10 +368,11 @@ def _expand_shot(ctx: _Ctx, si: int, hi: int, order: int) -> list[Shot]:
             references=refs,
             consent=values.get("consent"),
             extra=extra,
-            line=ctx.lines.line(loc),
+            line=line,
             order=order + (take or 1) - 1,
         )
         shots.append(shot)
+        _note_id(ctx, shot, loc)
     _check_caps(ctx, shots[0], caps, where, loc)
     _check_media(ctx, shots[0], caps, loc)
     if spec.check is not None:
@@ -352,41 +381,91 @@ def _expand_shot(ctx: _Ctx, si: int, hi: int, order: int) -> list[Shot]:
     return shots
 
 
-def _check_unique(ctx: _Ctx, shots: list[tuple[Shot, Loc]]) -> None:
-    seen: dict[str, Shot] = {}
-    for shot, loc in shots:
-        other = seen.get(shot.id.lower())
-        if other is not None:
-            ctx.add(
+def _note_id(ctx: _Ctx, shot: Shot, loc: Loc) -> None:
+    """Ids must be unique ignoring case (reported after every other problem, as found)."""
+    key = shot.id.lower()
+    other = ctx.seen.get(key)
+    if other is not None:
+        ctx.twins.append(
+            (
                 (*loc, "id"),
                 f"shot id {shot.id!r} is used twice (also line {other.line}); ids are "
                 "scene-shot[-tN] and must differ ignoring case",
             )
-        seen[shot.id.lower()] = shot
+        )
+    ctx.seen[shot.id if key == shot.id else key] = shot
+
+
+def _valid(entries: ShotEntries, problems: Problems) -> Iterator[tuple[Loc, int, ShotSpec]]:
+    """Each valid entry of a scene (location, index, model), validated as it is reached.
+
+    The raw entries are dropped on the way; the problems of invalid ones go to ``problems``.
+    """
+    items = entries.items
+    for hi, item in enumerate(items):
+        items[hi] = None
+        loc: Loc = ("scenes", entries.scene, "shots", hi)
+        try:
+            raw = ShotSpec.model_validate(item)
+        except ValidationError as exc:
+            problems.add_validation(exc, loc)
+            continue
+        yield loc, hi, raw
 
 
 def expand(
-    spec: ManifestSpec, lines: LineMap, path: Path, file: str, registry: Mapping[str, ProviderSpec]
+    spec: ManifestHead | None,
+    entries: Sequence[ShotEntries],
+    path: Path,
+    registry: Mapping[str, ProviderSpec],
+    problems: Problems,
 ) -> list[Shot]:
-    """Expand ``spec`` into shots in manifest order.
+    """Validate every shot entry and expand it into shots, in manifest order.
+
+    Each entry is validated (:class:`~pipeline.manifest.ShotSpec`), expanded and dropped before
+    the next one. Once the document has a schema problem (``problems`` not empty, or ``spec``
+    None), the remaining entries are only validated: schema problems are reported alone, all of
+    them, as for the whole document at once.
+
+    Args:
+        spec: the document without its shot entries, or None when it is invalid.
+        entries: each scene's shot entries (emptied on the way).
+        path: the manifest file (absolute); media paths are relative to its directory.
+        registry: provider specs by name.
+        problems: schema problems found so far (duplicate keys, the head's).
 
     Raises:
-        ManifestError: every problem found (unknown provider/model/var, missing or wrong media,
-            duplicate ids, capability violations...).
+        ManifestError: every problem found (schema, unknown provider/model/var, missing or wrong
+            media, duplicate ids, capability violations...).
     """
-    ctx = _Ctx(spec, lines, path, file, registry)
+    if spec is None:
+        for scene in entries:
+            for _ in _valid(scene, problems):
+                pass
+        raise problems.error()
+    ctx = _Ctx(spec, path, registry, Problems(problems.file, problems.lines))
     for name in spec.providers:
         if name not in registry:
             ctx.add(
                 ("providers", name),
                 f"unknown provider {name!r} (known: {', '.join(sorted(registry))})",
             )
-    shots: list[tuple[Shot, Loc]] = []
-    for si, scene in enumerate(spec.scenes):
-        for hi in range(len(scene.shots)):
-            loc: Loc = ("scenes", si, "shots", hi)
-            shots.extend((shot, loc) for shot in _expand_shot(ctx, si, hi, len(shots)))
-    _check_unique(ctx, shots)
-    if ctx.issues:
-        raise ManifestError(sorted(ctx.issues, key=lambda i: (i.line or 0, i.field)))
-    return [shot for shot, _ in shots]
+    shots: list[Shot] = []
+    for scene in entries:
+        head = spec.scenes[scene.scene]
+        base = _scene_base(spec, head, scene.scene)
+        for loc, hi, raw in _valid(scene, problems):
+            if problems:
+                continue  # schema problems are reported alone
+            line = scene.lines[hi] if scene.lines is not None else problems.lines.line(loc)
+            shots.extend(_expand_shot(ctx, head, raw, base, loc, line, len(shots)))
+    if problems:
+        shots.clear()  # room for looking the lines up
+        raise problems.error()
+    for loc, message in ctx.twins:
+        ctx.add(loc, message)
+    if ctx.problems:
+        shots.clear()
+        ctx.seen.clear()
+        raise ctx.problems.error()
+    return shots

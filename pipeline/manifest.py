@@ -2,26 +2,34 @@
 
 ::
 
-    load_manifest(path)            read YAML -> line map -> pydantic (extra="forbid", strict)
-      -> expand(spec)              defaults -> scene defaults -> shot; vars; takes; media; caps
+    load_manifest(path)            read_yaml -> plain data + line map (pipeline.yaml_reader)
+      -> ManifestHead              the document but its shot entries (extra="forbid", strict)
+      -> expand(head, entries)     per entry: ShotSpec, then defaults -> scene defaults -> shot;
+                                   vars; takes; media; caps (the entry is dropped once expanded)
       -> Manifest(shots=...)       fully resolved, fingerprinted shots in manifest order
 
 Every problem becomes a :class:`~pipeline.errors.ManifestIssue` naming the file, the line and the
 field (``scenes[0].shots[2].duration``) and what is allowed; all of them are raised together in one
 :class:`~pipeline.errors.ManifestError`. Nothing is submitted when loading fails.
+
+The YAML itself is read by :mod:`pipeline.yaml_reader` (plain data and a lazy line map, no node
+tree); this module is the schema, its validation and :func:`load_manifest`. Memory: no pydantic
+model per shot ever exists for the whole manifest at once either (``expand`` validates and
+drops the entries one by one). ``LineMap``, ``Loc`` and ``read_yaml`` are re-exported here.
 """
 
 from __future__ import annotations
 
 import difflib
+import gc
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pipeline.errors import ManifestError, ManifestIssue
@@ -29,13 +37,15 @@ from pipeline.models import Shot
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import ProviderSpec
 from pipeline.settings import BudgetSettings, DownloadSettings, ProviderSettings, StorageSettings
+from pipeline.yaml_reader import LineMap as LineMap
+from pipeline.yaml_reader import Loc as Loc
+from pipeline.yaml_reader import read_yaml as read_yaml
 
 #: Scene, shot and run names: they become file names, so a safe alphabet and length.
 Name = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", min_length=1, max_length=64)
 ]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-Loc = tuple[str | int, ...]
 
 
 class _Strict(BaseModel):
@@ -67,17 +77,30 @@ class ShotSpec(ShotFields):
     takes: int = Field(default=1, ge=1, le=50)
 
 
-class SceneSpec(_Strict):
-    """One ``scenes[]`` entry: an id, scene defaults and at least one shot."""
-
+class _SceneFields(_Strict):
     id: Name
     defaults: ShotFields = Field(default_factory=ShotFields)
+
+
+class SceneSpec(_SceneFields):
+    """One ``scenes[]`` entry: an id, scene defaults and at least one shot."""
+
     shots: list[ShotSpec] = Field(min_length=1)
 
 
-class ManifestSpec(_Strict):
-    """The whole YAML document, as written."""
+class _Head:
+    """Namespace: the model below has the schema's name, which errors show ("instance of ...")."""
 
+    class SceneSpec(_SceneFields):
+        """A scene whose shot entries are not validated yet (``expand`` does it entry by entry)."""
+
+        shots: list[Any] = Field(min_length=1)
+
+
+SceneHead = _Head.SceneSpec
+
+
+class _ManifestFields(_Strict):
     version: Literal[1]
     name: Name
     defaults: ShotFields = Field(default_factory=ShotFields)
@@ -86,7 +109,22 @@ class ManifestSpec(_Strict):
     storage: StorageSettings | None = None
     downloads: DownloadSettings = Field(default_factory=DownloadSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+
+class ManifestSpec(_ManifestFields):
+    """The whole YAML document, as written."""
+
     scenes: list[SceneSpec] = Field(min_length=1)
+
+
+class ManifestHead(_ManifestFields):
+    """The document with its scenes' shot entries not validated yet (see :class:`SceneHead`).
+
+    Validating entries one by one reports the same problems as :class:`ManifestSpec` does for the
+    whole document, without holding a model per shot.
+    """
+
+    scenes: list[SceneHead] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -118,40 +156,6 @@ def field_path(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-class LineMap:
-    """1-based line of every node of a YAML document, by location tuple."""
-
-    def __init__(self) -> None:
-        self.lines: dict[Loc, int] = {}
-        self.duplicates: list[tuple[Loc, int]] = []
-
-    def walk(self, node: yaml.Node, loc: Loc = ()) -> None:
-        """Record ``node`` and its children; note duplicate mapping keys."""
-        self.lines.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                child = (*loc, key)
-                if key in seen:
-                    self.duplicates.append((child, key_node.start_mark.line + 1))
-                seen.add(key)
-                self.lines[child] = key_node.start_mark.line + 1
-                self.walk(value_node, child)
-                self.lines[child] = key_node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.walk(item, (*loc, i))
-
-    def line(self, loc: Loc) -> int | None:
-        """The line of ``loc``, or of its nearest recorded ancestor."""
-        for end in range(len(loc), -1, -1):
-            found = self.lines.get(loc[:end])
-            if found is not None:
-                return found
-        return None
 
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:
@@ -193,64 +197,117 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     return f"{err['msg']} (got {shown})"
 
 
-def _issues_from(exc: ValidationError, file: str, lines: LineMap) -> list[ManifestIssue]:
-    issues = []
-    for err in exc.errors():
-        loc: Loc = tuple(p for p in err["loc"] if isinstance(p, int | str))
-        issues.append(ManifestIssue(file, lines.line(loc), field_path(loc), _message(err, loc)))
-    return issues
+@dataclass
+class Problems:
+    """Problems found while loading, each with its location; lines are looked up at the end.
 
-
-#: libyaml's loader when PyYAML was built with it (about 10x faster on large manifests).
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _compose_and_construct(text: str) -> tuple[Any, Any]:
-    """Parse ``text`` once: the node tree (for line numbers) and the Python data built from it.
-
-    Raises:
-        yaml.YAMLError: not valid YAML.
+    Attributes:
+        file: the manifest path as given by the user.
+        lines: where to look the lines up.
+        found: (location, line or None to look up, message), in the order found.
     """
-    loader = _LOADER(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    finally:
-        loader.dispose()
-    return root, data
+
+    file: str
+    lines: LineMap
+    found: list[tuple[Loc, int | None, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def add(self, loc: Loc, message: str, line: int | None = None) -> None:
+        """Record a problem at ``loc`` (``line``: when known better than the map's)."""
+        self.found.append((loc, line, message))
+
+    def add_validation(self, exc: ValidationError, prefix: Loc = ()) -> None:
+        """Record every error of a pydantic validation of the data found at ``prefix``."""
+        for err in exc.errors():
+            loc: Loc = prefix + tuple(p for p in err["loc"] if isinstance(p, int | str))
+            self.add(loc, _message(err, loc))
+
+    def error(self) -> ManifestError:
+        """All the problems as one error, sorted by line and field."""
+        self.lines.resolve(loc for loc, line, _ in self.found if line is None)
+        issues = [
+            ManifestIssue(
+                self.file, self.lines.line(loc) if line is None else line, field_path(loc), message
+            )
+            for loc, line, message in self.found
+        ]
+        return ManifestError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
 
 
 def parse_manifest(text: str, file: str) -> tuple[ManifestSpec, LineMap]:
-    """Parse YAML text into the schema, keeping a line map for later checks.
+    """Parse YAML text into the whole schema at once, keeping a line map for later checks.
+
+    :func:`load_manifest` does not use it: it validates shot entries one by one (less memory).
 
     Raises:
         ManifestError: YAML syntax, duplicate keys, or schema violations (all of them).
     """
-    try:
-        root, data = _compose_and_construct(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise ManifestError.single(file, line, "", f"not valid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError.single(file, None, "", f"not valid YAML: {exc}") from None
-    if root is None or not isinstance(data, dict):
-        raise ManifestError.single(file, 1, "", "the manifest must be a mapping (version, name...)")
-    lines = LineMap()
-    lines.walk(root)
-    del root  # the node tree is the largest thing alive while a big manifest loads
-    issues = [
-        ManifestIssue(file, line, field_path(loc), "duplicate key (the same key appears twice)")
-        for loc, line in lines.duplicates
-    ]
+    data, lines = read_yaml(text, file)
+    problems = _problems(file, lines)
+    spec = None
     try:
         spec = ManifestSpec.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_issues_from(exc, file, lines))
-        spec = None
-    if issues or spec is None:
-        raise ManifestError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
+        problems.add_validation(exc)
+    if problems or spec is None:
+        raise problems.error()
     return spec, lines
+
+
+def _problems(file: str, lines: LineMap) -> Problems:
+    problems = Problems(file, lines)
+    for loc, line in lines.duplicates:
+        problems.add(loc, "duplicate key (the same key appears twice)", line)
+    return problems
+
+
+@dataclass
+class ShotEntries:
+    """The ``shots`` list of one scene as read; :func:`~pipeline.expand.expand` consumes it.
+
+    Attributes:
+        scene: index of the scene.
+        items: the raw entries (``expand`` drops each one once it is expanded).
+        lines: start line of each entry, or None (ask the :class:`LineMap`).
+    """
+
+    scene: int
+    items: list[Any]
+    lines: Sequence[int] | None
+
+
+def shot_entries(
+    data: Mapping[str, Any], head: ManifestHead | None, lines: LineMap
+) -> list[ShotEntries]:
+    """Every ``shots`` list that validating the whole document would validate entry by entry."""
+    out = []
+    scenes = data.get("scenes")
+    if isinstance(scenes, list):
+        for si, scene in enumerate(scenes):
+            raw = scene.get("shots") if isinstance(scene, dict) else None
+            if isinstance(raw, list):
+                items = head.scenes[si].shots if head is not None else list(raw)
+                out.append(ShotEntries(si, items, lines.item_lines(raw)))
+    lines.forget_items()
+    return out
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a manifest loads.
+
+    Loading makes a few objects per shot and no garbage cycles worth collecting; the collector
+    would only rescan the growing set of live objects, again and again (a quarter of the time).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_manifest(
@@ -279,17 +336,28 @@ def load_manifest(
         raise ManifestError.single(file, None, "", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError.single(file, None, "", f"cannot read: {exc}") from None
-    spec, lines = parse_manifest(text, file)
-    shots = expand(spec, lines, path.resolve(), file, registry)
+    with _gc_paused():
+        data, lines = read_yaml(text, file)
+        del text  # the line map keeps it for error lines
+        problems = _problems(file, lines)
+        head = None
+        try:
+            head = ManifestHead.model_validate(data)
+        except ValidationError as exc:
+            problems.add_validation(exc)
+        entries = shot_entries(data, head, lines)
+        del data  # the entries are all that is left of the raw document
+        shots = expand(head, entries, path.resolve(), registry, problems)
+    assert head is not None  # expand() raises on any schema problem
     policies = {name: provider.media for name, provider in registry.items()}
-    check_storage(shots, policies, spec.storage is not None, file)
+    check_storage(shots, policies, head.storage is not None, file)
     return Manifest(
         path=path.resolve(),
-        name=spec.name,
+        name=head.name,
         shots=tuple(shots),
-        scenes=tuple(s.id for s in spec.scenes),
-        providers=dict(spec.providers),
-        storage=spec.storage,
-        downloads=spec.downloads,
-        budget=spec.budget,
+        scenes=tuple(s.id for s in head.scenes),
+        providers=dict(head.providers),
+        storage=head.storage,
+        downloads=head.downloads,
+        budget=head.budget,
     )
