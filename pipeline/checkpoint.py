@@ -363,7 +363,29 @@ def _blocks(fh: BinaryIO, path: Path, start: int = 0) -> Iterator[bytes]:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def load(path: Path, *, repair: bool, fold: Fold | None = None) -> Loaded:
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """A prefix of a log whose records a caller has already folded by other means (a snapshot).
+
+    Attributes:
+        offset: its length in bytes (it ends with a newline); reading resumes there.
+        seq: ``seq`` of its last record (0: none); the next record must be greater.
+        lines: its number of lines (for the line numbers of error messages).
+    """
+
+    offset: int = 0
+    seq: int = 0
+    lines: int = 0
+
+
+#: Called by :func:`load` with the open log before it reads it: returns the prefix the fold's
+#: state already reflects (``Prefix()``: none, replay everything). See :mod:`pipeline.snapshot`.
+PrefixHook = Callable[[BinaryIO], Prefix]
+
+
+def load(
+    path: Path, *, repair: bool, fold: Fold | None = None, prefix: PrefixHook | None = None
+) -> Loaded:
     """Read the log at ``path``; with ``repair`` move a torn tail aside and truncate the file.
 
     Without ``repair`` (``pipeline status``) the file is not modified and the tail is ignored.
@@ -371,10 +393,19 @@ def load(path: Path, *, repair: bool, fold: Fold | None = None) -> Loaded:
     are passed to it instead of being kept (``load(path, repair=False, fold=folder(state))``
     replays the log into ``state``; see :func:`pipeline.state.folder`).
 
+    With ``prefix`` (and a ``fold``), it is called with the open file first and only the bytes
+    after the :class:`Prefix` it returns are read, checked and folded, exactly as they would be
+    after that prefix (the torn-tail repair included): the hook has put the state of the
+    prefix into the fold's state itself (:func:`pipeline.snapshot.prefix_into`). The result's
+    ``good_bytes`` and ``last_seq`` count the whole file.
+
     Raises:
         CheckpointError: unreadable file, mid-file corruption, or a newer format version.
-        Exception: whatever ``fold`` raises.
+        ValueError: ``prefix`` without ``fold``.
+        Exception: whatever ``fold`` or ``prefix`` raises.
     """
+    if prefix is not None and fold is None:
+        raise ValueError("a prefix hook needs a fold")
     try:
         fh = path.open("rb")
     except FileNotFoundError:
@@ -384,7 +415,10 @@ def load(path: Path, *, repair: bool, fold: Fold | None = None) -> Loaded:
     records: list[Record] = []
     scan = _Scan(_keep(records) if fold is None else fold, path.name)
     with fh:
-        good = scan.run(_blocks(fh, path))
+        if prefix is not None:
+            start = prefix(fh)
+            scan.offset, scan.prev, scan.lines = start.offset, start.seq, start.lines
+        good = scan.run(_blocks(fh, path, scan.offset))
         tail = b"".join(_blocks(fh, path, good)) if scan.bad is not None else b""
     loaded = Loaded(records=records, good_bytes=good, tail=tail, last_seq=scan.prev)
     if not loaded.tail or not repair:
@@ -457,22 +491,28 @@ class Checkpoint:
         self._outcomes: dict[int, OSError] = {}  # seq -> what its ``then`` raised
 
     @classmethod
-    async def open(cls, run_dir: Path, *, fold: Fold | None = None) -> Checkpoint:
+    async def open(
+        cls, run_dir: Path, *, fold: Fold | None = None, prefix: PrefixHook | None = None
+    ) -> Checkpoint:
         """Create or open ``run_dir``'s log: lock, load, repair a torn tail.
 
         With ``fold`` the loaded records are passed to it as they are read (see :func:`load`)
         and ``records`` stays empty: ``Checkpoint.open(d, fold=folder(state))`` replays the log
         into ``state`` without holding a million records (:func:`pipeline.state.folder`).
+        ``prefix`` is passed to :func:`load` (called once the lock is held): e.g.
+        :func:`pipeline.snapshot.prefix_into` starts ``state`` from a snapshot.
 
         Raises:
             LockedError: another runner holds the lock.
             CheckpointError: mid-file corruption, newer format, or an I/O error.
             Exception: whatever ``fold`` raises (the lock is released).
         """
-        return await anyio.to_thread.run_sync(cls._open_sync, run_dir, fold)
+        return await anyio.to_thread.run_sync(cls._open_sync, run_dir, fold, prefix)
 
     @classmethod
-    def _open_sync(cls, run_dir: Path, fold: Fold | None = None) -> Checkpoint:
+    def _open_sync(
+        cls, run_dir: Path, fold: Fold | None = None, prefix: PrefixHook | None = None
+    ) -> Checkpoint:
         try:
             created = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -483,7 +523,7 @@ class Checkpoint:
             raise CheckpointError(f"cannot use run directory {run_dir}: {exc.strerror}") from exc
         try:
             path = run_dir / FILE
-            loaded = load(path, repair=True, fold=fold)
+            loaded = load(path, repair=True, fold=fold, prefix=prefix)
             existed = path.exists()
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             os.fchmod(fd, 0o600)
@@ -496,6 +536,22 @@ class Checkpoint:
                 raise CheckpointError(f"cannot open {run_dir / FILE}: {exc.strerror}") from exc
             raise
         return cls(run_dir, fd, lock_fd, loaded)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(bytes, seq)``: the log's size and the seq of its last record, all of it durable.
+
+        For a snapshot of the state (:func:`pipeline.snapshot.write_snapshot`): call it when
+        nothing is being appended, after :meth:`sync` or a durable append.
+
+        Raises:
+            CheckpointError: appended records are not yet written and fsynced, a write failed,
+                or the log is closed.
+        """
+        self._check()
+        if self._buffer or self._synced != self._seq or self._fd < 0:
+            raise CheckpointError(f"{self.path}: records are still being written")
+        return os.fstat(self._fd).st_size, self._seq
 
     def _check(self) -> None:
         if self._failed is not None:

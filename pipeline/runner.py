@@ -32,7 +32,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from pipeline import snapshot
 from pipeline.budget import Spend
+from pipeline.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.checkpoint import Checkpoint, Record
 from pipeline.errors import CheckpointError, ManifestError, ProviderError
 from pipeline.limits import ProviderGate
@@ -173,7 +175,8 @@ class Runner:
         finally:
             observer.finished()
         if not self.interrupted:
-            await self._append(Event.RUN_FINISHED, None)
+            await self._append(Event.RUN_FINISHED, None)  # durable: synced
+            await snapshot.after_run(self.ckpt, self.state)  # never raises
         return self._result(self.state)
 
     def _plan(self, state: RunState) -> None:
@@ -298,11 +301,15 @@ class Runner:
 async def open_run(run_dir: Path) -> tuple[Checkpoint, RunState]:
     """Open (lock, repair) ``run_dir``'s checkpoint and replay it while it is read.
 
+    The replay starts from the run's state snapshot when it is usable (only the log after it is
+    read and folded; see :mod:`pipeline.snapshot`), else from the first record.
+
     Raises:
         LockedError / CheckpointError: as :meth:`Checkpoint.open`.
     """
     state = RunState()
-    ckpt = await Checkpoint.open(run_dir, fold=folder(state))
+    prefix = snapshot.prefix_into(state, run_dir / CHECKPOINT_FILE)
+    ckpt = await Checkpoint.open(run_dir, fold=folder(state), prefix=prefix)
     return ckpt, state
 
 

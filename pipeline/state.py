@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Fold, Record, gc_paused, load, ts_epoch
+from pipeline.checkpoint import Fold, Record, gc_paused, ts_epoch
 from pipeline.models import Event, JobHandle, MediaRef, MediaRole, ShotState
 
 
@@ -294,9 +294,12 @@ def counts(state: RunState) -> dict[str, int]:
 def load_state(path: Path) -> RunState:
     """Replay the log at ``path`` as it is read, read-only (no lock, no repair of a torn tail).
 
+    Starts from the log's state snapshot when it has a usable one, then folds only the records
+    after it (:func:`pipeline.snapshot.open_state`; the same state as a full replay).
+
     Raises:
         CheckpointError: unreadable file, mid-file corruption, or a newer format version.
     """
-    state = RunState()
-    load(path, repair=False, fold=folder(state))
-    return state
+    from pipeline.snapshot import open_state  # it builds on this module
+
+    return open_state(path)[0]
