@@ -197,7 +197,7 @@ class UrlFetcher:
         for _ in range(MAX_REDIRECTS + 1):
             await check_url(url, self.policy, provider=self.provider)
             with map_http_errors(**ctx):
-                resp = await self.session.get(url, allow_redirects=False)
+                resp = await self.session.get(url, allow_redirects=False, read_bufsize=CHUNK)
             try:
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     url = urljoin(url, resp.headers["Location"])
@@ -251,6 +251,14 @@ class UrlFetcher:
 
 
 async def _chunks(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
+    """The body as the connection delivers it: each piece as received, never joined.
+
+    ``iter_chunked(n)`` joins the pieces buffered while the consumer was busy into a new object
+    of up to ``n`` bytes (a copy, and a fresh allocation, per MiB); the consumer here copies
+    into its own buffers anyway. The read buffer (``read_bufsize=CHUNK``) keeps flow control
+    pausing the socket at 2 MiB buffered, as ``iter_chunked(CHUNK)`` did.
+    """
     with map_http_errors(provider=provider):
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            yield chunk
+        async for chunk, _ in resp.content.iter_chunks():
+            if chunk:
+                yield chunk
