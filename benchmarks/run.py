@@ -346,7 +346,7 @@ async def scenario_download(quick: bool) -> dict[str, Any]:
                 UrlPolicy(allow_hosts={host}, max_bytes=4 * size), provider="bench"
             )
 
-            async def record(_: object) -> None:
+            async def record(_: object, publish: object) -> None:
                 return None
 
             t0 = time.monotonic()

@@ -75,7 +75,7 @@ async def write_verified(
     final: Path,
     *,
     max_bytes: int,
-    record: Callable[[Artifact], Awaitable[None]],
+    record: Callable[[Artifact, Callable[[], None]], Awaitable[None]],
 ) -> Artifact:
     """Stream ``download`` into ``final`` atomically and verified.
 
@@ -88,8 +88,11 @@ async def write_verified(
         download: the byte stream and its announced size.
         final: destination path (its directory must exist and be inside the run directory).
         max_bytes: size cap; a larger Content-Length is refused before reading the body.
-        record: awaited after the part file is fsynced and before the rename (the durable
-            ``fetched`` checkpoint event).
+        record: ``record(artifact, publish)``, awaited once the part file is fsynced: it must
+            make the artifact's record durable (the ``fetched`` checkpoint event), *then* call
+            ``publish()`` (blocking: rename to the final name, fsync the directory), e.g. as
+            the checkpoint's ``then`` action, which shares the record's thread hop. If it
+            returns without publishing, the rename is done here.
 
     Returns:
         The artifact (final path, size in bytes, sha256 hex).
@@ -131,8 +134,7 @@ async def write_verified(
         else:
             await writer.finish()
         artifact = Artifact(path=final, size=size, sha256=digest.hexdigest())
-        await record(artifact)
-        await anyio.to_thread.run_sync(_publish, part, final)
+        await _record_then_publish(record, artifact, part, final)
         published = True
         return artifact
     except OSError as exc:
@@ -392,6 +394,25 @@ def _refuse_non_regular(final: Path) -> None:
     """Never write through a symlink or over a directory planted at the output name."""
     if final.is_symlink() or (final.exists() and not final.is_file()):
         raise FetchError(f"refusing to replace {final}: not a regular file")
+
+
+async def _record_then_publish(
+    record: Callable[[Artifact, Callable[[], None]], Awaitable[None]],
+    artifact: Artifact,
+    part: Path,
+    final: Path,
+) -> None:
+    """``record(artifact, publish)``; publish here (in a worker thread) if it did not."""
+    done = False
+
+    def publish() -> None:
+        nonlocal done
+        done = True
+        _publish(part, final)
+
+    await record(artifact, publish)
+    if not done:
+        await anyio.to_thread.run_sync(_publish, part, final)
 
 
 def _publish(part: Path, final: Path) -> None:

@@ -478,11 +478,19 @@ class ShotMachine:
     async def _fetch(self, job: JobHandle, result: PollResult) -> None:
         final = output_path(self.ctx.run_dir, self.shot.id)  # its directory: see write_verified
 
-        async def record(art: Artifact) -> None:
+        async def record(art: Artifact, publish: Callable[[], None]) -> None:
             rel = art.path.relative_to(self.ctx.run_dir).as_posix()
-            await self._emit(
-                Event.FETCHED, ShotState.DONE, rel, path=rel, bytes=art.size, sha256=art.sha256
+            # The rename to the final name runs in the checkpoint's writer thread right after
+            # the fsync that makes ``fetched`` durable: one thread hop for both.
+            await self.ctx.append(
+                Event.FETCHED,
+                self.shot.id,
+                then=publish,
+                path=rel,
+                bytes=art.size,
+                sha256=art.sha256,
             )
+            self.ctx.observer.transition(self.shot, ShotState.DONE, rel)
 
         async def once() -> None:
             async with self.provider.fetch(job, result) as stream:

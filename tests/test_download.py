@@ -37,7 +37,7 @@ async def _chunks(
         yield body[i : i + step]
 
 
-async def _record(_: Artifact) -> None:
+async def _record(_: Artifact, publish: Callable[[], None]) -> None:
     return None
 
 
@@ -76,7 +76,7 @@ async def test_small_body_is_created_written_and_synced_in_one_hop(
     body = _body(download._FLUSH_BYTES - 1)
     final = tmp_path / "shots" / "a.mp4"
 
-    async def record(art: Artifact) -> None:
+    async def record(art: Artifact, publish: Callable[[], None]) -> None:
         assert synced  # fsynced before it is recorded
         assert final.with_name("a.mp4.part").read_bytes() == body
         assert not final.exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -237,7 +237,7 @@ async def test_r15_caps_hold_on_declared_streamed_and_decoded_sizes(tmp_path: Pa
                 await _open(fetcher, f"{origin}/declared.mp4")  # refused before the body
             assert info.value.rejected
 
-            async def record(_: object) -> None:
+            async def record(_: object, publish: object) -> None:
                 raise AssertionError("must not be recorded")
 
             for name in ("streamed", "gzipped"):
@@ -264,7 +264,7 @@ async def test_r06_large_bodies_are_hashed_and_written_in_order(tmp_path: Path) 
         for i in range(0, len(body), 65536):
             yield body[i : i + 65536]
 
-    async def record(art: Artifact) -> None:
+    async def record(art: Artifact, publish: Callable[[], None]) -> None:
         assert not (tmp_path / "big.mp4").exists()  # recorded before it is published
         recorded.append(art)
 
