@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import os
 import time
 import zlib
@@ -44,6 +43,7 @@ import orjson
 
 from pipeline.errors import CheckpointError, LockedError
 from pipeline.fsutil import fsync_dir, write_all
+from pipeline.gcutil import gc_paused
 from pipeline.iothread import IoThread
 from pipeline.models import Event
 
@@ -175,24 +175,6 @@ def decode(line: bytes, prev_seq: int) -> Record:
 #: Receives every good record of a log, in order, as its parts ``(seq, ts, ev, shot, data)``
 #: (the fields of :class:`Record`; ``data`` is a new dict the fold may keep). See :func:`parse`.
 Fold = Callable[[int, str, Event, str | None, Mapping[str, Any]], None]
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector in the ``with`` block (if it was running).
-
-    For building many long-lived objects at once (loading and replaying a log): they hold no
-    cycles, and each collection their allocations trigger would only walk all of them again
-    (about a fifth of a 1M-record replay). Reference counting still frees everything else.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 _TAIL = _CRC_TAIL - 1  # the crc field of a line without its newline: ,"crc":"xxxxxxxx"}

@@ -21,11 +21,9 @@ drops the entries one by one). ``LineMap``, ``Loc`` and ``read_yaml`` are re-exp
 from __future__ import annotations
 
 import difflib
-import gc
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pipeline.errors import ManifestError, ManifestIssue
+from pipeline.gcutil import gc_paused
 from pipeline.models import Shot
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import ProviderSpec
@@ -236,26 +235,6 @@ class Problems:
         return ManifestError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
 
 
-def parse_manifest(text: str, file: str) -> tuple[ManifestSpec, LineMap]:
-    """Parse YAML text into the whole schema at once, keeping a line map for later checks.
-
-    :func:`load_manifest` does not use it: it validates shot entries one by one (less memory).
-
-    Raises:
-        ManifestError: YAML syntax, duplicate keys, or schema violations (all of them).
-    """
-    data, lines = read_yaml(text, file)
-    problems = _problems(file, lines)
-    spec = None
-    try:
-        spec = ManifestSpec.model_validate(data)
-    except ValidationError as exc:
-        problems.add_validation(exc)
-    if problems or spec is None:
-        raise problems.error()
-    return spec, lines
-
-
 def _problems(file: str, lines: LineMap) -> Problems:
     problems = Problems(file, lines)
     for loc, line in lines.duplicates:
@@ -294,22 +273,6 @@ def shot_entries(
     return out
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a manifest loads.
-
-    Loading makes a few objects per shot and no garbage cycles worth collecting; the collector
-    would only rescan the growing set of live objects, again and again (a quarter of the time).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def load_manifest(
     path: Path | str, *, registry: Mapping[str, ProviderSpec] = PROVIDERS
 ) -> Manifest:
@@ -336,7 +299,7 @@ def load_manifest(
         raise ManifestError.single(file, None, "", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError.single(file, None, "", f"cannot read: {exc}") from None
-    with _gc_paused():
+    with gc_paused():
         data, lines = read_yaml(text, file)
         del text  # the line map keeps it for error lines
         problems = _problems(file, lines)

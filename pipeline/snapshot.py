@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from operator import attrgetter
 from pathlib import Path
@@ -38,8 +38,9 @@ import anyio
 import orjson
 
 from pipeline.checkpoint import FILE as LOG
-from pipeline.checkpoint import Checkpoint, Loaded, Prefix, PrefixHook, gc_paused, load
+from pipeline.checkpoint import Checkpoint, Loaded, Prefix, PrefixHook, load
 from pipeline.fsutil import fsync_dir, replacing, write_all
+from pipeline.gcutil import gc_paused
 from pipeline.models import JobHandle, MediaRef, MediaRole, ShotState
 from pipeline.state import RunState, ShotRecord, folder
 
@@ -93,7 +94,7 @@ def _prefix_crc(fh: BinaryIO, offset: int) -> tuple[int, int]:
     return crc, lines
 
 
-def _encode_shots(state: RunState) -> list[bytes]:
+def _encode_shots(state: RunState) -> Iterator[bytes]:
     """The body's lines: the shot rows, :data:`_ROWS` a line as a JSON array, with newlines.
 
     Lines of many rows, because every ``orjson.dumps`` result kept costs a fresh page of memory
@@ -104,7 +105,6 @@ def _encode_shots(state: RunState) -> list[bytes]:
     media_of = attrgetter(*_MEDIA)
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
-    out = []
     chunk: list[list[Any]] = []
     for rec in state.shots.values():
         row = list(row_of(rec))
@@ -117,11 +117,10 @@ def _encode_shots(state: RunState) -> list[bytes]:
             row[_I_MEDIA] = {k: media_of(m) for k, m in rec.media.items()}
         chunk.append(row)
         if len(chunk) == _ROWS:
-            out.append(dumps(chunk, option=newline))  # enums (state, media role) as values
+            yield dumps(chunk, option=newline)  # enums (state, media role) as values
             chunk = []
     if chunk:
-        out.append(dumps(chunk, option=newline))
-    return out
+        yield dumps(chunk, option=newline)
 
 
 def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int) -> Path:
@@ -148,11 +147,35 @@ def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int
     with (run_dir / LOG).open("rb") as fh:
         log_crc, lines = _prefix_crc(fh, offset)
     run = {name: getattr(state, name) for name in _RUN}
-    with gc_paused():
-        body = _encode_shots(state)  # in lines: no copy of the whole (~300 bytes a shot)
+    dest = run_dir / FILE
+    # The body goes to a side file as it is encoded (never all in memory: ~300 bytes a shot),
+    # its CRC computed on the way; then header + body are copied into the snapshot.
+    side = dest.with_name(dest.name + ".body")
     body_crc = 0
-    for line in body:
-        body_crc = zlib.crc32(line, body_crc)
+    try:
+        with side.open("wb") as out, gc_paused():
+            os.fchmod(out.fileno(), 0o600)
+            for line in _encode_shots(state):
+                body_crc = zlib.crc32(line, body_crc)
+                out.write(line)
+        _write_with_header(dest, side, offset, last_seq, lines, log_crc, body_crc, run, state)
+    finally:
+        side.unlink(missing_ok=True)
+    fsync_dir(run_dir)
+    return dest
+
+
+def _write_with_header(
+    dest: Path,
+    side: Path,
+    offset: int,
+    last_seq: int,
+    lines: int,
+    log_crc: int,
+    body_crc: int,
+    run: dict[str, Any],
+    state: RunState,
+) -> None:
     header = {
         "v": VERSION,
         "offset": offset,
@@ -164,17 +187,15 @@ def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int
         "run": run,
         "shots": len(state.shots),
     }
-    dest = run_dir / FILE
     with replacing(dest, mode=0o600) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             write_all(fd, orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE))
-            for line in body:
-                write_all(fd, line)
+            with side.open("rb") as body:
+                while block := body.read(1 << 20):
+                    write_all(fd, block)
         finally:
             os.close(fd)
-    fsync_dir(run_dir)
-    return dest
 
 
 def _header(line: bytes) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Fold, Record, gc_paused, ts_epoch
+from pipeline.checkpoint import Fold, Record, ts_epoch
+from pipeline.gcutil import gc_paused
 from pipeline.models import Event, JobHandle, MediaRef, MediaRole, ShotState
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import yaml_reader
 from pipeline.errors import ManifestError
-from pipeline.manifest import LineMap, ShotSpec, load_manifest, parse_manifest, read_yaml
+from pipeline.manifest import LineMap, load_manifest, read_yaml
 
 H = "version: 1\nname: t\n"
 SHOT = "scenes:\n  - id: a\n    shots:\n      - id: s1\n        prompt: hi\n"
@@ -179,14 +179,6 @@ def test_fingerprints_seeds_and_lines_are_pinned(tmp_path: Path) -> None:
             "sha256:e658ed35fd126d7f8e4f9ae4536c0c287e18b5634e79f134d54154ddd51ca024",
         ),
     ]
-
-
-def test_parse_manifest_still_validates_the_whole_document() -> None:
-    spec, lines = parse_manifest(H + SHOT, "m.yaml")
-    assert isinstance(spec.scenes[0].shots[0], ShotSpec)
-    assert lines.line(("scenes", 0, "shots", 0, "prompt")) == 7
-    with pytest.raises(ManifestError, match=r"m.yaml:8: scenes\[0\]\.shots\[0\]\.prompt: dup"):
-        parse_manifest(H + SHOT + "        prompt: again\n", "m.yaml")
 
 
 def test_a_big_manifest_is_loaded_shot_by_shot(tmp_path: Path) -> None:
