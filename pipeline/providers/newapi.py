@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import quote
 
-import aiohttp
-
 from pipeline.errors import (
     Ambiguous,
     ErrorContext,
@@ -48,7 +46,6 @@ from pipeline.providers.http import (
     ApiResponse,
     HttpAdapter,
     bearer,
-    map_http_errors,
     redact,
     retry_after,
     status_error,
@@ -64,7 +61,7 @@ from pipeline.providers.newapi_codec import (
     parse_status,
     parse_submit,
 )
-from pipeline.providers.urlfetch import UrlFetcher, policy_for
+from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
 from pipeline.settings import ProviderSettings
 
 GENERATIONS = "/v1/video/generations"
@@ -313,13 +310,7 @@ class NewApiProvider(HttpAdapter):
             raise FetchError(
                 f"result is {size} bytes, above the cap of {self._max_bytes}", provider=NAME
             )
-        return Download(_chunks(resp), size, resp.content_type)
-
-
-async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    with map_http_errors(provider=NAME):
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            yield chunk
+        return response_download(resp, NAME)
 
 
 # ----- offline checks and spec ----------------------------------------------------------------

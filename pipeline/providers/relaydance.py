@@ -54,7 +54,7 @@ from pipeline.providers.relaydance_codec import (
     parse_status,
     parse_submit,
 )
-from pipeline.providers.urlfetch import UrlFetcher, policy_for
+from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
 from pipeline.settings import ProviderSettings
 
 NAME = "relaydance"
@@ -228,18 +228,12 @@ class RelayDanceProvider(HttpAdapter):
                     provider=NAME,
                     status=resp.status,
                 )
-            yield Download(_chunks(resp), resp.content_length, resp.content_type)
+            yield response_download(resp, NAME)
 
 
 async def _read_small(resp: aiohttp.ClientResponse) -> bytes:
     with map_http_errors(provider=NAME):
         return await resp.content.read(4096)
-
-
-async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    with map_http_errors(provider=NAME):
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            yield chunk
 
 
 # ----- static facts ---------------------------------------------------------------------------

@@ -203,7 +203,7 @@ class UrlFetcher:
                     url = urljoin(url, resp.headers["Location"])
                     continue
                 self._check_response(resp)
-                yield Download(_chunks(resp, self.provider), resp.content_length, resp.content_type)
+                yield response_download(resp, self.provider)
                 return
             finally:
                 resp.release()
@@ -248,6 +248,20 @@ class UrlFetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def response_download(resp: aiohttp.ClientResponse, provider: str) -> Download:
+    """The checked 200 response ``resp`` as a :class:`Download` (its body is read lazily).
+
+    ``size`` is the length of the body as the consumer will read it: the ``Content-Length``,
+    unless the response has a ``Content-Encoding`` other than ``identity``. aiohttp decodes
+    gzip/deflate/br bodies, and their ``Content-Length`` counts the encoded bytes (RFC 9110
+    §8.6), so the decoded length is unknown (None); a truncated encoded body still fails, as
+    aiohttp raises ``ClientPayloadError`` when the connection ends short of it.
+    """
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    size = resp.content_length if encoding in ("", "identity") else None
+    return Download(_chunks(resp, provider), size, resp.content_type)
 
 
 async def _chunks(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:

@@ -55,7 +55,7 @@ from pipeline.providers.http import (
     map_http_errors,
     redact,
 )
-from pipeline.providers.urlfetch import CHUNK, UrlFetcher, policy_for
+from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
 from pipeline.providers.venice_codec import (
     DEFAULT_BASE_URL,
     MAX_BODY_BYTES,
@@ -240,7 +240,7 @@ class VeniceProvider(HttpAdapter):
         ref = {"model": job.model, "queue_id": job.job_id}
         async with self.api.stream("POST", "/video/retrieve", json_body=ref) as resp:
             await self._check_video(resp, job)
-            yield Download(_chunks(resp), resp.content_length, resp.content_type)
+            yield response_download(resp, NAME)
 
     async def _check_video(self, resp: aiohttp.ClientResponse, job: JobHandle) -> None:
         kind = (resp.content_type or "").lower()
@@ -305,12 +305,6 @@ class VeniceProvider(HttpAdapter):
         payload = resp.json()
         if resp.status != 200 or not (isinstance(payload, dict) and payload.get("success")):
             raise venice_error(resp, parse_error(payload), "complete", "")
-
-
-async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    with map_http_errors(provider=NAME):
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            yield chunk
 
 
 def _check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
