@@ -14,7 +14,8 @@ Scenarios:
                 interval) on the same latencies, as a ratio to ours
   rate          the same through 40 submits/min (scaled): makespan / rate bound, and the script
   polls         polls per job with and without the provider's ETA hint
-  scale         100,000 shots planned, checkpointed and run (latency 10 ms): CPU and peak RSS
+  scale         100,000 shots planned, checkpointed and run (latency 10 ms): CPU and peak RSS;
+                a quarter of them again on tmpfs (/dev/shm): the CPU without the disk's share
   replay        loading and replaying a 1,000,000-event checkpoint: seconds
   download      1 GB over loopback: our verified, hashed, fsynced download vs a plain aiohttp
                 read loop, throughput ratio and peak RSS
@@ -28,6 +29,7 @@ import heapq
 import json
 import os
 import platform
+import random
 import resource
 import subprocess
 import sys
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download")
 SCALE = 0.01  # seconds here per second of a real provider
+TMPFS = Path("/dev/shm")  # memory-backed: the scale scenario's CPU without the disk's share
 
 
 def _rss_mb() -> float:
@@ -66,14 +69,21 @@ def _manifest(tmp: Path, n: int, settings: str) -> Path:
 
 
 async def _ours(
-    n: int, in_flight: int, low: float, high: float, *, rpm: float | None = None, eta: bool = True
+    n: int,
+    in_flight: int,
+    low: float,
+    high: float,
+    *,
+    rpm: float | None = None,
+    eta: bool = True,
+    where: str | None = None,
 ) -> dict[str, Any]:
     from benchmarks.bench_provider import BenchService, bench_spec
     from pipeline.manifest import load_manifest
     from pipeline.runner import RunOptions, execute
     from pipeline.settings import ProviderSettings
 
-    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-", dir=where) as tmp:
         settings = ProviderSettings(
             max_in_flight=in_flight,
             requests_per_minute=rpm,
@@ -88,10 +98,12 @@ async def _ours(
         manifest = load_manifest(
             _manifest(Path(tmp), n, f"max_in_flight: {in_flight}"), registry=registry
         )
+        wakeups = _count_wakeups()
         cpu0, loop0, t0 = time.process_time(), time.thread_time(), time.monotonic()
         result = await execute(manifest, Path(tmp) / "run", RunOptions(registry=registry))
         makespan = time.monotonic() - t0
         cpu, loop_cpu = time.process_time() - cpu0, time.thread_time() - loop0
+        woken = wakeups()
         done = sum(1 for r in result.state.shots.values() if r.state.value == "done")
         return {
             "makespan_s": round(makespan, 3),
@@ -100,10 +112,26 @@ async def _ours(
             # cpu_ms_per_shot is file-system work in worker threads: creating, fsyncing and
             # renaming each video, fsyncing the checkpoint)
             "loop_cpu_ms_per_shot": round(1000 * loop_cpu / n, 3),
+            # times the event loop woke up (a timer was due, a thread answered, a socket was
+            # readable); each costs the machine's loop_wakeup_cpu_us before any Python runs
+            "loop_wakeups_per_shot": round(woken / n, 2),
             "polls_per_job": round(service.polls / n, 2),
             "done": done,
             "latencies": list(service.latencies.values()),
         }
+
+
+def _count_wakeups() -> Any:
+    """Count the running loop's selector waits from now; returns a function giving the count."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    select, count = selector.select, [0]
+
+    def counting(timeout: float | None = None) -> Any:
+        count[0] += 1
+        return select(timeout)
+
+    selector.select = counting
+    return lambda: count[0]
 
 
 async def _script(
@@ -205,30 +233,36 @@ async def scenario_polls(quick: bool) -> dict[str, Any]:
 
 
 async def scenario_scale(quick: bool) -> dict[str, Any]:
-    n = 10_000 if quick else 100_000
+    n = 5_000 if quick else 100_000
     ours = await _ours(n, 256, 0.01, 0.01)
     lat = ours.pop("latencies")
     bound = _bound(lat, 256)
-    return {
+    line = {
         "shots": n,
         **ours,
         "bound_s": round(bound, 3),
         "makespan_ratio": round(ours["makespan_s"] / bound, 4),
     }
+    if TMPFS.is_dir():  # noqa: ASYNC240 (one stat, before the run) -- the same on tmpfs: the orchestration without the disk
+        mem = await _ours(n // 4, 256, 0.01, 0.01, where=str(TMPFS))
+        line["tmpfs_shots"] = n // 4
+        line["tmpfs_cpu_ms_per_shot"] = mem["cpu_ms_per_shot"]
+        line["tmpfs_loop_cpu_ms_per_shot"] = mem["loop_cpu_ms_per_shot"]
+    return line
 
 
 async def scenario_replay(quick: bool) -> dict[str, Any]:
-    """Loading a 1,000,000-event log: ``makespan_s`` is the snapshot-backed load (what ``resume``
-    and ``status`` do: the state snapshot plus a 1,000-event tail), ``cold_s`` the full replay.
+    """Loading a 1,000,000-event log: ``cold_s`` replays all of it; ``makespan_s`` is the
+    snapshot-backed load (what ``resume`` and ``status`` do) of the same log once a 1,000-event
+    tail was appended after its snapshot.
 
-    Both load the same log, each in a fresh process (so each peak RSS is its own).
+    Each load runs in a fresh process (so each peak RSS is its own); the cold one then writes
+    the snapshot, as the end of the run that wrote those events would.
     """
     import anyio
 
-    from pipeline.checkpoint import Record, encode, load
+    from pipeline.checkpoint import Record, encode
     from pipeline.models import Event
-    from pipeline.snapshot import write_snapshot
-    from pipeline.state import RunState, folder
 
     n = 1_000_000
     shots = n // 5
@@ -239,7 +273,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
         "import json, sys, time\n"
         "from pathlib import Path\n"
         "from pipeline.checkpoint import load\n"
-        "from pipeline.snapshot import open_state\n"
+        "from pipeline.snapshot import open_state, write_snapshot\n"
         "from pipeline.state import RunState, folder\n"
         "path = Path(sys.argv[1])\n"
         "cpu0, t0 = time.process_time(), time.monotonic()\n"
@@ -251,13 +285,19 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
         "s, cpu = time.monotonic() - t0, time.process_time() - cpu0\n"
         "status = Path('/proc/self/status').read_text().split('VmHWM:')[1]\n"
         "rss = int(status.split()[0]) / 1024  # ru_maxrss would count the parent's too\n"
-        "print(json.dumps({'s': s, 'cpu': cpu, 'shots': len(state.shots), 'rss': rss}))\n"
+        "got = {'s': s, 'cpu': cpu, 'shots': len(state.shots), 'rss': rss}\n"
+        "if sys.argv[2] == 'cold':\n"
+        "    t0 = time.monotonic()\n"
+        "    size, seq = path.stat().st_size, int(sys.argv[3])\n"
+        "    write_snapshot(path.parent, state, offset=size, last_seq=seq)\n"
+        "    got['write_s'] = time.monotonic() - t0\n"
+        "print(json.dumps(got))\n"
     )
 
-    async def measure(path: Path, how: str) -> dict[str, Any]:
-        out = await anyio.run_process([sys.executable, "-c", child, str(path), how], cwd=ROOT)
-        got: dict[str, Any] = json.loads(out.stdout)
-        assert got["shots"] == shots + tail_shots
+    async def measure(path: Path, how: str, expect: int) -> dict[str, Any]:
+        cmd = [sys.executable, "-c", child, str(path), how, str(seq)]
+        got: dict[str, Any] = json.loads((await anyio.run_process(cmd, cwd=ROOT)).stdout)
+        assert got["shots"] == expect
         return got
 
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
@@ -280,16 +320,9 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
                         fh.write(encode(Record(seq, "2026-11-23T10:00:00.000Z", ev, f"s{s}", data)))
 
         write(0, shots)
-        # The end of the run that wrote these writes the snapshot; the next appends 1,000 events.
-        state = RunState()
-        load(path, repair=False, fold=folder(state))
-        t0 = time.monotonic()
-        write_snapshot(Path(tmp), state, offset=path.stat().st_size, last_seq=seq)
-        write_seconds = time.monotonic() - t0
-        del state
-        write(shots, shots + tail_shots)
-        cold = await measure(path, "cold")
-        warm = await measure(path, "warm")
+        cold = await measure(path, "cold", shots)  # then it writes the snapshot
+        write(shots, shots + tail_shots)  # the next run appends 1,000 events
+        warm = await measure(path, "warm", shots + tail_shots)
         return {
             "shots": shots,
             "events": n,
@@ -304,9 +337,10 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
             "cold_s": round(cold["s"], 3),
             "cold_cpu_ms_per_shot": round(1000 * cold["cpu"] / shots, 4),
             "cold_peak_rss_mb": round(cold["rss"], 1),
-            "snapshot_write_s": round(write_seconds, 3),
+            "snapshot_write_s": round(cold["write_s"], 3),
             "snapshot_mb": round((Path(tmp) / "checkpoint.snapshot").stat().st_size / 1e6, 1),
             "tail_events": tail_shots * len(cycle),
+            "peak_rss_mb": round(max(cold["rss"], warm["rss"]), 1),
         }
 
 
@@ -375,7 +409,32 @@ def _one(name: str, quick: bool) -> None:
 
     stamina.set_testing(False)
     result = asyncio.run(globals()[f"scenario_{name}"](quick))
-    print(json.dumps({"scenario": name, **result, "peak_rss_mb": round(_rss_mb(), 1)}))
+    # a scenario measuring in child processes reports their peak RSS itself
+    print(json.dumps({"scenario": name, "peak_rss_mb": round(_rss_mb(), 1), **result}))
+
+
+def _machine_costs(rounds: int) -> dict[str, float]:
+    """What this machine charges, in CPU µs, for what every shot does besides our own Python.
+
+    Measured before the scenarios (writeback left by the 1 GB download inflates file creation
+    for a while); the median of ``rounds`` rounds (3; 1 with --quick) of: creating a file,
+    appending + fsyncing a log line, one wake-up of an idle asyncio loop on a timer.
+    """
+    runs = [{**_fs_costs(), **asyncio.run(_wakeup_cost())} for _ in range(rounds)]
+    return {key: sorted(r[key] for r in runs)[rounds // 2] for key in runs[0]}
+
+
+async def _wakeup_cost(tasks: int = 16, sleeps: int = 100) -> dict[str, float]:
+    """CPU µs per wake-up of an otherwise idle loop: tasks sleeping 1-10 ms at random."""
+    rng = random.Random(3)
+
+    async def one() -> None:
+        for _ in range(sleeps):
+            await asyncio.sleep(rng.uniform(0.001, 0.01))
+
+    cpu0 = time.thread_time()
+    await asyncio.gather(*(one() for _ in range(tasks)))
+    return {"loop_wakeup_cpu_us": round(1e6 * (time.thread_time() - cpu0) / (tasks * sleeps), 1)}
 
 
 def _fs_costs(n: int = 200) -> dict[str, float]:
@@ -407,6 +466,7 @@ def main() -> int:
     if args.one:
         _one(args.one, args.quick)
         return 0
+    costs = _machine_costs(1 if args.quick else 3)
     lines = []
     for name in args.only or SCENARIOS:
         cmd = [sys.executable, __file__, "--one", name] + (["--quick"] if args.quick else [])
@@ -422,7 +482,7 @@ def main() -> int:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "quick": args.quick,
-        **_fs_costs(),
+        **costs,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     results = ROOT / "benchmarks" / "results"
