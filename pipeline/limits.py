@@ -23,6 +23,7 @@ Two guards against spending into an outage (reliability.md §3.7):
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from enum import StrEnum
 from types import TracebackType
@@ -182,12 +183,28 @@ class ProviderGate:
             CallKind.OTHER: None,
         }
         self._paused_until = 0.0  # time.monotonic() deadline
+        rpm = settings.requests_per_minute
+        self._send_spacing_s = 60.0 / rpm if rpm else 0.0
+        self._last_send = -math.inf  # time.monotonic() of the last paid send
         self.budget = RetryBudget()
         self.breaker = CircuitBreaker(
             threshold=settings.breaker_threshold or 5,
             cooldown_s=settings.breaker_cooldown_s or 30.0,
         )
         self._probe_lock = anyio.Lock()
+
+    async def pace_send(self) -> None:
+        """Keep paid sends ``60 / requests_per_minute`` s apart as they leave (no-op if unlimited).
+
+        ``ready(SUBMIT)`` paces when a submit may *start*; the submit then makes its intent
+        durable, an fsync whose length varies (a few ms, more on a busy disk), so two sends
+        could leave closer together than the limit and a provider counting a sliding window
+        would see one call too many (reliability.md R9). Called after the intent, right before
+        the POST: it waits at most about one spacing, as ``ready`` already paced the starts.
+        """
+        while (wait := self._last_send + self._send_spacing_s - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        self._last_send = time.monotonic()
 
     def pause(self, seconds: float) -> None:
         """Stop every call to this provider for ``seconds`` (extends, never shortens, a pause)."""

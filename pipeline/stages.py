@@ -319,6 +319,7 @@ class ShotMachine:
                 model=shot.model,
                 est_usd=self._est_usd,
             )
+            await self.gate.pace_send()  # the intent's fsync must not bunch the sends up
             try:
                 outcome = await self.provider.submit(shot, media, key=key)
             except ProviderError as exc:
