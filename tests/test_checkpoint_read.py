@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import checkpoint
-from pipeline.checkpoint import (
+from pipeline import checkpoint_log
+from pipeline.checkpoint_log import (
     FILE,
+    Fold,
     Loaded,
     Record,
     _BadLine,
@@ -135,7 +136,7 @@ def check(data: bytes) -> None:
 
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 150, 1 << 20])
 def test_parse_matches_the_line_by_line_reader(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpoint, "_BLOCK", block)
+    monkeypatch.setattr(checkpoint_log, "_BLOCK", block)
     lines = a_log(12)
     data = b"".join(lines)
     check(data)
@@ -176,7 +177,7 @@ def test_every_odd_line_alone_is_judged_as_decode_judges_it() -> None:
         check(odd)
 
 
-def fold_into(items: list[tuple[Any, ...]]) -> checkpoint.Fold:
+def fold_into(items: list[tuple[Any, ...]]) -> Fold:
     def fold(*parts: Any) -> None:
         items.append(parts)
 
