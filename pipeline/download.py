@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 from pipeline.errors import FetchError
-from pipeline.fsutil import fsync_dir
+from pipeline.fsutil import fsync_dir, write_all
 from pipeline.models import Artifact, Download
 
 #: Container signatures accepted as "a video": ISO BMFF (MP4/MOV) and Matroska/WebM.
@@ -191,7 +191,7 @@ class _PartFile:
             self.created = True
         for chunk in chunks:
             digest.update(chunk)
-            _write_all(self.fd, chunk)
+            write_all(self.fd, chunk)
             self._written += len(chunk)
         if self._written - self._synced >= _WRITEBACK_BYTES:
             # the new range starts going to the disk; the one before, on it by now, is evicted
@@ -211,12 +211,6 @@ class _PartFile:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
-
-
-def _write_all(fd: int, data: _Data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _write_back(fd: int, offset: int, length: int) -> None:

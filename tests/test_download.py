@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline import download
+from pipeline import download, fsutil
 from pipeline.download import write_verified
 from pipeline.errors import FetchError
 from pipeline.models import Artifact, Download
@@ -122,13 +122,13 @@ async def test_large_body_is_written_behind_with_bounded_memory(
         advised.append((offset, length))
 
     monkeypatch.setattr(os, "posix_fadvise", fadvise, raising=False)
-    real = download._write_all
+    real = fsutil.write_all
 
     def slow(fd: int, data: bytes | memoryview) -> None:  # the disk is slower than the network
         time.sleep(0.002)
         real(fd, data)
 
-    monkeypatch.setattr(download, "_write_all", slow)
+    monkeypatch.setattr(download, "write_all", slow)
     body = _body(size, seed=size)
     final = tmp_path / "big.mp4"
     part = tmp_path / "big.mp4.part"
@@ -181,7 +181,7 @@ async def test_write_error_behind_the_read_fails_the_fetch_and_removes_the_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = 0
-    real = download._write_all
+    real = fsutil.write_all
 
     def failing(fd: int, data: bytes | memoryview) -> None:
         nonlocal calls
@@ -190,7 +190,7 @@ async def test_write_error_behind_the_read_fails_the_fetch_and_removes_the_part(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(download, "_write_all", failing)
+    monkeypatch.setattr(download, "write_all", failing)
     body = _body(6 * download._FLUSH_BYTES)
     read = 0
 
