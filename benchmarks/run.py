@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download")
+SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download", "manifest")
 SCALE = 0.01  # seconds here per second of a real provider
 TMPFS = Path("/dev/shm")  # memory-backed: the scale scenario's CPU without the disk's share
 
@@ -401,6 +401,54 @@ async def scenario_download(quick: bool) -> dict[str, Any]:
         "ours_mb_s": round(mb / ours, 1),
         "plain_mb_s": round(mb / plain, 1),
         "throughput_vs_plain": round(plain / ours, 4),
+    }
+
+
+async def scenario_manifest(quick: bool) -> dict[str, Any]:
+    """Loading (reading, validating, expanding) a 100,000-shot manifest in a fresh process.
+
+    The YAML is read by PyYAML's own loader (its node tree, then the data): ``peak_rss_mb`` is
+    the child's high-water mark, interpreter and imports included (``baseline_rss_mb``).
+    """
+    import anyio
+
+    n = 10_000 if quick else 100_000
+    child = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "def hwm():\n"
+        "    status = Path('/proc/self/status').read_text().split('VmHWM:')[1]\n"
+        "    return int(status.split()[0]) / 1024\n"
+        "from pipeline.manifest import load_manifest\n"
+        "base = hwm()\n"
+        "cpu0, t0 = time.process_time(), time.monotonic()\n"
+        "m = load_manifest(sys.argv[1])\n"
+        "s, cpu = time.monotonic() - t0, time.process_time() - cpu0\n"
+        "got = {'s': s, 'cpu': cpu, 'shots': len(m.shots), 'rss': hwm(), 'base': base}\n"
+        "print(json.dumps(got))\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        text = _manifest(Path(tmp), n, "max_in_flight: 4").read_text()
+        text = text.replace("provider: bench, model: m", "provider: local")
+        (Path(tmp) / "bench.yaml").write_text(text.replace("  bench: {", "  local: {"))
+        runs = []
+        for _ in range(3):
+            cmd = [sys.executable, "-c", child, str(Path(tmp) / "bench.yaml")]
+            done = await anyio.run_process(cmd, cwd=ROOT, check=False)
+            if done.returncode:
+                raise RuntimeError(done.stderr.decode()[-2000:])
+            runs.append(json.loads(done.stdout))
+    runs.sort(key=lambda r: r["s"])
+    mid = runs[1]
+    assert mid["shots"] == n
+    return {
+        "shots": n,
+        "load_s": round(mid["s"], 2),
+        "load_s_range": [round(runs[0]["s"], 2), round(runs[-1]["s"], 2)],
+        "cpu_ms_per_shot": round(1000 * mid["cpu"] / n, 3),
+        "peak_rss_mb": round(max(r["rss"] for r in runs), 1),
+        "baseline_rss_mb": round(mid["base"], 1),
+        "polls_per_job": None,
     }
 
 

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field
 from pipeline.models import ShotState
 from pipeline.state import RunState, ShotRecord
 
+#: Why the guard holds a shot back: the two kinds ``status`` shows as ``pending (...)``.
+PRICE_UNKNOWN, OVER_BUDGET = "price unknown", "held back by the budget"
+
+
+def why(reason: str) -> str:
+    """The short kind of a hold-back ``reason``: ``price unknown`` or ``budget``."""
+    return PRICE_UNKNOWN if reason.startswith(PRICE_UNKNOWN) else "budget"
+
+
 _COMMITTED = frozenset(
     {
         ShotState.SUBMITTING,
@@ -57,18 +66,21 @@ class Spend:
         return cls(limit_usd=limit_usd, committed_usd=total)
 
     def reserve(self, shot_id: str, est_usd: float | None) -> str | None:
-        """Reserve ``est_usd`` for a submit; returns why it is refused, or None when it fits."""
+        """Reserve ``est_usd`` for a submit; returns why it is refused, or None when it fits.
+
+        The reason starts with :data:`PRICE_UNKNOWN` or :data:`OVER_BUDGET` (see :func:`why`).
+        """
         if self.limit_usd is None:
             if est_usd is not None:
                 self.committed_usd += est_usd
             return None
         if est_usd is None:
             self.held[shot_id] = None
-            return "price unknown, so it cannot be kept within budget.max_usd (set prices)"
+            return f"{PRICE_UNKNOWN}, so it cannot be kept within budget.max_usd (set prices)"
         if self.committed_usd + est_usd > self.limit_usd + 1e-9:
             self.held[shot_id] = est_usd
             return (
-                f"held back by the budget: ${self.committed_usd:.2f} of ${self.limit_usd:.2f} "
+                f"{OVER_BUDGET}: ${self.committed_usd:.2f} of ${self.limit_usd:.2f} "
                 f"committed, this shot needs ${est_usd:.2f}"
             )
         self.committed_usd += est_usd

@@ -75,7 +75,7 @@ def _lock(run_dir: Path) -> int:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise LockedError(
-            f"another runner (pid {holder}) is working in {run_dir}; wait for it to finish, "
+            f"another runner holds {run_dir} (pid {holder}); wait for it to finish, "
             "or stop it first"
         ) from None
     try:

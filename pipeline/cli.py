@@ -9,8 +9,8 @@
     pipeline cancel RUN_DIR [--shot ID]       cancel unfinished shots, at the provider too
     pipeline sim [--host H] [--port N]        serve every provider simulator until Ctrl-C
 
-Exit codes: 0 all done, 1 some shots failed or need attention, 2 invalid input, 3 checkpoint or
-disk fail-stop, 130 interrupted.
+Exit codes: 0 all done, 1 some shots failed or need attention, 2 invalid input (nothing was
+sent), 3 checkpoint or disk fail-stop, 4 another runner holds the run directory, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import anyio
 
-from pipeline import __version__, sim
-from pipeline.errors import CheckpointError, ManifestError
-from pipeline.manifest import Manifest, load_manifest
+from pipeline import __version__, catalog, sim
+from pipeline.errors import CheckpointError, LockedError, ManifestError, UsageError
+from pipeline.manifest import Manifest, load_manifest, print_warnings
 from pipeline.outputs import write_outputs
 from pipeline.picks import set_pick
 from pipeline.plan import Plan, make_plan, render_plan
+from pipeline.preflight import preflight, render_problems
 from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
 from pipeline.redaction import RedactingFormatter, redact, register
 from pipeline.runner import (
@@ -41,6 +42,7 @@ from pipeline.runner import (
     EXIT_CHECKPOINT,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_LOCKED,
     EXIT_OK,
     RunOptions,
     RunResult,
@@ -50,15 +52,39 @@ from pipeline.runner import (
     provider_settings,
 )
 from pipeline.sim.common import SimConfig
-from pipeline.state import load_state
+from pipeline.state import RunState, load_state
 from pipeline.summary import attention, render_table, status_json
 
 CHECKPOINT = "checkpoint.jsonl"
+STRICT_HELP = "refuse models the built-in table and the cached catalog do not know"
+
+
+EPILOG = """\
+exit codes:
+  0    every shot done          1    some shots failed or need attention
+  2    invalid input; nothing was sent (manifest, flags, run directory, unreachable provider)
+  3    checkpoint or disk fail-stop      4    another runner holds the run directory
+  130  interrupted (continue with `pipeline resume RUN_DIR`)
+
+environment:
+  VENICE_API_KEY, SEEDANCE2_API_KEY, NEWAPI_API_KEY, RELAYDANCE_API_KEY
+       provider keys (names can be changed with providers.<name>.api_key_env); never logged
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (or the store's own variables)
+       object storage credentials, when the manifest has `storage`
+  XDG_CACHE_HOME   where `pipeline models --refresh` caches model catalogs (~/.cache)
+
+examples:
+  pipeline run samples/storyboard.yaml          # offline previs clips, no account needed
+  pipeline run my.yaml --simulate --jobs-dir /tmp/rehearsal   # rehearse: no account, no spend
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pipeline", description="Batch runner for AI video generation."
+        prog="pipeline",
+        description="Batch runner for AI video generation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -88,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--max-usd", type=float, metavar="USD", help="spend limit (overrides budget.max_usd)"
         )
+        p.add_argument("--strict", action="store_true", help=STRICT_HELP)
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait up to SECONDS for providers or storage that do not answer at start "
+            "(default: stop at once, exit 2)",
+        )
 
     p_run = sub.add_parser("run", help="run (or continue) a manifest")
     p_run.add_argument("manifest", type=Path)
@@ -104,10 +139,20 @@ def _parser() -> argparse.ArgumentParser:
 
     p_val = sub.add_parser("validate", help="check a manifest offline")
     p_val.add_argument("manifest", type=Path)
+    p_val.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    p_val.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also check, with free calls, that each provider and the object storage answer "
+        "and accept their keys (what run and resume check before the first paid call)",
+    )
 
     p_cancel = sub.add_parser("cancel", help="cancel unfinished shots (at the provider too)")
     p_cancel.add_argument("run_dir", type=Path)
     p_cancel.add_argument("--shot", action="append", metavar="ID", help="only this shot (repeat)")
+    p_cancel.add_argument(
+        "--simulate", action="store_true", help="the run is a --simulate rehearsal"
+    )
 
     p_adopt = sub.add_parser(
         "adopt", help="attach a job found on the provider's dashboard to a shot, then resume"
@@ -123,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     p_plan.add_argument("--simulate", action="store_true", help="quote from the simulators")
     p_plan.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p_plan.add_argument("--max-usd", type=float, metavar="USD", help="compare with this budget")
+    p_plan.add_argument("--strict", action="store_true", help=STRICT_HELP)
 
     p_pick = sub.add_parser("pick", help="choose the take the animatic and storyboard use")
     p_pick.add_argument("run_dir", type=Path)
@@ -131,6 +177,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p_board = sub.add_parser("storyboard", help="rebuild the page, sheet, animatic and report")
     p_board.add_argument("run_dir", type=Path)
+
+    p_models = sub.add_parser("models", help="list a provider's models and what each accepts")
+    p_models.add_argument("provider", metavar="PROVIDER", help="venice, seedance2, newapi...")
+    p_models.add_argument("--refresh", action="store_true", help="fetch the provider's list")
+    p_models.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p_models.add_argument("--base-url", metavar="URL", help="with --refresh: the API's base URL")
+    p_models.add_argument(
+        "--simulate", action="store_true", help="with --refresh: fetch from the simulator"
+    )
 
     p_sim = sub.add_parser("sim", help="serve the provider simulators (until Ctrl-C)")
     p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -151,43 +206,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except Exception:  # a bug: show it, but never a secret in it
-        print(redact(traceback.format_exc()), file=sys.stderr)
+    except BrokenPipeError:
+        return _stdout_closed()
+    except Exception as exc:  # a bug: say so; the traceback with -v, never a secret in either
+        if getattr(args, "verbose", False):
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        name = type(exc).__name__
+        print(
+            f"internal error (a bug in pipeline): {name}: {redact(str(exc))}\n"
+            "run again with -v for the traceback, and please report it",
+            file=sys.stderr,
+        )
         return EXIT_ATTENTION
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``pipeline status RUN | head -2``): end quietly.
+
+    Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from raising
+    a second BrokenPipeError (the recipe of Python's ``signal`` documentation).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; map the expected failures to their exit codes (no traceback)."""
     try:
-        if args.command == "validate":
-            return _validate(args.manifest)
-        if args.command == "status":
-            return _status(args.run_dir, as_json=args.json)
-        if args.command == "cancel":
-            return _cancel(args.run_dir, args.shot)
-        if args.command == "sim":
-            return anyio.run(_serve_simulators, args.host, args.port, args.latency)
-        if args.command == "plan":
-            return _plan(args)
-        if args.command == "pick":
-            manifest = _manifest_of(args.run_dir)
-            picks = set_pick(args.run_dir, manifest, args.shot, args.take)
-            print(f"{args.shot}: take {picks[args.shot]} chosen")
-            return _outputs(args.run_dir, manifest)
-        if args.command == "storyboard":
-            return _outputs(args.run_dir, _manifest_of(args.run_dir))
-        if args.command == "adopt":
-            manifest = _manifest_of(args.run_dir)
-            anyio.run(partial(adopt, args.run_dir, args.shot, args.job_id, file=str(manifest.path)))
-            print(f"{args.shot}: adopted job {args.job_id}; polling it now")
-            return _run(manifest, args.run_dir, args)
-        if args.command == "resume":
-            manifest = _manifest_of(args.run_dir)
-            return _run(manifest, args.run_dir, args)
-        manifest = load_manifest(args.manifest)
-        return _run(manifest, args.jobs_dir / manifest.name, args)
+        return _command(args)
     except ManifestError as exc:
         print(f"invalid input:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
+    except UsageError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_INPUT
+    except LockedError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_LOCKED
     except CheckpointError as exc:
         print(f"checkpoint error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CHECKPOINT
@@ -196,22 +253,86 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def _validate(path: Path) -> int:
-    manifest = load_manifest(path)
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        return catalog.models_command(args, os.environ)
+    if args.command == "validate":
+        return _validate(args.manifest, strict=args.strict, network=args.preflight)
+    if args.command == "status":
+        return _status(args.run_dir, as_json=args.json)
+    if args.command == "cancel":
+        return _cancel(args.run_dir, args.shot, simulate=args.simulate)
+    if args.command == "sim":
+        return anyio.run(_serve_simulators, args.host, args.port, args.latency)
+    if args.command == "plan":
+        return _plan(args)
+    if args.command == "pick":
+        manifest = _manifest_of(args.run_dir)
+        picks = set_pick(args.run_dir, manifest, args.shot, args.take)
+        print(f"{args.shot}: take {picks[args.shot]} chosen")
+        return _outputs(args.run_dir, manifest)
+    if args.command == "storyboard":
+        return _outputs(args.run_dir, _manifest_of(args.run_dir))
+    if args.command == "adopt":
+        manifest = _manifest_of(args.run_dir)
+        anyio.run(
+            partial(
+                adopt,
+                args.run_dir,
+                args.shot,
+                args.job_id,
+                file=str(manifest.path),
+                simulate=args.simulate,
+            )
+        )
+        print(f"{args.shot}: adopted job {args.job_id}; polling it now")
+        return _run(manifest, args.run_dir, args)
+    if args.command == "resume":
+        manifest = _manifest_of(args.run_dir)
+        return _run(manifest, args.run_dir, args)
+    manifest = load_manifest(args.manifest, strict=args.strict)
+    print_warnings(manifest)
+    return _run(manifest, args.jobs_dir / manifest.name, args)
+
+
+def _validate(path: Path, *, strict: bool = False, network: bool = False) -> int:
+    manifest = load_manifest(path, strict=strict)
+    print_warnings(manifest)
     providers = sorted({s.provider for s in manifest.shots})
     print(
         f"{path}: ok: {len(manifest.shots)} shot(s) in {len(manifest.scenes)} scene(s); "
         f"providers: {', '.join(providers)}"
     )
-    return EXIT_OK
+    if not network:
+        return EXIT_OK
+    problems = anyio.run(
+        partial(preflight, manifest, api_keys=_api_keys(manifest), run_dir=manifest.path.parent)
+    )
+    print(render_problems(problems), file=sys.stderr if problems else sys.stdout)
+    return EXIT_INPUT if problems else EXIT_OK
 
 
-def _read_state(run_dir: Path) -> tuple[str | None, object]:
+def _read_state(run_dir: Path) -> tuple[str | None, RunState]:
+    state = _load_run(run_dir)
+    return state.manifest, state
+
+
+def _load_run(run_dir: Path) -> RunState:
+    """The replayed state of ``run_dir``.
+
+    Raises:
+        UsageError: ``run_dir`` does not exist or holds no checkpoint.
+        CheckpointError: the checkpoint cannot be read safely.
+    """
     path = run_dir / CHECKPOINT
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
-    state = load_state(path)
-    return state.manifest, state
+        what = (
+            "does not exist"
+            if not run_dir.exists()
+            else f"is not a run directory (no {CHECKPOINT})"
+        )
+        raise UsageError(f"{run_dir} {what}; run directories are made by `pipeline run MANIFEST`")
+    return load_state(path)
 
 
 def _manifest_of(run_dir: Path) -> Manifest:
@@ -226,9 +347,7 @@ def _manifest_of(run_dir: Path) -> Manifest:
 
 
 def _status(run_dir: Path, *, as_json: bool) -> int:
-    state = load_state(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
-    if state is None:
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CHECKPOINT})")
+    state = _load_run(run_dir)
     if as_json:
         print(json.dumps(status_json(run_dir.name, state), indent=None))
     else:
@@ -236,9 +355,9 @@ def _status(run_dir: Path, *, as_json: bool) -> int:
     return EXIT_OK if not attention(state) else 1
 
 
-def _cancel(run_dir: Path, shots: list[str] | None) -> int:
+def _cancel(run_dir: Path, shots: list[str] | None, *, simulate: bool) -> int:
     manifest = _manifest_of(run_dir)
-    options = RunOptions(api_keys=_api_keys(manifest))
+    options = RunOptions(api_keys=_api_keys(manifest), simulate=simulate)
     result = anyio.run(cancel, manifest, run_dir, options, frozenset(shots) if shots else None)
     print(render_table(result.state, [s.id for s in result.shots]))
     return EXIT_OK
@@ -271,6 +390,8 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
         observer=_observer(args),
         max_usd=args.max_usd,
         only=frozenset(args.shot) if args.shot else None,
+        preflight=True,
+        wait_s=args.wait,
     )
     result = anyio.run(_execute, manifest, run_dir, options, args.simulate)
     _print_result(result, run_dir)
@@ -292,7 +413,8 @@ def _outputs(run_dir: Path, manifest: Manifest, *, quiet: bool = False) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
+    manifest = load_manifest(args.manifest, strict=args.strict)
+    print_warnings(manifest)
     options = RunOptions(api_keys=_api_keys(manifest))
 
     async def planned() -> Plan:

@@ -4,6 +4,8 @@
 
     PipelineError
     ├── ManifestError           bad input: file, line, field, what is allowed (exit 2)
+    ├── UsageError              a command given what it cannot act on: not a run directory, a
+    │                           rehearsal continued as a real run or the reverse (exit 2)
     ├── CheckpointError         the event log cannot be trusted or written: fail-stop (exit 3)
     │   └── LockedError         another runner holds the run directory
     └── ProviderError           carries provider, shot id, HTTP status, provider message
@@ -69,6 +71,15 @@ class ManifestError(PipelineError):
     def single(cls, file: str, line: int | None, field: str, message: str) -> ManifestError:
         """Build an error with exactly one issue."""
         return cls([ManifestIssue(file, line, field, message)])
+
+
+class UsageError(PipelineError):
+    """The command cannot act on what it was given; nothing was sent or written (exit 2).
+
+    Examples: a path that is not a run directory; a ``--simulate`` rehearsal's run directory
+    continued without ``--simulate`` (its jobs exist only in simulators), or a real run's
+    directory continued with it.
+    """
 
 
 class CheckpointError(PipelineError):

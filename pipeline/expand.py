@@ -22,13 +22,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline import catalog
+from pipeline.capcheck import check_caps, check_media
+from pipeline.catalog import ModelInfo
 from pipeline.manifest import Loc, ManifestHead, Problems, SceneHead, ShotEntries, ShotSpec
 from pipeline.media import FileInfo, inspect_file, role_of
-from pipeline.models import Asset, MediaRole, ModelCaps, Shot
+from pipeline.models import Asset, MediaRole, Shot
 from pipeline.providers.base import ProviderSpec
 
 _VAR = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_DEFAULTS: dict[str, Any] = {"duration": 5, "aspect_ratio": "16:9", "audio": False}
+#: Values a shot gets when nothing sets them. ``audio`` and ``resolution`` have none: unset,
+#: they stay None and the adapter leaves them out, so the provider's own default applies.
+_DEFAULTS: dict[str, Any] = {"duration": 5, "aspect_ratio": "16:9"}
+#: File extensions of remote reference URLs that are videos or audio (others: images).
+_URL_KINDS = {
+    **dict.fromkeys((".mp4", ".mov", ".m4v", ".webm"), MediaRole.REFERENCE_VIDEO),
+    **dict.fromkeys((".mp3", ".wav", ".m4a", ".aac", ".ogg", ".flac"), MediaRole.REFERENCE_AUDIO),
+}
 _MERGED = (
     "provider",
     "model",
@@ -58,6 +68,9 @@ class _Ctx:
     shared: dict[Any, Any] = field(default_factory=dict)
     seen: dict[str, Shot] = field(default_factory=dict)
     twins: list[tuple[Loc, str]] = field(default_factory=list)
+    strict: bool = False
+    catalogs: dict[str, catalog.Catalog] = field(default_factory=dict)
+    warned: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, loc: Loc, message: str) -> None:
         self.problems.add(loc, message)
@@ -65,13 +78,6 @@ class _Ctx:
     def one(self, value: Any) -> Any:
         """One object for equal values (many shots share a model name, a ratio...)."""
         return value if value is None else self.shared.setdefault(value, value)
-
-
-def _choices(values: Sequence[object]) -> str:
-    ints = [v for v in values if isinstance(v, int)]
-    if ints and len(ints) == len(values) and ints == list(range(ints[0], ints[-1] + 1)):
-        return f"{ints[0]}-{ints[-1]}" if len(ints) > 2 else ", ".join(map(str, ints))
-    return ", ".join(str(v) for v in values)
 
 
 def _layer(merged: _Merged, layer: Any, loc: Loc) -> _Merged:
@@ -126,7 +132,8 @@ def _asset(ctx: _Ctx, ref: str, role: MediaRole | None, loc: Loc) -> Asset | Non
 def _resolve_asset(ctx: _Ctx, ref: str, role: MediaRole | None) -> Asset | str:
     """The asset a media entry stands for, or what is wrong with it (the same for every shot)."""
     if ref.startswith(("https://", "http://")):
-        return Asset(role=role or MediaRole.REFERENCE_IMAGE, url=ref)
+        suffix = Path(ref.split("?")[0].split("#")[0]).suffix.lower()
+        return Asset(role=role or _URL_KINDS.get(suffix, MediaRole.REFERENCE_IMAGE), url=ref)
     if ref.startswith("data:"):
         return "inline data: URLs are not accepted; give a file path or an https URL"
     path = (ctx.base.parent / ref).resolve()
@@ -178,108 +185,6 @@ def _media(
     return image, end, tuple(refs)
 
 
-def _check_caps(ctx: _Ctx, shot: Shot, caps: ModelCaps, where: Mapping[str, Loc], loc: Loc) -> None:
-    target = f"{shot.provider}/{shot.model}"
-
-    def at(name: str) -> Loc:
-        return where.get(name, (*loc, name))
-
-    if shot.duration not in caps.durations:
-        ctx.add(
-            at("duration"),
-            f"{shot.duration} s is not allowed for {target} (allowed: {_choices(caps.durations)})",
-        )
-    if caps.aspect_ratios and shot.aspect_ratio not in caps.aspect_ratios:
-        ctx.add(
-            at("aspect_ratio"),
-            f"{shot.aspect_ratio!r} is not allowed for {target} "
-            f"(allowed: {_choices(caps.aspect_ratios)})",
-        )
-    if shot.resolution is not None and shot.resolution not in caps.resolutions:
-        allowed = _choices(caps.resolutions) if caps.resolutions else "none: leave it out"
-        ctx.add(
-            at("resolution"),
-            f"{shot.resolution!r} is not allowed for {target} (allowed: {allowed})",
-        )
-    if len(shot.prompt) > caps.max_prompt_chars:
-        ctx.add(
-            (*loc, "prompt"),
-            f"{len(shot.prompt)} characters after vars; {target} takes at "
-            f"most {caps.max_prompt_chars}",
-        )
-    if shot.image is not None and not caps.first_frame:
-        ctx.add((*loc, "image"), f"{target} takes no first-frame image")
-    if shot.image is None and caps.requires_image:
-        ctx.add((*loc, "image"), f"{target} is image-to-video: give a first-frame image")
-    if shot.end_image is not None and not caps.end_frame:
-        ctx.add((*loc, "end_image"), f"{target} takes no end-frame image")
-    if shot.audio and not caps.audio:
-        ctx.add(at("audio"), f"{target} cannot generate audio")
-    limits = {
-        MediaRole.REFERENCE_IMAGE: ("reference images", caps.max_reference_images),
-        MediaRole.REFERENCE_VIDEO: ("reference videos", caps.max_reference_videos),
-        MediaRole.REFERENCE_AUDIO: ("reference audio files", caps.max_reference_audio),
-    }
-    for role, (label, limit) in limits.items():
-        n = sum(1 for r in shot.references if r.role == role)
-        if n > limit:
-            ctx.add((*loc, "references"), f"{n} {label}; {target} takes at most {limit}")
-
-
-def _media_issues(asset: Asset, caps: ModelCaps, target: str) -> list[str]:
-    """Problems of one local file against the model's media limits."""
-    out = []
-    name = asset.path.name if asset.path else (asset.url or "")
-    if caps.max_media_bytes is not None and (asset.size or 0) > caps.max_media_bytes:
-        out.append(f"{name} is {asset.size} bytes; {target} takes at most {caps.max_media_bytes}")
-    if asset.width and asset.height and asset.mime and asset.mime.startswith("image/"):
-        short, ratio = min(asset.width, asset.height), asset.width / asset.height
-        if caps.min_image_short_side is not None and short < caps.min_image_short_side:
-            out.append(
-                f"{name} is {asset.width}x{asset.height}; {target} needs images with a "
-                f"short side of at least {caps.min_image_short_side} px"
-            )
-        if caps.image_aspect_range is not None:
-            low, high = caps.image_aspect_range
-            if not low <= ratio <= high:
-                out.append(
-                    f"{name} has aspect {ratio:.2f}; {target} accepts {low}-{high} (width/height)"
-                )
-    seconds = asset.duration_s
-    if seconds is not None and asset.role == MediaRole.REFERENCE_VIDEO and caps.reference_video_s:
-        low, high = caps.reference_video_s
-        if not low <= seconds <= high:
-            out.append(
-                f"{name} lasts {seconds:.1f} s; {target} takes reference videos of "
-                f"{low:g}-{high:g} s"
-            )
-    limit = caps.max_reference_audio_s
-    is_audio = asset.role == MediaRole.REFERENCE_AUDIO
-    if seconds is not None and is_audio and limit is not None and seconds > limit:
-        out.append(
-            f"{name} lasts {seconds:.1f} s; {target} takes reference audio of at most {limit:g} s"
-        )
-    return out
-
-
-def _check_media(ctx: _Ctx, shot: Shot, caps: ModelCaps, loc: Loc) -> None:
-    target = f"{shot.provider}/{shot.model}"
-    for field_name, asset in (("image", shot.image), ("end_image", shot.end_image)):
-        if asset is not None:
-            for message in _media_issues(asset, caps, target):
-                ctx.add((*loc, field_name), message)
-    for i, asset in enumerate(shot.references):
-        for message in _media_issues(asset, caps, target):
-            ctx.add((*loc, "references", i), message)
-    total = sum(a.duration_s or 0.0 for a in shot.references if a.role == MediaRole.REFERENCE_VIDEO)
-    if caps.max_reference_video_total_s is not None and total > caps.max_reference_video_total_s:
-        ctx.add(
-            (*loc, "references"),
-            f"reference videos last {total:.1f} s in all; {target} "
-            f"takes at most {caps.max_reference_video_total_s:g} s",
-        )
-
-
 def fingerprint(request: Mapping[str, Any]) -> str:
     """``"sha256:<hex>"`` of the canonical JSON of a resolved request."""
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
@@ -297,7 +202,7 @@ def _seed(name: str, shot_id: str, take: int) -> int:
 
 def _resolve_provider(
     ctx: _Ctx, values: dict[str, Any], where: dict[str, Loc], loc: Loc
-) -> tuple[ProviderSpec, str, ModelCaps] | None:
+) -> tuple[ProviderSpec, str, ModelInfo] | None:
     name = values.get("provider") or "local"
     spec = ctx.registry.get(name)
     if spec is None:
@@ -307,15 +212,49 @@ def _resolve_provider(
         )
         return None
     model = values.get("model") or spec.default_model or next(iter(spec.models))
-    caps = spec.models.get(model)
-    if caps is None:
-        ctx.add(
-            where.get("model", (*loc, "model")),
-            f"unknown model {model!r} for {name} (known: {', '.join(spec.models)})",
-        )
+    info = _model_info(ctx, spec, model, where.get("model", (*loc, "model")))
+    if info is None:
         return None
     values["provider"], values["model"] = name, model
-    return spec, model, caps
+    return spec, model, info
+
+
+def _model_info(ctx: _Ctx, spec: ProviderSpec, model: str, at: Loc) -> ModelInfo | None:
+    """What ``model`` accepts: the built-in table merged with the cached catalog.
+
+    A model neither knows is accepted unchecked with a warning (an error with ``strict``); a
+    model only the provider's list knows is checked as far as the list tells, with a warning
+    naming the skipped checks. Each warning is given once per provider and model.
+    """
+    known = ctx.catalogs.get(spec.name)
+    if known is None:
+        known = ctx.catalogs[spec.name] = catalog.load(spec)
+    info = known.models.get(model)
+    if info is not None and info.builtin:
+        return info
+    if info is None and ctx.strict:
+        ctx.add(
+            at,
+            f"unknown model {model!r} for {spec.name} (--strict; known: {', '.join(known.models)})",
+        )
+        return None
+    if (spec.name, model) not in ctx.warned:
+        ctx.warned.add((spec.name, model))
+        skipped = ", ".join((info or ModelInfo(catalog.OPEN_CAPS, frozenset())).skipped)
+        if info is None:
+            cached = f" or the list cached {known.fetched_at}" if known.fetched_at else ""
+            said = (
+                f"unknown model {model!r} for {spec.name}: not in the built-in table{cached}; "
+                f"accepted unchecked (skipped: {skipped}); `pipeline models {spec.name} "
+                "--refresh` updates the list, --strict refuses unknown models"
+            )
+        else:
+            said = (
+                f"model {model!r} is not in {spec.name}'s built-in table but in its model list "
+                f"(cached {known.fetched_at}); skipped checks: {skipped}"
+            )
+        ctx.problems.warn(at, said)
+    return info or ModelInfo(catalog.OPEN_CAPS, frozenset(), builtin=False)
 
 
 def _expand_shot(
@@ -334,8 +273,12 @@ def _expand_shot(
     resolved = _resolve_provider(ctx, values, where, loc)
     if resolved is None:
         return []
-    spec, model, caps = resolved
+    spec, model, info = resolved
     request = {k: values.get(k) for k in _MERGED if k != "seed"} | {
+        # Unset audio (the provider's default) hashes as ``false``, as it was stored before it
+        # could be left unset: runs checkpointed then keep their fingerprints, so an upgrade
+        # never makes their shots look edited (and paid for again).
+        "audio": values.get("audio") or False,
         "prompt": prompt,
         "image": _asset_key(image),
         "end_image": _asset_key(end),
@@ -361,7 +304,7 @@ def _expand_shot(
             fingerprint=fingerprint(request | {"seed": seed}),
             take=take,
             resolution=ctx.one(values.get("resolution")),
-            audio=bool(values.get("audio")),
+            audio=values.get("audio"),
             seed=seed,
             image=image,
             end_image=end,
@@ -373,10 +316,11 @@ def _expand_shot(
         )
         shots.append(shot)
         _note_id(ctx, shot, loc)
-    _check_caps(ctx, shots[0], caps, where, loc)
-    _check_media(ctx, shots[0], caps, loc)
+    check_caps(ctx.add, shots[0], info, where, loc)
+    if "media" in info.checked:
+        check_media(ctx.add, shots[0], info.caps, loc)
     if spec.check is not None:
-        for name, message in spec.check(shots[0], caps):
+        for name, message in spec.check(shots[0], info.caps):
             ctx.add(where.get(name, (*loc, name)), message)
     return shots
 
@@ -419,20 +363,27 @@ def expand(
     path: Path,
     registry: Mapping[str, ProviderSpec],
     problems: Problems,
+    *,
+    strict: bool = False,
 ) -> list[Shot]:
     """Validate every shot entry and expand it into shots, in manifest order.
 
     Each entry is validated (:class:`~pipeline.manifest.ShotSpec`), expanded and dropped before
-    the next one. Once the document has a schema problem (``problems`` not empty, or ``spec``
-    None), the remaining entries are only validated: schema problems are reported alone, all of
-    them, as for the whole document at once.
+    the next one. Every problem of the document is reported in one round: an invalid entry is
+    not expanded (nothing cascades from it), but every valid one still is and gets all its checks
+    (vars, media, capabilities), even when other entries or the document's head have schema
+    problems. ``spec`` is then the head as far as it is valid (see
+    :func:`pipeline.manifest.load_manifest`).
 
     Args:
-        spec: the document without its shot entries, or None when it is invalid.
+        spec: the document without its shot entries (its valid part), or None when its shots
+            cannot be expanded at all (no valid ``scenes``).
         entries: each scene's shot entries (emptied on the way).
         path: the manifest file (absolute); media paths are relative to its directory.
         registry: provider specs by name.
-        problems: schema problems found so far (duplicate keys, the head's).
+        problems: schema problems found so far (duplicate keys, the head's); warnings (e.g. a
+            model the built-in table and the cached catalog do not know) are added to it.
+        strict: an unknown model is an error instead of a warning.
 
     Raises:
         ManifestError: every problem found (schema, unknown provider/model/var, missing or wrong
@@ -443,7 +394,7 @@ def expand(
             for _ in _valid(scene, problems):
                 pass
         raise problems.error()
-    ctx = _Ctx(spec, path, registry, Problems(problems.file, problems.lines))
+    ctx = _Ctx(spec, path, registry, problems, strict=strict)
     for name in spec.providers:
         if name not in registry:
             ctx.add(
@@ -452,20 +403,17 @@ def expand(
             )
     shots: list[Shot] = []
     for scene in entries:
+        if scene.scene >= len(spec.scenes):
+            continue  # the scene's own head is invalid: its entries were reported by then
         head = spec.scenes[scene.scene]
         base = _scene_base(spec, head, scene.scene)
         for loc, hi, raw in _valid(scene, problems):
-            if problems:
-                continue  # schema problems are reported alone
             line = scene.lines[hi] if scene.lines is not None else problems.lines.line(loc)
             shots.extend(_expand_shot(ctx, head, raw, base, loc, line, len(shots)))
-    if problems:
-        shots.clear()  # room for looking the lines up
-        raise problems.error()
     for loc, message in ctx.twins:
         ctx.add(loc, message)
-    if ctx.problems:
-        shots.clear()
+    if problems:
+        shots.clear()  # room for looking the lines up
         ctx.seen.clear()
-        raise ctx.problems.error()
+        raise problems.error()
     return shots

@@ -94,15 +94,23 @@ class GuardedCalls:
         """
         breaker = self.gate.breaker
         until = time.monotonic() + deadline_s
-        while breaker.state != BreakerState.CLOSED:
-            if time.monotonic() >= until:
-                return False
-            if breaker.state == BreakerState.HALF_OPEN and isinstance(self.provider, SupportsProbe):
-                await self._probe(self.provider)
-                continue
-            wait = breaker.seconds_left() or BREAKER_RECHECK_S
-            await anyio.sleep(min(wait, max(0.0, until - time.monotonic())))
-        return True
+        counted = False  # counted among the shots waiting on the breaker (for reports)
+        try:
+            while (state := breaker.state) != BreakerState.CLOSED:
+                if not counted:
+                    self.gate.waiting_breaker += 1
+                    counted = True
+                if time.monotonic() >= until:
+                    return False
+                if state == BreakerState.HALF_OPEN and isinstance(self.provider, SupportsProbe):
+                    await self._probe(self.provider)
+                    continue
+                wait = breaker.seconds_left() or BREAKER_RECHECK_S
+                await anyio.sleep(min(wait, max(0.0, until - time.monotonic())))
+            return True
+        finally:
+            if counted:
+                self.gate.waiting_breaker -= 1
 
     async def _probe(self, provider: SupportsProbe) -> None:
         async with self.gate._probe_lock:  # one probe at a time per provider

@@ -192,6 +192,9 @@ class ProviderGate:
             cooldown_s=settings.breaker_cooldown_s or 30.0,
         )
         self._probe_lock = anyio.Lock()
+        #: Shots waiting now on the shared pause / on the open circuit breaker (for reports).
+        self.waiting_pause = 0
+        self.waiting_breaker = 0
 
     async def pace_send(self) -> None:
         """Keep paid sends ``60 / requests_per_minute`` s apart as they leave (no-op if unlimited).
@@ -217,11 +220,14 @@ class ProviderGate:
 
     async def _wait_pause(self) -> None:
         """Sleep until no shared pause is in force (a pause may be extended while we sleep)."""
-        while True:
-            left = self.paused_for
-            if left <= 0:
-                return
-            await anyio.sleep(left)
+        if self.paused_for <= 0:
+            return
+        self.waiting_pause += 1
+        try:
+            while (left := self.paused_for) > 0:  # noqa: ASYNC110 (a pause may be extended)
+                await anyio.sleep(left)
+        finally:
+            self.waiting_pause -= 1
 
     async def ready(self, kind: CallKind) -> None:
         """Wait until a call of ``kind`` may start: after any shared pause, within the rate."""
@@ -231,7 +237,29 @@ class ProviderGate:
             await limiter.acquire()
             await self._wait_pause()  # a pause may have started while we waited
 
+    def waits(self) -> list[str]:
+        """What this provider's shots are waiting on besides their jobs, one phrase each.
+
+        E.g. ``["3 shot(s) on a 429 pause until 14:32:10"]``; empty when nothing waits.
+        """
+        out = []
+        if self.waiting_pause and (left := self.paused_for) > 0:
+            out.append(f"{self.waiting_pause} shot(s) on a 429 pause until {_clock(left)}")
+        if self.waiting_breaker:
+            left = self.breaker.seconds_left()
+            when = f"a probe at {_clock(left)}" if left > 0 else "a probe now"
+            out.append(
+                f"{self.waiting_breaker} shot(s) on the circuit breaker (the provider kept "
+                f"failing; {when})"
+            )
+        return out
+
     @property
     def in_flight(self) -> int:
         """Jobs currently holding a slot."""
         return self.jobs.in_use
+
+
+def _clock(seconds_from_now: float) -> str:
+    """Local wall-clock time ``seconds_from_now`` from now, as ``HH:MM:SS``."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + seconds_from_now))

@@ -2,7 +2,7 @@
 
 ::
 
-    load_manifest(path)            read_yaml -> plain data + line map (pipeline.yaml_reader)
+    load_manifest(path)            read_yaml -> plain data + line map (PyYAML's safe loader)
       -> ManifestHead              the document but its shot entries (extra="forbid", strict)
       -> expand(head, entries)     per entry: ShotSpec, then defaults -> scene defaults -> shot;
                                    vars; takes; media; caps (the entry is dropped once expanded)
@@ -12,21 +12,24 @@ Every problem becomes a :class:`~pipeline.errors.ManifestIssue` naming the file,
 field (``scenes[0].shots[2].duration``) and what is allowed; all of them are raised together in one
 :class:`~pipeline.errors.ManifestError`. Nothing is submitted when loading fails.
 
-The YAML itself is read by :mod:`pipeline.yaml_reader` (plain data and a lazy line map, no node
-tree); this module is the schema, its validation and :func:`load_manifest`. Memory: no pydantic
-model per shot ever exists for the whole manifest at once either (``expand`` validates and
-drops the entries one by one). ``LineMap``, ``Loc`` and ``read_yaml`` are re-exported here.
+The YAML itself is read by :mod:`pipeline.yaml_reader` (PyYAML's own safe loader, plus the line
+of every node from its marks); this module is the schema, its validation and
+:func:`load_manifest`. No pydantic model per shot ever exists for the whole manifest at once
+(``expand`` validates and drops the entries one by one). ``LineMap``, ``Loc`` and ``read_yaml``
+are re-exported here.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -136,6 +139,8 @@ class Manifest:
         shots: every expanded shot (takes included) in manifest order.
         scenes: scene ids in manifest order.
         providers: the manifest's per-provider settings (not merged with adapter defaults).
+        warnings: problems that do not stop a run (e.g. a model the built-in table does not
+            know, so some checks were skipped), each naming file, line and field.
     """
 
     path: Path
@@ -147,6 +152,19 @@ class Manifest:
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     spec: ManifestSpec | None = None
+    warnings: tuple[ManifestIssue, ...] = ()
+
+
+def print_warnings(manifest: Manifest, stream: TextIO | None = None) -> None:
+    """Write each of ``manifest.warnings`` as ``warning: file:line: field: message``.
+
+    Args:
+        manifest: the loaded manifest.
+        stream: where to write (default ``sys.stderr``).
+    """
+    out = stream or sys.stderr
+    for issue in manifest.warnings:
+        print(f"warning: {issue}", file=out)
 
 
 def field_path(loc: Loc) -> str:
@@ -190,6 +208,8 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
         return "required field is missing"
     if loc and loc[-1] == "aspect_ratio" and isinstance(value, int):
         return 'write the ratio in quotes, e.g. "16:9" (YAML reads 16:9 unquoted as a number)'
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "presign_ttl":
+        return f"{value!r} is not a duration: use a number and s, m, h or d, e.g. 24h or 90m"
     if kind == "string_pattern_mismatch":
         return f"{value!r} is not allowed: use letters, digits, '_', '.' and '-' (not first)"
     shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
@@ -204,11 +224,13 @@ class Problems:
         file: the manifest path as given by the user.
         lines: where to look the lines up.
         found: (location, line or None to look up, message), in the order found.
+        warned: warnings as (location, message): they never make the manifest invalid.
     """
 
     file: str
     lines: LineMap
     found: list[tuple[Loc, int | None, str]] = field(default_factory=list)
+    warned: list[tuple[Loc, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.found)
@@ -216,6 +238,18 @@ class Problems:
     def add(self, loc: Loc, message: str, line: int | None = None) -> None:
         """Record a problem at ``loc`` (``line``: when known better than the map's)."""
         self.found.append((loc, line, message))
+
+    def warn(self, loc: Loc, message: str) -> None:
+        """Record a warning at ``loc`` (reported, but the manifest stays valid)."""
+        self.warned.append((loc, message))
+
+    def warnings(self) -> tuple[ManifestIssue, ...]:
+        """The warnings as issues, sorted by line and field."""
+        issues = _merged(
+            ManifestIssue(self.file, self.lines.line(loc), field_path(loc), message)
+            for loc, message in self.warned
+        )
+        return tuple(sorted(issues, key=lambda i: (i.line or 0, i.field)))
 
     def add_validation(self, exc: ValidationError, prefix: Loc = ()) -> None:
         """Record every error of a pydantic validation of the data found at ``prefix``."""
@@ -225,14 +259,76 @@ class Problems:
 
     def error(self) -> ManifestError:
         """All the problems as one error, sorted by line and field."""
-        self.lines.resolve(loc for loc, line, _ in self.found if line is None)
-        issues = [
+        issues = _merged(
             ManifestIssue(
                 self.file, self.lines.line(loc) if line is None else line, field_path(loc), message
             )
             for loc, line, message in self.found
-        ]
+        )
         return ManifestError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
+
+
+def _merged(issues: Iterable[ManifestIssue]) -> list[ManifestIssue]:
+    """One line for a problem every shot inherits from the same place (``(for N shots)``)."""
+    counted: dict[ManifestIssue, int] = {}
+    for issue in issues:
+        counted[issue] = counted.get(issue, 0) + 1
+    return [
+        replace(i, message=f"{i.message} (for {n} shots)") if n > 1 else i
+        for i, n in counted.items()
+    ]
+
+
+#: Keys of the document the shots do not depend on: dropped when invalid (see _valid_part).
+_ASIDE = frozenset({"budget", "storage", "downloads", "providers", "version", "name"})
+
+
+def _valid_part(data: Mapping[str, Any], exc: ValidationError) -> ManifestHead | None:
+    """The head without its invalid parts, so that every shot is still checked in this round.
+
+    An invalid setting the shots do not depend on (budget, storage, a provider's limits...) is
+    dropped; an invalid default or var is dropped or emptied (a bad var becomes ``""``, so that
+    no shot reports it as unknown too); an invalid key of a scene's head is dropped. The
+    problems themselves were already recorded: this only decides what the shots are checked
+    against. None when the scenes cannot be made valid (then only schema problems are shown).
+    """
+    doc = copy.deepcopy({k: v for k, v in data.items() if k != "scenes"})
+    scenes = data.get("scenes")
+    if isinstance(scenes, list):
+        doc["scenes"] = [
+            {k: v for k, v in sc.items()} if isinstance(sc, dict) else sc for sc in scenes
+        ]
+    for err in exc.errors():
+        loc = err["loc"]
+        top = loc[0] if loc else None
+        if top in _ASIDE and top in doc:
+            doc[top] = {} if top in ("providers", "downloads") else None
+            if top in ("version", "name"):
+                doc[top] = 1 if top == "version" else "invalid-name"
+        elif top in ("defaults", "vars") and len(loc) > 1 and isinstance(doc.get(top), dict):
+            doc[top] = dict(doc[top])
+            if top == "vars":
+                doc[top][loc[1]] = ""
+            else:
+                doc[top].pop(loc[1], None)
+        elif top in ("defaults", "vars"):
+            doc.pop(top, None)
+        elif top == "scenes" and len(loc) > 2 and loc[2] not in ("shots", "id"):
+            scene = doc["scenes"][loc[1]] if isinstance(loc[1], int) else None
+            if isinstance(scene, dict):
+                if (
+                    loc[2] == "defaults"
+                    and len(loc) > 3
+                    and isinstance(scene.get("defaults"), dict)
+                ):
+                    scene["defaults"] = {k: v for k, v in scene["defaults"].items() if k != loc[3]}
+                else:
+                    scene.pop(loc[2], None)
+    doc = {k: v for k, v in doc.items() if v is not None}
+    try:
+        return ManifestHead.model_validate(doc)
+    except ValidationError:
+        return None
 
 
 def _problems(file: str, lines: LineMap) -> Problems:
@@ -268,22 +364,23 @@ def shot_entries(
             raw = scene.get("shots") if isinstance(scene, dict) else None
             if isinstance(raw, list):
                 items = head.scenes[si].shots if head is not None else list(raw)
-                out.append(ShotEntries(si, items, lines.item_lines(raw)))
-    lines.forget_items()
+                out.append(ShotEntries(si, items, None))
     return out
 
 
 def load_manifest(
-    path: Path | str, *, registry: Mapping[str, ProviderSpec] = PROVIDERS
+    path: Path | str, *, registry: Mapping[str, ProviderSpec] = PROVIDERS, strict: bool = False
 ) -> Manifest:
     """Load, validate and expand the manifest at ``path``.
 
     Args:
         path: the YAML file; media paths inside it are relative to its directory.
         registry: provider specs by name (tests inject fakes).
+        strict: a model neither the built-in table nor the cached catalog
+            (:mod:`pipeline.catalog`) knows is an error, not a warning.
 
     Returns:
-        The expanded manifest.
+        The expanded manifest, with its warnings.
 
     Raises:
         ManifestError: every problem found, each with file, line and field.
@@ -301,17 +398,18 @@ def load_manifest(
         raise ManifestError.single(file, None, "", f"cannot read: {exc}") from None
     with gc_paused():
         data, lines = read_yaml(text, file)
-        del text  # the line map keeps it for error lines
+        del text
         problems = _problems(file, lines)
         head = None
         try:
             head = ManifestHead.model_validate(data)
         except ValidationError as exc:
             problems.add_validation(exc)
+            head = _valid_part(data, exc)  # so the shots get all their checks in this round
         entries = shot_entries(data, head, lines)
         del data  # the entries are all that is left of the raw document
-        shots = expand(head, entries, path.resolve(), registry, problems)
-    assert head is not None  # expand() raises on any schema problem
+        shots = expand(head, entries, path.resolve(), registry, problems, strict=strict)
+    assert head is not None  # expand() raises on any problem
     policies = {name: provider.media for name, provider in registry.items()}
     check_storage(shots, policies, head.storage is not None, file)
     return Manifest(
@@ -323,4 +421,5 @@ def load_manifest(
         storage=head.storage,
         downloads=head.downloads,
         budget=head.budget,
+        warnings=problems.warnings(),
     )

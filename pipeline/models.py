@@ -46,6 +46,8 @@ class Event(StrEnum):
     SUBMIT_NOT_SENT = "submit_not_sent"
     SUBMIT_REJECTED = "submit_rejected"
     SUBMIT_AMBIGUOUS = "submit_ambiguous"
+    #: The spend guard held the shot back before its intent (``why``: budget / price unknown).
+    SUBMIT_HELD = "submit_held"
     STATUS = "status"
     COMPLETED = "completed"
     FETCHED = "fetched"
@@ -114,7 +116,9 @@ class Shot:
 
     ``id`` is ``scene-shot[-tN]`` (characters ``[A-Za-z0-9._-]`` only, so it is a safe file
     stem). ``fingerprint`` is ``"sha256:<hex>"`` of the canonical resolved request; an edited
-    manifest redoes exactly the shots whose fingerprint changed.
+    manifest redoes exactly the shots whose fingerprint changed. ``resolution`` and ``audio`` are
+    None when the manifest does not set them: the adapter then leaves the field out of the
+    request, so the provider's own default applies (Venice, for one, defaults audio to on).
     """
 
     id: str
@@ -128,7 +132,7 @@ class Shot:
     fingerprint: str
     take: int | None = None
     resolution: str | None = None
-    audio: bool = False
+    audio: bool | None = None
     seed: int | None = None
     image: Asset | None = None
     end_image: Asset | None = None

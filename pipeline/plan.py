@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline import pricing
 from pipeline.checkpoint import FILE
-from pipeline.errors import ProviderError
 from pipeline.manifest import Manifest
 from pipeline.models import Shot, ShotState
 from pipeline.providers.base import ProviderContext, SupportsQuote
@@ -105,22 +106,6 @@ def _status(shot: Shot, state: RunState) -> tuple[str, str | None]:
     return "unchanged", rec.state.value
 
 
-def _static_estimate(shot: Shot, manifest: Manifest, options: RunOptions) -> PlannedShot | None:
-    settings = provider_settings(manifest, shot.provider, registry=options.registry)
-    spec = options.registry[shot.provider]
-    credits = spec.credits(shot) if spec.credits is not None else None
-    if credits is not None:
-        rate = settings.usd_per_credit
-        usd = credits * rate if rate is not None else None
-        return _line(shot, usd=usd, credits=credits, source="credits")
-    price = settings.prices.get(shot.model)
-    if price is not None:
-        return _line(shot, usd=price.usd(shot.duration), source="price table")
-    if spec.free:
-        return _line(shot, usd=0.0, source="free (offline)")
-    return None
-
-
 def _line(shot: Shot, **kw: Any) -> PlannedShot:
     return PlannedShot(shot.id, "new", shot.provider, shot.model, shot.duration, **kw)
 
@@ -168,12 +153,11 @@ async def make_plan(manifest: Manifest, run_dir: Path, options: RunOptions) -> P
 async def _estimate(
     shot: Shot, manifest: Manifest, options: RunOptions, quoter: SupportsQuote | None
 ) -> PlannedShot:
-    if quoter is not None:
-        try:
-            return _line(shot, usd=await quoter.quote(shot), source="quote")
-        except ProviderError as exc:
-            log.warning("%s: no quote (%s)", shot.id, exc)
-    return _static_estimate(shot, manifest, options) or _line(shot)
+    """The shot's price exactly as the runner's spend guard computes it (pipeline.pricing)."""
+    settings = provider_settings(manifest, shot.provider, registry=options.registry)
+    quote = partial(quoter.quote, shot) if quoter is not None else None
+    est = await pricing.estimate(shot, options.registry[shot.provider], settings, quote)
+    return _line(shot, usd=est.usd, credits=est.credits, source=est.source)
 
 
 async def _quoter(
@@ -199,7 +183,7 @@ def render_plan(plan: Plan, budget: float | None = None) -> str:
     """A plain-text table of the plan and its totals."""
     rows = [("shot", "status", "provider/model", "dur", "estimate", "source")]
     for s in plan.shots:
-        price = f"${s.usd:.2f}" if s.usd is not None else "unknown"
+        price = f"${s.usd:.2f}" if s.usd is not None else "price unknown"
         if s.credits is not None:
             price += f" ({s.credits:g} credits)"
         duration = f"{s.duration}s" if s.duration is not None else "-"
@@ -213,6 +197,23 @@ def render_plan(plan: Plan, budget: float | None = None) -> str:
         + (f"; {t['credits']:g} credits" if t["credits"] else "")
     )
     if budget is not None:
-        fits = "fits" if t["high_usd"] <= budget else "may not fit"
-        lines.append(f"budget ${budget:.2f}: the plan {fits}")
+        lines.append(f"budget ${budget:.2f}: {budget_verdict(t, budget)}")
     return "\n".join(lines)
+
+
+def budget_verdict(totals: dict[str, Any], budget: float) -> str:
+    """Whether the plan fits ``budget`` (USD); an unknown price is never counted as $0.
+
+    The runner holds back every shot whose price is unknown when there is a budget, so such a
+    plan cannot be said to fit.
+    """
+    if totals["unknown"]:
+        return (
+            f"cannot tell whether the plan fits: {totals['unknown']} shot(s) have no price "
+            "(set providers.<name>.prices or usd_per_credit, or use a provider key for quotes)"
+        )
+    if totals["high_usd"] <= budget:
+        return "the plan fits"
+    if totals["low_usd"] <= budget:
+        return "the plan may not fit"
+    return "the plan does not fit"

@@ -50,6 +50,10 @@ class Observer(Protocol):
         """Money committed so far (ambiguous submits included) and the budget, in USD."""
         ...
 
+    def waiting(self, text: str) -> None:
+        """What shots wait on besides their jobs (a 429 pause, the breaker); "" when nothing."""
+        ...
+
     def finished(self) -> None:
         """The run ended (normally or not); release the display."""
         ...
@@ -66,6 +70,9 @@ class NullObserver:
 
     def spending(self, committed_usd: float, limit_usd: float | None) -> None:
         """Ignore."""
+
+    def waiting(self, text: str) -> None:
+        """Ignore (the runner logs waits itself)."""
 
     def finished(self) -> None:
         """Ignore."""
@@ -88,6 +95,9 @@ class LoggingObserver:
         budget = f" of ${limit_usd:.2f}" if limit_usd is not None else ""
         log.info("spend: $%.2f%s committed", committed_usd, budget)
 
+    def waiting(self, text: str) -> None:
+        """Nothing more: the runner logs waits itself."""
+
     def finished(self) -> None:
         """Nothing to release."""
 
@@ -101,6 +111,7 @@ class TqdmObserver:
         self._level: dict[str, int] = {}
         self._failed = 0
         self._spend = ""
+        self._waiting = ""
         self._redirect: contextlib.AbstractContextManager[None] | None = None
 
     def started(self, shots: Sequence[Shot], states: Mapping[str, ShotState]) -> None:
@@ -146,6 +157,13 @@ class TqdmObserver:
         budget = f" / ${limit_usd:.2f}" if limit_usd is not None else ""
         self._spend = f"${committed_usd:.2f}{budget}"
         self._postfix()
+
+    def waiting(self, text: str) -> None:
+        """Show what shots wait on (a 429 pause, the breaker) on the generate bar."""
+        if text != self._waiting:
+            self._waiting = text
+            if "generate" in self._bars:
+                self._bars["generate"].set_postfix_str(f"waiting: {text}" if text else "")
 
     def _postfix(self) -> None:
         if not self._bars:

@@ -2,7 +2,7 @@
 
 One object per shot id, in manifest order::
 
-    {"run": "harbor-dawn", "generated": "2026-11-23T10:00:00Z",
+    {"run": "harbor-dawn", "simulated": false, "generated": "2026-11-23T10:00:00Z",
      "totals": {"shots": 14, "done": 14, "estimated_usd": 0.0, "actual_usd": 0.0,
                 "unknown_cost": 0, "credits": 0},
      "shots": {"dawn-s01": {"state": "done", "provider": "local", "model": "previz",
@@ -113,7 +113,13 @@ def build_report(
         "credits": sum(s["credits"] or 0 for s in shots.values()),
     }
     generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return {"run": run_name, "generated": generated, "totals": totals, "shots": shots}
+    return {
+        "run": run_name,
+        "simulated": bool(state.simulated),
+        "generated": generated,
+        "totals": totals,
+        "shots": shots,
+    }
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:

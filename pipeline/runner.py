@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
@@ -36,10 +38,11 @@ from pipeline import snapshot
 from pipeline.budget import Spend
 from pipeline.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.checkpoint import Checkpoint, Record
-from pipeline.errors import CheckpointError, ManifestError, ProviderError
+from pipeline.errors import CheckpointError, ManifestError, ProviderError, UsageError
 from pipeline.limits import ProviderGate
 from pipeline.manifest import Manifest
 from pipeline.models import TERMINAL_STATES, Event, JobHandle, Shot, ShotState
+from pipeline.preflight import preflight, render_problems
 from pipeline.progress import NullObserver, Observer
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
@@ -51,7 +54,19 @@ from pipeline.upload import MediaResolver
 
 log = logging.getLogger("pipeline")
 
-EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: How often the runner looks at what shots wait on, and repeats a lasting wait in the log (s).
+WAIT_CHECK_S, WAIT_REPORT_S = 5.0, 30.0
+#: How often ``--wait`` checks again for providers or storage unreachable at start (s).
+PREFLIGHT_RETRY_S = 15.0
+
+EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_LOCKED, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,11 @@ class RunOptions:
             short poll intervals against the simulators).
         max_usd: spend limit overriding the manifest's ``budget.max_usd`` (``--max-usd``).
         only: when set, ``retry_failed`` and ``resubmit_ambiguous`` apply to these shots only.
+        preflight: check before the first paid call that every provider and the object
+            storage answer and accept their credentials (:mod:`pipeline.preflight`); the CLI
+            always does, tests that inject fake providers need not.
+        wait_s: how long to wait for providers or storage that cannot be reached at start
+            (``--wait``), checking again every :data:`PREFLIGHT_RETRY_S`; 0 stops at once.
     """
 
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -82,6 +102,8 @@ class RunOptions:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_usd: float | None = None
     only: frozenset[str] | None = None
+    preflight: bool = False
+    wait_s: float = 0.0
 
 
 @dataclass
@@ -142,7 +164,13 @@ class Runner:
         """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
         state = self.state
         run_id = state.run_id or uuid.uuid4().hex[:16]
-        await self._append(Event.RUN_STARTED, None, run=run_id, manifest=str(self.manifest.path))
+        await self._append(
+            Event.RUN_STARTED,
+            None,
+            run=run_id,
+            manifest=str(self.manifest.path),
+            simulate=self.options.simulate,
+        )
         self._plan(state)
         await self.ckpt.sync()
         limit = self.options.max_usd
@@ -239,10 +267,12 @@ class Runner:
             by_provider.setdefault(shot.provider, []).append(shot)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, outer.cancel_scope)
+            outer.start_soon(self._report_waits, ctx)
             async with anyio.create_task_group() as work:
                 for name, shots in by_provider.items():
                     window = 2 * (ctx.settings[name].max_in_flight or 4) + 16
                     self._feed(work, ctx, shots, state, window)
+            self.options.observer.waiting("")  # nothing waits any more
             outer.cancel_scope.cancel()
 
     def _feed(
@@ -271,6 +301,24 @@ class Runner:
         for _ in range(min(window, len(shots))):
             work.start_soon(worker)
 
+    async def _report_waits(self, ctx: RunContext) -> None:
+        """Say what shots wait on besides their jobs: never a silent wait.
+
+        Checked every :data:`WAIT_CHECK_S`; shown on the progress bars at once and logged when
+        it changes, and again at least every :data:`WAIT_REPORT_S` while it lasts.
+        """
+        said, said_at = "", -math.inf
+        while True:
+            await anyio.sleep(WAIT_CHECK_S)
+            waits = [f"{name}: {w}" for name, gate in ctx.gates.items() for w in gate.waits()]
+            text = "; ".join(waits)
+            self.options.observer.waiting(text)
+            now = time.monotonic()
+            if text and (text != said or now - said_at >= WAIT_REPORT_S):
+                log.warning("waiting: %s", text)
+                said_at = now
+            said = text
+
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
@@ -298,19 +346,57 @@ class Runner:
         return RunResult(final, shots, self.interrupted, code, orphans, self.spend)
 
 
-async def open_run(run_dir: Path) -> tuple[Checkpoint, RunState]:
+async def open_run(run_dir: Path, *, simulate: bool) -> tuple[Checkpoint, RunState]:
     """Open (lock, repair) ``run_dir``'s checkpoint and replay it while it is read.
 
     The replay starts from the run's state snapshot when it is usable (only the log after it is
-    read and folded; see :mod:`pipeline.snapshot`), else from the first record.
+    read and folded; see :mod:`pipeline.snapshot`), else from the first record. A rehearsal and a
+    real run never share a run directory (:func:`check_mode`): the lock is released and nothing
+    is written when the modes differ.
+
+    Args:
+        run_dir: the run directory (created when missing).
+        simulate: whether this command talks to the simulators (``--simulate``).
 
     Raises:
         LockedError / CheckpointError: as :meth:`Checkpoint.open`.
+        UsageError: the run was started in the other mode.
     """
     state = RunState()
     prefix = snapshot.prefix_into(state, run_dir / CHECKPOINT_FILE)
     ckpt = await Checkpoint.open(run_dir, fold=folder(state), prefix=prefix)
+    try:
+        check_mode(state, run_dir, simulate=simulate)
+    except UsageError:
+        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
+            await ckpt.close()
+        raise
     return ckpt, state
+
+
+def check_mode(state: RunState, run_dir: Path, *, simulate: bool) -> None:
+    """Refuse to continue a rehearsal as a real run, or a real run as a rehearsal.
+
+    A ``--simulate`` run's job ids, prices and videos come from simulators: polled at a real
+    provider with a real key they would at best fail, and its pending shots would be paid for
+    as if the rehearsal's clips were real outputs. A real run's jobs are unknown to simulators.
+
+    Raises:
+        UsageError: naming the run's mode and how to start a run of the other kind.
+    """
+    if state.simulated is None or state.simulated == simulate:
+        return
+    if state.simulated:
+        raise UsageError(
+            f"{run_dir} is a rehearsal (started with --simulate): its jobs and videos come from "
+            "simulators, so it can only be continued with --simulate. For a real run, use "
+            f"another run directory: pipeline run MANIFEST --jobs-dir DIR (or remove {run_dir})"
+        )
+    raise UsageError(
+        f"{run_dir} is a real run (its jobs were sent to the providers), so it cannot be "
+        "continued with --simulate. To rehearse, use another run directory: "
+        "pipeline run MANIFEST --simulate --jobs-dir DIR"
+    )
 
 
 async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> RunResult:
@@ -320,9 +406,17 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
         ManifestError: a provider needs an API key that is not set.
         CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop).
     """
-    _check_keys(manifest, options)
-    ckpt, state = await open_run(run_dir)
+    fresh = not (run_dir / CHECKPOINT_FILE).exists()
+    if fresh:  # nothing to continue: check before the run directory is even made
+        _check_keys(manifest, options)
+        if options.preflight:
+            await _preflight(manifest, options, run_dir)
+    ckpt, state = await open_run(run_dir, simulate=options.simulate)
     try:
+        if not fresh:  # after the mode check: a rehearsal's directory sends nothing anywhere
+            _check_keys(manifest, options)
+            if options.preflight:
+                await _preflight(manifest, options, run_dir)
         return await Runner(manifest, ckpt, options, state).run()
     except BaseExceptionGroup as group:
         _reraise_single(group)
@@ -330,6 +424,36 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
     finally:
         with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
             await ckpt.close()
+
+
+async def _preflight(manifest: Manifest, options: RunOptions, run_dir: Path) -> None:
+    """Check every service the run needs before the first paid call (pipeline.preflight).
+
+    Waits up to ``options.wait_s`` for what is unreachable (saying so every
+    :data:`PREFLIGHT_RETRY_S`), never for a refused key or a wrong setting.
+
+    Raises:
+        UsageError: the problems that remain, as text naming each service and what was tried.
+    """
+    until = time.monotonic() + options.wait_s
+    while True:
+        problems = await preflight(
+            manifest,
+            api_keys=options.api_keys,
+            base_urls=options.base_urls,
+            registry=options.registry,
+            simulate=options.simulate,
+            run_dir=run_dir,
+        )
+        if not problems:
+            return
+        left = until - time.monotonic()
+        if left <= 0 or any(p.kind != "unreachable" for p in problems):
+            hint = "" if options.wait_s else "\n(--wait SECONDS waits for what is unreachable)"
+            raise UsageError(render_problems(problems) + hint)
+        names = ", ".join(p.subject for p in problems)
+        log.warning("waiting for %s to answer (up to %.0f s more): %s", names, left, problems[0])
+        await anyio.sleep(min(PREFLIGHT_RETRY_S, left))
 
 
 def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
@@ -394,9 +518,10 @@ async def cancel(
 
     Raises:
         ManifestError: an id in ``shots`` is not in the run.
+        UsageError: the run was started in the other mode (``options.simulate``).
         CheckpointError: lock or write failure.
     """
-    ckpt, state = await open_run(run_dir)
+    ckpt, state = await open_run(run_dir, simulate=options.simulate)
     try:
         unknown = sorted((shots or frozenset()) - set(state.shots))
         if unknown:
@@ -411,8 +536,11 @@ async def cancel(
                 if (shots and rec.id not in shots) or rec.state in TERMINAL_STATES:
                     continue
                 note = "cancelled before submit"
-                if rec.job is not None and rec.id in by_id:
-                    name = by_id[rec.id].provider
+                name = by_id[rec.id].provider if rec.id in by_id else rec.provider
+                if rec.job is not None and options.simulate and name not in options.base_urls:
+                    # The rehearsal's simulators are gone with the process that ran them.
+                    note = "cancelled (rehearsal: its job was in a simulator, nothing is charged)"
+                elif rec.job is not None and rec.id in by_id:
                     if name not in providers:
                         providers[name] = await stack.enter_async_context(runner._provider(name))
                     note = await _cancel_job(providers[name], rec.job)
@@ -433,7 +561,9 @@ async def _cancel_job(provider: Provider, job: JobHandle) -> str:
     return f"cancelled at {job.provider}"
 
 
-async def adopt(run_dir: Path, shot_id: str, job_id: str, *, file: str) -> None:
+async def adopt(
+    run_dir: Path, shot_id: str, job_id: str, *, file: str, simulate: bool = False
+) -> None:
     """Attach ``job_id`` (found on the provider's dashboard) to ``shot_id``: polled next run.
 
     For a shot whose submit outcome is unknown (``needs_reconcile``) or that failed: the next
@@ -441,9 +571,10 @@ async def adopt(run_dir: Path, shot_id: str, job_id: str, *, file: str) -> None:
 
     Raises:
         ManifestError: no such shot, or it is done or already has a job in progress.
+        UsageError: the run was started in the other mode (``simulate``).
         CheckpointError: lock or write failure.
     """
-    ckpt, state = await open_run(run_dir)
+    ckpt, state = await open_run(run_dir, simulate=simulate)
     try:
         rec = state.shots.get(shot_id)
         if rec is None:

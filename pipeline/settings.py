@@ -73,7 +73,8 @@ class StorageSettings(_Frozen):
     url: str
     endpoint_url: str | None = None
     region: str | None = None
-    presign_ttl: str = "24h"
+    #: How long presigned URLs stay valid: a number with a unit s, m, h or d (``24h``).
+    presign_ttl: str = Field(default="24h", pattern=r"^\s*\d+(?:\.\d+)?\s*[smhd]?\s*$")
 
 
 class DownloadSettings(_Frozen):

@@ -15,11 +15,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 import anyio
 
-from pipeline import download, retry, upload
+from pipeline import budget, download, pricing, retry, upload
 from pipeline.budget import Spend
 from pipeline.checkpoint import Record, ts_epoch
 from pipeline.errors import (
@@ -156,7 +156,14 @@ class ShotMachine:
         except (CheckpointError, anyio.get_cancelled_exc_class()):
             raise
         except Exception as exc:  # a bug must not take the batch down; record it
-            log.exception("%s: internal error", self.shot.id)
+            # A bug, not an expected failure: the traceback only with -v (INFO).
+            log.error(
+                "%s: internal error (a bug: please report it): %s: %s",
+                self.shot.id,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.INFO),
+            )
             charged = Charged.UNKNOWN if self._job() else Charged.NO
             await self._emit(
                 Event.FAILED,
@@ -208,7 +215,15 @@ class ShotMachine:
             return []
         self.ctx.observer.transition(self.shot, ShotState.UPLOADING)
         mode = upload.mode_for(self.ctx.policies[self.shot.provider], self.shot)
-        return [await self._prepare(asset, mode) for asset in assets]
+        try:
+            return [await self._prepare(asset, mode) for asset in assets]
+        except Rejected as exc:  # e.g. storage credentials missing or refused: nothing was paid
+            await self._fail(f"upload refused: {exc}", Charged.NO)
+        except (NotSent, RateLimited, Ambiguous) as exc:  # storage unreachable: try next run
+            reason = f"not uploaded (retries exhausted, run again later): {exc}"
+            log.warning("%s: %s", self.shot.id, reason)
+            self.ctx.observer.transition(self.shot, ShotState.PENDING, reason)
+            raise _Stop from None
 
     async def _prepare(self, asset: Asset, mode: str) -> MediaRef:
         valid_for = self.ctx.media.min_validity_s
@@ -257,25 +272,22 @@ class ShotMachine:
         return rec.attempt if rec.reuse_attempt else rec.attempt + 1
 
     async def _estimate(self) -> float | None:
-        """The shot's price in USD before it is paid, or None when unknown.
+        """The shot's price in USD before it is paid, or None when unknown (pipeline.pricing).
 
-        The provider's free quote where it has one (Venice ``/video/quote``), else the
-        manifest's ``prices`` for the model.
+        The provider's free quote where it has one (Venice ``/video/quote``), through the
+        guarded call (gate, retries, breaker); else the offline price ``pipeline plan`` shows.
         """
+        quote: Callable[[], Awaitable[float]] | None = None
         if self.ctx.supports(self.shot.provider, SupportsQuote):
             provider = cast(SupportsQuote, self.provider)
-            try:
+
+            async def guarded_quote() -> float:
                 quoted: float = await self._call(lambda: provider.quote(self.shot))
-            except ProviderError as exc:
-                log.warning("%s: no quote (%s); the price stays unknown", self.shot.id, exc)
-            else:
                 return quoted
-        if self.ctx.options.registry[self.shot.provider].free:
-            return 0.0
-        price = self.settings.prices.get(self.shot.model)
-        if price is None:
-            return None
-        return price.usd(self.shot.duration)
+
+            quote = guarded_quote
+        spec = self.ctx.options.registry[self.shot.provider]
+        return (await pricing.estimate(self.shot, spec, self.settings, quote)).usd
 
     async def _submit(self, media: list[MediaRef]) -> JobHandle:
         att = self._attempt()
@@ -284,6 +296,9 @@ class ShotMachine:
         held = self.ctx.spend.reserve(self.shot.id, self._est_usd)
         if held is not None:
             log.warning("%s: %s", self.shot.id, held)
+            await self.ctx.append(
+                Event.SUBMIT_HELD, self.shot.id, why=budget.why(held), reason=held
+            )
             self.ctx.observer.transition(self.shot, ShotState.PENDING, held)
             raise _Stop
         self._reserved = True
@@ -466,7 +481,7 @@ class ShotMachine:
             self._reserved = False
             self.ctx.observer.spending(self.ctx.spend.committed_usd, self.ctx.spend.limit_usd)
 
-    async def _fail(self, reason: str, charged: Charged) -> None:
+    async def _fail(self, reason: str, charged: Charged) -> NoReturn:
         if charged == Charged.NO:
             self._release()
         await self._emit(
@@ -483,15 +498,15 @@ class ShotMachine:
             rel = art.path.relative_to(self.ctx.run_dir).as_posix()
             # The rename to the final name runs in the checkpoint's writer thread right after
             # the fsync that makes ``fetched`` durable: one thread hop for both.
-            await self.ctx.append(
+            await self._emit(
                 Event.FETCHED,
-                self.shot.id,
+                ShotState.DONE,
+                rel,
                 then=publish,
                 path=rel,
                 bytes=art.size,
                 sha256=art.sha256,
             )
-            self.ctx.observer.transition(self.shot, ShotState.DONE, rel)
 
         async def once() -> None:
             async with self.provider.fetch(job, result) as stream:

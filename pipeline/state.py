@@ -47,6 +47,8 @@ class ShotRecord:
         error: last failure reason; charged: ``yes``/``no``/``unknown`` for failed shots.
         polls / status: number of status records and the provider's last status string.
         cost_usd / credits: what the provider said the job costs.
+        held: why the spend guard last held the shot back (``budget``, ``price unknown``);
+            None once a submit intent is written.
     """
 
     id: str
@@ -70,6 +72,7 @@ class ShotRecord:
     cost_usd: float | None = None
     credits: float | None = None
     est_usd: float | None = None
+    held: str | None = None
 
     def reset(self) -> None:
         """Forget everything of a previous request (the shot was edited); keep attempt numbers."""
@@ -82,10 +85,16 @@ class ShotRecord:
 
 @dataclass(slots=True)
 class RunState:
-    """The whole run: its id, the manifest it was started from, and every shot in plan order."""
+    """The whole run: its id, the manifest it was started from, and every shot in plan order.
+
+    Attributes:
+        simulated: True when the run was started as a ``--simulate`` rehearsal (its jobs exist
+            only in simulators), False for a real run, None before the first ``run_started``.
+    """
 
     run_id: str | None = None
     manifest: str | None = None
+    simulated: bool | None = None
     shots: dict[str, ShotRecord] = field(default_factory=dict)
     finished: bool = False
 
@@ -135,6 +144,7 @@ def _intent(rec: ShotRecord, ts: str, d: _Data) -> None:
     rec.intent_ts = ts
     rec.reuse_attempt = False
     rec.error = None
+    rec.held = None
     rec.est_usd = d.get("est_usd")
 
 
@@ -197,6 +207,11 @@ def _failed(rec: ShotRecord, ts: str, d: _Data) -> None:
     rec.charged = d.get("charged", "unknown")
 
 
+def _held(rec: ShotRecord, ts: str, d: _Data) -> None:
+    rec.held = d.get("why")
+    rec.error = d.get("reason")
+
+
 def _cancelled(rec: ShotRecord, ts: str, d: _Data) -> None:
     rec.state = _CANCELLED
     rec.error = d.get("reason")
@@ -211,6 +226,7 @@ _APPLY: dict[str, Callable[[ShotRecord, str, _Data], None]] = {
     Event.SUBMIT_NOT_SENT: _not_sent,
     Event.SUBMIT_REJECTED: _rejected,
     Event.SUBMIT_AMBIGUOUS: _ambiguous,
+    Event.SUBMIT_HELD: _held,
     Event.STATUS: _status,
     Event.COMPLETED: _completed,
     Event.FETCHED: _fetched,
@@ -224,6 +240,8 @@ def _run_event(state: RunState, ev: Event, d: _Data) -> None:
     if ev == "run_started":
         state.run_id = state.run_id or d.get("run")
         state.manifest = d.get("manifest", state.manifest)
+        if state.simulated is None:  # the first start decides; later starts are checked against it
+            state.simulated = bool(d.get("simulate", False))
         state.finished = False
     elif ev == "run_finished":
         state.finished = True

@@ -99,6 +99,7 @@ letter-spacing:.14em;text-transform:uppercase;background:repeating-linear-gradie
 .empty.failed{color:var(--fail);background:repeating-linear-gradient(135deg,#1a1012 0 14px,
 #211316 14px 28px)}
 .body{padding:12px 14px 14px;display:flex;flex-direction:column;gap:9px;flex:1}
+.rehearsal{color:#f5b342;font-weight:600}
 .title{display:flex;align-items:center;gap:8px;flex-wrap:wrap}
 .id{font:700 14px/1.2 var(--mono);overflow-wrap:anywhere;flex:1;min-width:0}
 .badge{font:700 10.5px/1 var(--mono);letter-spacing:.08em;text-transform:uppercase;
@@ -258,7 +259,7 @@ def _scene(index: int, scene: str, cards: Sequence[_Card]) -> str:
     )
 
 
-def _header(name: str, manifest: Manifest, cards: Sequence[_Card]) -> str:
+def _header(name: str, manifest: Manifest, cards: Sequence[_Card], *, simulated: bool) -> str:
     tally: dict[ShotState, int] = {}
     known, priced, unknown = 0.0, 0, 0
     for c in cards:
@@ -281,8 +282,13 @@ def _header(name: str, manifest: Manifest, cards: Sequence[_Card]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     shots = len({(c.shot.scene, c.shot.name) for c in cards})
     sub = f"{len(manifest.scenes)} scenes · {shots} shots · {len(cards)} takes · generated {when}"
+    eyebrow = "Storyboard"
+    if simulated:  # a rehearsal's clips come from simulators: never mistaken for real takes
+        eyebrow = (
+            'Storyboard · <span class="rehearsal">rehearsal (--simulate): simulated clips</span>'
+        )
     return (
-        '<header class="top"><div class="wrap"><div class="eyebrow">Storyboard</div>'
+        f'<header class="top"><div class="wrap"><div class="eyebrow">{eyebrow}</div>'
         f'<h1>{_e(name)}</h1><div class="sub">{_e(sub)}</div>'
         f'<div class="stats">{"".join(stats)}</div></div></header>'
     )
@@ -322,7 +328,8 @@ def render_storyboard(
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<meta name="color-scheme" content="dark">'
         f"<title>{_e(name)} · storyboard</title><style>{_CSS}</style></head><body>"
-        f'{_header(name, manifest, cards)}<main class="wrap">{sections}</main>'
+        f"{_header(name, manifest, cards, simulated=bool(state.simulated))}"
+        f'<main class="wrap">{sections}</main>'
         f'<footer class="wrap">{_e(name)} · written by pipeline from checkpoint.jsonl</footer>'
         "</body></html>\n"
     )

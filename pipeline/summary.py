@@ -21,12 +21,18 @@ def status_json(
     """The ``status --json`` object.
 
     Returns:
-        ``{"run": str, "counts": {state: n}, "shots": [{"id", "state", "provider", "model",
-        "job_id", "output", "error"}]}`` with shots in ``order`` (default: first appearance).
+        ``{"run": str, "simulated": bool, "counts": {state: n}, "shots": [{"id", "state",
+        "provider", "model", "job_id", "output", "error"}]}``; ``simulated`` is True for a
+        ``--simulate`` rehearsal. with shots in ``order`` (default: first appearance).
     """
     ids = list(order) if order is not None else list(state.shots)
     shots = [_shot_json(state.shots[i]) for i in ids if i in state.shots]
-    return {"run": run_name, "counts": counts(state), "shots": shots}
+    return {
+        "run": run_name,
+        "simulated": bool(state.simulated),
+        "counts": counts(state),
+        "shots": shots,
+    }
 
 
 def _shot_json(rec: ShotRecord) -> dict[str, Any]:
@@ -38,7 +44,20 @@ def _shot_json(rec: ShotRecord) -> dict[str, Any]:
         "job_id": rec.job.job_id if rec.job else None,
         "output": rec.output,
         "error": redact(rec.error) if rec.error else None,
+        "held": rec.held if _waiting(rec) else None,
     }
+
+
+def _waiting(rec: ShotRecord) -> bool:
+    return rec.held is not None and rec.state in (ShotState.PENDING, ShotState.UPLOADING)
+
+
+def state_label(rec: ShotRecord) -> str:
+    """The state as ``status`` shows it; ``pending (budget)`` for a shot the guard held back.
+
+    The hold-back kinds are ``budget`` and ``price unknown``.
+    """
+    return f"pending ({rec.held})" if _waiting(rec) else rec.state.value
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:
@@ -60,6 +79,8 @@ def render_table(state: RunState, order: Sequence[str] | None = None, *, max_row
         recs = [r for r in recs if r.state != ShotState.DONE][:max_rows]
     parts = []
     tally = {k: v for k, v in counts(state).items() if v}
+    if state.simulated:
+        parts.append("rehearsal (--simulate): simulated jobs and clips, nothing was paid")
     parts.append("  ".join(f"{k}: {v}" for k, v in tally.items()) or "no shots")
     if recs:
         rows: list[tuple[str, ...]] = [("shot", "state", "provider/model", "job", "output / error")]
@@ -68,7 +89,7 @@ def render_table(state: RunState, order: Sequence[str] | None = None, *, max_row
             rows.append(
                 (
                     rec.id,
-                    rec.state.value,
+                    state_label(rec),
                     f"{rec.provider}/{rec.model}",
                     (rec.job.job_id[:14] if rec.job else "-"),
                     _clip(detail or "", 70),

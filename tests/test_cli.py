@@ -98,7 +98,17 @@ def test_sample_storyboard_produces_playable_clips(workdir: Path) -> None:
     assert doc["run"] == "harbor-dawn"
     assert doc["counts"]["done"] == 14
     assert {s["state"] for s in doc["shots"]} == {"done"}
-    assert set(doc["shots"][0]) == {"id", "state", "provider", "model", "job_id", "output", "error"}
+    assert set(doc["shots"][0]) == {
+        "id",
+        "state",
+        "provider",
+        "model",
+        "job_id",
+        "output",
+        "error",
+        "held",
+    }
+    assert doc["simulated"] is False
     # The storyboard outputs are written after every run (issue 6).
     run_dir = workdir / "jobs" / "harbor-dawn"
     for name in ("storyboard.html", "contact-sheet.png", "animatic.mp4", "report.json"):
@@ -208,7 +218,7 @@ def test_second_runner_on_the_same_run_directory_is_refused(workdir: Path) -> No
     try:
         wait_for(lambda: (run_dir / "checkpoint.jsonl").exists())
         second = cli("run", "samples/kill.yaml", "--no-progress", cwd=workdir)
-        assert second.returncode == 3
+        assert second.returncode == 4
         assert "another" in second.stderr.lower()
     finally:
         first.communicate(timeout=120)
@@ -224,5 +234,5 @@ def _ledger(run_dir: Path) -> Counter[str]:
 
 def test_resume_of_a_directory_that_is_not_a_run(workdir: Path) -> None:
     res = cli("resume", str(workdir / "nope"), cwd=workdir)
-    assert res.returncode == 3
-    assert "not a run directory" in res.stderr
+    assert res.returncode == 2
+    assert "nope does not exist" in res.stderr

@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
 
 def issues_of(path: Path) -> list[str]:
     with pytest.raises(ManifestError) as info:
-        load_manifest(path)
+        load_manifest(path, strict=True)  # strict: an unknown model is an error too
     return [str(i) for i in info.value.issues]
 
 

@@ -380,8 +380,11 @@ def test_check_resolution_is_set_by_the_model_id() -> None:
 
 
 def test_check_offpeak_needs_audio_and_end_frame_needs_first() -> None:
-    offpeak = make_shot(model="viduq3p-720p-offpeak")
+    offpeak = make_shot(model="viduq3p-720p-offpeak", audio=False)
     assert [f for f, _ in check(offpeak, MODELS[offpeak.model])] == ["audio"]
+    unset = make_shot(model="viduq3p-720p-offpeak")  # the gateway's default: as documented
+    assert unset.audio is None
+    assert check(unset, MODELS[unset.model]) == []
     ok = make_shot(model="viduq3p-720p-offpeak", audio=True)
     assert check(ok, MODELS[ok.model]) == []
     end_only = make_shot(end_image=Asset(MediaRole.END_IMAGE, url="https://x.example/e.png"))

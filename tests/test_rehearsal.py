@@ -67,7 +67,10 @@ def test_provider_rehearsal_finishes_on_every_simulator(tmp_path: Path, s3: S3) 
         assert info.duration_s > 0
     # seedance2.ink takes only URLs: its 3 distinct local files went to storage once each, and
     # its simulator fetched them through the presigned URLs, as the real service would.
-    assert len(s3.requests("PUT")) == 3
+    puts = s3.requests("PUT")
+    preflight = [url for url in puts if "/.pipeline-preflight-" in url]
+    assert len(preflight) == 1  # the start's storage check: written, read back, deleted
+    assert len(puts) - len(preflight) == 3
     assert len(s3.requests("GET")) >= 3
     # The others got small files inline as data URLs: nothing else was uploaded.
     assert len(s3.keys()) == 3

@@ -191,7 +191,7 @@ def test_build_submit_roles_strings_and_metadata_only_extras() -> None:
     meta = body["metadata"]
     assert meta["ratio"] == "16:9"  # shot fields win over extra
     assert meta["resolution"] == "720p"  # baked into the model id
-    assert meta["generate_audio"] is False
+    assert "generate_audio" not in meta  # audio unset: the provider's default applies
     assert meta["seed"] == 7
     assert meta["callback_url"] == "https://h/cb"
     assert meta["watermark"] is False
@@ -354,8 +354,8 @@ async def test_wrong_key_is_rejected_without_leaking_it(tmp_path: Path) -> None:
     ("changes", "status", "text"),
     [
         ({"model": "veo-9"}, 404, "veo-9"),
-        ({"duration": 13}, 400, "seconds"),
-        ({"aspect_ratio": "1:1"}, 400, "ratio"),
+        ({"duration": 16}, 400, "seconds"),
+        ({"aspect_ratio": "2:3"}, 400, "ratio"),
         ({"resolution": "1080p"}, 400, "resolution"),
         ({"prompt": "   "}, 400, "prompt"),
     ],

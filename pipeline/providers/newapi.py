@@ -330,7 +330,8 @@ def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
 
     - the resolution is chosen by the model id (§3.5.6): a different ``resolution`` names the
       model to use instead;
-    - ``-offpeak`` models need ``audio: true`` [C §3.2: off-peak is unavailable without audio];
+    - ``-offpeak`` models refuse an explicit ``audio: false`` (off-peak is unavailable without
+      audio); unset audio is the gateway's default, as in its documented off-peak example;
     - an end frame needs a first frame (Vidu start-end2video takes both) [I].
     """
     issues: list[tuple[str, str]] = []
@@ -343,8 +344,8 @@ def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
                 f" for {shot.resolution}",
             )
         )
-    if shot.model.endswith(OFFPEAK_SUFFIX) and not shot.audio:
-        issues.append(("audio", "off-peak models need audio: true (Vidu off-peak needs audio)"))
+    if shot.model.endswith(OFFPEAK_SUFFIX) and shot.audio is False:
+        issues.append(("audio", "off-peak models need audio (leave it unset or true)"))
     if shot.end_image is not None and shot.image is None:
         issues.append(("end_image", "an end frame needs a first frame (image) as well"))
     for name, asset in (("image", shot.image), ("end_image", shot.end_image)):

@@ -189,8 +189,11 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
     """The seed gateway's submit body for ``shot`` (§3.2 [seed doc]).
 
     Shape: ``{model, prompt, duration:int, aspect_ratio, image?, last_image?,
-    reference_image_urls?, extra_body:{audio, seed?, **shot.extra}}``. Resolution is not sent:
-    the model id encodes it (§3.5.6). Empty optional fields are left out [I].
+    reference_image_urls?, extra_body?:{audio?, seed?, **shot.extra}}``. Resolution is not sent:
+    the model id encodes it. ``audio`` is sent only when the shot sets it (unset: the gateway's
+    default); ``extra_body`` is left out when empty, as in the documented first/last-frame
+    example (New API ``POST /v1/video/generations``,
+    https://docs.newapi.pro/api/query-video).
 
     Raises:
         Rejected: a reference video/audio, or more than one first/last frame (the gateway takes
@@ -219,11 +222,14 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
         body[field] = ref.url
     if refs:
         body["reference_image_urls"] = refs
-    extra: dict[str, Any] = {"audio": bool(shot.audio)}
+    extra: dict[str, Any] = {}
+    if shot.audio is not None:
+        extra["audio"] = shot.audio  # unset: left out, the gateway's default applies
     if shot.seed is not None:
         extra["seed"] = int(shot.seed)
     extra.update(shot.extra)
-    body["extra_body"] = extra
+    if extra:
+        body["extra_body"] = extra
     return body
 
 

@@ -239,11 +239,15 @@ async def _read_small(resp: aiohttp.ClientResponse) -> bytes:
 # ----- static facts ---------------------------------------------------------------------------
 
 
-def _caps(*, audio: bool) -> ModelCaps:
+def _caps(*, audio: bool, seconds: int = 12, resolutions: tuple[str, ...] = ()) -> ModelCaps:
     return ModelCaps(
-        durations=tuple(range(4, 13)),  # 4-12 s [C §4.2 client lists]; <= 15 s overall [D FAQ]
-        aspect_ratios=("16:9", "9:16"),  # [C §4.2]
-        resolutions=("480p", "720p", "1080p"),  # [C §4.2]; baked ids checked by _check [§4.6.5]
+        # 4-12 s [C §4.2 client lists]; Seedance 2.0 takes 4-15 s, the FAQ's overall cap, as on
+        # every other provider (https://docs.venice.ai/models/seedance-2-0)
+        durations=tuple(range(4, seconds + 1)),
+        # metadata.ratio "16:9", "9:16", "1:1"; the documented reference example sends "1:1"
+        # with seedance-1-5-pro-with-audio (https://relaydance.com/docs/api-reference/generate-video)
+        aspect_ratios=("16:9", "9:16", "1:1"),
+        resolutions=resolutions or ("480p", "720p", "1080p"),  # baked ids checked by _check
         max_prompt_chars=5000,  # [I] not documented; the gateway answers 400 (not charged)
         first_frame=True,  # role first_frame [C §4.2]
         end_frame=True,  # role last_frame [C §4.2]
@@ -255,9 +259,10 @@ def _caps(*, audio: bool) -> ModelCaps:
 
 
 MODELS: dict[str, ModelCaps] = {
-    "doubao-seedance-2-0-720p": _caps(audio=True),
-    "doubao-seedance-2-0-1080p": _caps(audio=True),
-    "doubao-seedance-2-0-fast-260128": _caps(audio=True),
+    "doubao-seedance-2-0-720p": _caps(audio=True, seconds=15),
+    "doubao-seedance-2-0-1080p": _caps(audio=True, seconds=15),
+    # Seedance 2.0 Fast renders 480p/720p (https://docs.venice.ai/models/seedance-2-0)
+    "doubao-seedance-2-0-fast-260128": _caps(audio=True, seconds=15, resolutions=("480p", "720p")),
     "seedance-1-5-pro-with-audio": _caps(audio=True),
     "seedance-1-5-pro-no-audio": _caps(audio=False),
 }

@@ -125,7 +125,8 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> SubmitBody:
     ``content`` order). Everything vendor-specific, including ``shot.extra`` and its
     ``callback_url``, goes inside ``metadata``, never at the top level (quirk §4.6.1); shot fields
     win over ``extra`` keys of the same name. When the shot names no resolution, the one baked
-    into the model id is sent (quirk §4.6.5).
+    into the model id is sent (quirk §4.6.5). ``generate_audio`` is sent only when the shot sets
+    ``audio`` (Seedance 2.0 models, https://relaydance.com/docs/api-reference/generate-video).
 
     Args:
         shot: the resolved shot (``duration`` in whole seconds).
@@ -139,8 +140,8 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> SubmitBody:
     resolution = shot.resolution or baked_resolution(shot.model)
     if resolution:
         metadata["resolution"] = resolution
-    if takes_audio_flag(shot.model):
-        metadata["generate_audio"] = shot.audio
+    if shot.audio is not None and takes_audio_flag(shot.model):
+        metadata["generate_audio"] = shot.audio  # unset: left out, the provider's default
     if shot.seed is not None:
         metadata["seed"] = shot.seed  # [I] merged into the upstream body by New API (§3.2)
     if media:

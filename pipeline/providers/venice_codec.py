@@ -98,8 +98,8 @@ def _params(shot: Shot) -> dict[str, Any]:
     resolutions = model.caps.resolutions if model else (shot.resolution,)
     if shot.resolution and resolutions:
         body["resolution"] = shot.resolution
-    if model is None or model.audio_configurable:
-        body["audio"] = shot.audio  # explicit: Venice defaults to true [D §1.4]
+    if shot.audio is not None and (model is None or model.audio_configurable):
+        body["audio"] = shot.audio  # unset: left out, Venice's default (true) applies
     return body
 
 
@@ -107,7 +107,9 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
     """The ``POST /video/queue`` body for ``shot`` [D §1.4].
 
     ``duration`` is ``"<n>s"``; ``aspect_ratio`` / ``resolution`` are left out for models whose
-    caps have none; ``audio`` is sent only to audio-configurable models. Media go to
+    caps have none; ``audio`` is sent only when the shot sets it, and only to audio-configurable
+    (or unknown) models: unset, Venice's default (true) applies
+    (https://docs.venice.ai/api-reference/endpoint/video/queue). Media go to
     ``image_url`` / ``end_image_url`` (the first of each role) and the ``reference_*_urls``
     arrays by :class:`MediaRole`. ``shot.extra`` (e.g. ``negative_prompt``) is merged last,
     verbatim. ``shot.seed`` is not sent: the queue schema has no seed field [D §1.4].

@@ -74,6 +74,64 @@ def _seedance_media(caps: ModelCaps) -> ModelCaps:
     )
 
 
+#: The Seedance 2.0 prompt cap: "default 2500 characters, up to 10000 for some models such as
+#: Seedance 2.0" (https://docs.venice.ai/api-reference/endpoint/video/queue).
+SEEDANCE_PROMPT_LIMIT = 10000
+
+
+def _seedance_family() -> dict[str, VeniceModel]:
+    """``seedance-2-0[-fast]-{text,image,reference}-to-video[-basic]``.
+
+    The family and its ``-fast-`` variants are named by the queue reference
+    (https://docs.venice.ai/api-reference/endpoint/video/queue, example model
+    ``seedance-2-0-text-to-video``); 4-15 s, 480p-1080p (fast: 480p/720p; the standard ``-basic``
+    text-to-video also 4k) after https://docs.venice.ai/models/seedance-2-0. Image-to-video takes
+    first and last frames and no ``aspect_ratio``; reference-to-video takes up to 9 images,
+    3 videos and 3 audio files. The image and reference ids without ``-basic`` are unlisted
+    and ask for face consent (https://docs.venice.ai/guides/media/seedance-face-consent).
+    """
+    out: dict[str, VeniceModel] = {}
+    for prefix, res in (
+        ("seedance-2-0", _SEEDANCE_RES),
+        ("seedance-2-0-fast", ("480p", "720p")),
+    ):
+        t2v = ModelCaps(
+            durations=_SEEDANCE_DURATIONS,
+            aspect_ratios=_SEEDANCE_RATIOS,
+            resolutions=res,
+            max_prompt_chars=SEEDANCE_PROMPT_LIMIT,
+            first_frame=False,
+            audio=True,
+        )
+        i2v = _seedance_media(
+            dataclasses.replace(
+                t2v, aspect_ratios=(), first_frame=True, end_frame=True, requires_image=True
+            )
+        )
+        r2v = _seedance_media(
+            dataclasses.replace(
+                t2v, max_reference_images=9, max_reference_videos=3, max_reference_audio=3
+            )
+        )
+        i2v_type = "image-to-video"  # /models reports R2V as image-to-video too
+        for mode, caps, kind in (
+            ("text-to-video", t2v, "text-to-video"),
+            ("image-to-video", i2v, i2v_type),
+            ("reference-to-video", r2v, i2v_type),
+        ):
+            consent = mode != "text-to-video"
+            out[f"{prefix}-{mode}"] = VeniceModel(
+                caps, audio_configurable=True, face_consent=consent, model_type=kind
+            )
+            basic = caps
+            if prefix == "seedance-2-0" and mode == "text-to-video":
+                basic = dataclasses.replace(caps, resolutions=(*res, "4k"))
+            out[f"{prefix}-{mode}-basic"] = VeniceModel(
+                basic, audio_configurable=True, model_type=kind
+            )
+    return out
+
+
 # Grok Imagine (private): 1-15 s, 480p/720p [I docs.venice.ai/models/grok-imagine-video];
 # ratios [I]; audio always generated (price table "with audio") [I].
 _GROK = ModelCaps(
@@ -98,49 +156,7 @@ _TABLE: dict[str, VeniceModel] = {
         audio_configurable=True,
         model_type="image-to-video",
     ),
-    "seedance-2-0-text-to-video-basic": VeniceModel(  # id [D §1.4]
-        ModelCaps(
-            durations=_SEEDANCE_DURATIONS,
-            aspect_ratios=_SEEDANCE_RATIOS,
-            resolutions=(*_SEEDANCE_RES, "4k"),
-            first_frame=False,
-            audio=True,
-        ),
-        audio_configurable=True,
-    ),
-    "seedance-2-0-image-to-video": VeniceModel(  # unlisted, face-consent eligible [D §1.5]
-        _seedance_media(
-            ModelCaps(
-                durations=_SEEDANCE_DURATIONS,
-                aspect_ratios=(),  # "This model does not support aspect_ratio" [D §1.4]
-                resolutions=_SEEDANCE_RES,
-                first_frame=True,
-                end_frame=True,  # end_image_url is a face-checked field [D §1.5]
-                requires_image=True,
-                audio=True,
-            )
-        ),
-        audio_configurable=True,
-        face_consent=True,
-        model_type="image-to-video",
-    ),
-    "seedance-2-0-reference-to-video": VeniceModel(  # unlisted, face-consent eligible [D §1.5]
-        _seedance_media(
-            ModelCaps(
-                durations=_SEEDANCE_DURATIONS,
-                aspect_ratios=_SEEDANCE_RATIOS,
-                resolutions=_SEEDANCE_RES,
-                first_frame=False,
-                max_reference_images=9,  # [D §1.4]
-                max_reference_videos=3,  # [D §1.4]
-                max_reference_audio=3,  # [D §1.4]
-                audio=True,
-            )
-        ),
-        audio_configurable=True,
-        face_consent=True,
-        model_type="image-to-video",  # R2V reports image-to-video [C §1.9]
-    ),
+    **_seedance_family(),
     "seedance-1-5-pro-image-to-video-basic": VeniceModel(  # constraints verbatim [C §1.9]
         _seedance_media(
             ModelCaps(

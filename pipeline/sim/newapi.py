@@ -1,9 +1,13 @@
-"""Simulator of a New-API-style gateway serving Vidu Q3 (providers.md §3).
+"""Simulator of a New-API-style gateway serving Vidu Q3.
 
-Routes (§3.1; route names for fault injection in brackets)::
+After the gateway's page https://docs.uniall.ai/zh-CN/models/video/vidu/create-task-old and
+New API's routes and DTOs (https://github.com/QuantumNous/new-api, router/relay-router.go,
+dto/openai_video.go, dto/task.go; query shapes: https://docs.newapi.pro/api/query-video).
+
+Routes (route names for fault injection in brackets)::
 
     POST /v1/video/generations            [submit]   seed gateway body -> OpenAIVideo-style job
-    GET  /v1/video/generations/{task_id}  [poll]     legacy query, shape A, B or C (§3.3)
+    GET  /v1/video/generations/{task_id}  [poll]     legacy query, shape A, B or C
     GET  /v1/videos/{task_id}             [video]    OpenAI video object (shape C)
     GET  /v1/videos/{task_id}/content     [content]  MP4 bytes through the gateway (auth)
     GET  /v1/models                       [models]   OpenAI model list
@@ -11,15 +15,16 @@ Routes (§3.1; route names for fault injection in brackets)::
 
 Behaviour: Bearer auth with an OpenAI-shaped 401; validation errors as task errors
 ``{"code":"invalid_request","message","data":null}`` with 400; an unknown model answers
-``get_channel_failed`` with 503 [I: status not in §3.4]; insufficient quota answers 403
-``insufficient_user_quota`` [I]; every accepted submit is charged in ``app[LEDGER]`` and answered
-with ``X-New-Api-Other-Ratios`` [C]; statuses progress NOT_START -> SUBMITTED -> QUEUED ->
-IN_PROGRESS ("NN%") -> SUCCESS by :class:`~pipeline.sim.common.Timeline`; prompts containing
-``config.fail_prompts`` end in FAILURE with the Vidu ``err_code`` and a ledger refund [C: quota
-refunded on failure]; unknown (or, with ``not_exist_for_s``, too fresh) tasks answer 400
-``task_not_exist`` (§3.5.5); result URLs are signed like a CDN and answer 403 once
-``config.url_ttl_s`` after the job finished have passed [I] (the URL is stored at completion, so
-polling again returns the same, stale URL, as a gateway's task record would [I]).
+``get_channel_failed`` with 503 [I: status]; insufficient quota answers 403
+``insufficient_user_quota`` [I]; every accepted submit is charged in ``app[LEDGER]`` and
+answered with ``X-New-Api-Other-Ratios`` (as New API does); statuses progress NOT_START ->
+SUBMITTED -> QUEUED -> IN_PROGRESS ("NN%") -> SUCCESS by :class:`~pipeline.sim.common.Timeline`;
+prompts containing ``config.fail_prompts`` end in FAILURE with the Vidu ``err_code`` and a
+ledger refund (New API refunds the quota of a failed task); unknown (or, with
+``not_exist_for_s``, too fresh) tasks answer 400 ``task_not_exist`` (New API's answer for
+unknown ids); result URLs are signed like a CDN and answer 403 once ``config.url_ttl_s``
+after the job finished have passed [I] (the URL is stored at completion, so polling again
+returns the same, stale URL, as a gateway's task record would [I]).
 
 Validation lives in :mod:`pipeline.sim.newapi_rules`.
 """
@@ -36,7 +41,6 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from pipeline.providers.newapi_codec import MODELS, OFFPEAK_SUFFIX
 from pipeline.sim.common import (
     CONFIG,
     LEDGER,
@@ -48,12 +52,12 @@ from pipeline.sim.common import (
     new_app,
     origin,
 )
-from pipeline.sim.newapi_rules import duration_of, validate
+from pipeline.sim.newapi_rules import MODELS, duration_of, resolution_of, validate
 
 BASE_PATH = ""
 QueryShape = Literal["A", "B", "C"]
 
-#: Vidu err_code of a moderated prompt [I: the code name is not in providers.md].
+#: Vidu err_code of a moderated prompt [I: the code name].
 FAIL_CODE = "AuditSubmitIllegal"
 _FAULT_CODES = {429: "rate_limit_exceeded", 500: "internal_server_error", 410: "gone"}  # [I]
 _RES_RATIO = {"540p": 0.5, "720p": 1.0, "1080p": 2.0}  # [I] X-New-Api-Other-Ratios values
@@ -78,7 +82,7 @@ class GatewayState:
     """All mutable simulator state (kept in the app, never in module globals).
 
     Attributes:
-        query_shape: what the legacy query route answers ("A", "B" or "C", §3.3).
+        query_shape: what the legacy query route answers ("A", "B" or "C").
         not_exist_for_s: seconds a fresh task still answers 400 ``task_not_exist``.
         quota_jobs: submits the account can pay for (None: unlimited); then 403.
         tasks: every accepted task by id.
@@ -93,7 +97,7 @@ class GatewayState:
 STATE = web.AppKey("newapi_state", GatewayState)
 
 
-# ----- error envelopes (§3.4) ----------------------------------------------------------------
+# ----- error envelopes -----------------------------------------------------------------------
 
 
 def _relay_body(status: int, message: str, code: str = "") -> dict[str, Any]:
@@ -105,12 +109,12 @@ def _fault_body(status: int, message: str) -> dict[str, Any]:
 
 
 def relay_error(status: int, message: str, code: str = "") -> web.Response:
-    """An OpenAI-shaped relay error ``{"error":{message,type,param,code}}`` [C §3.4]."""
+    """An OpenAI-shaped relay error ``{"error":{message,type,param,code}}`` (New API's)."""
     return web.json_response(_relay_body(status, message, code), status=status)
 
 
 def task_error(status: int, code: str, message: str) -> web.Response:
-    """A task error ``{"code","message","data":null}`` [C dto.TaskError §3.4]."""
+    """A task error ``{"code","message","data":null}`` (New API ``dto.TaskError``)."""
     return web.json_response({"code": code, "message": message, "data": None}, status=status)
 
 
@@ -132,12 +136,12 @@ def _action(body: dict[str, Any]) -> str:
 
 
 def _ratios_header(model: str, duration: int) -> str:
-    res = model.removesuffix(OFFPEAK_SUFFIX).rsplit("-", 1)[-1]
+    res = resolution_of(model)
     return json.dumps({"seconds": duration / 5, "resolution": _RES_RATIO.get(res, 1.0)})
 
 
 async def submit(request: web.Request) -> web.Response:
-    """POST /v1/video/generations: validate, charge, answer the OpenAIVideo-style job (§3.2)."""
+    """POST /v1/video/generations: validate, charge, answer the OpenAIVideo-style job."""
     if denied := _denied(request):
         return denied
     try:
@@ -233,7 +237,7 @@ _C_STATUS = {"submitted": "queued", "running": "in_progress", "succeeded": "comp
 
 
 def shape_a(view: _View) -> dict[str, Any]:
-    """Shape A: New API ``TaskResponse`` wrapper with the raw Vidu JSON inside (§3.3 A)."""
+    """Shape A: New API ``TaskResponse`` wrapper with the raw Vidu JSON inside (shape A)."""
     task, done = view.task, view.phase in ("succeeded", "failed")
     status = "NOT_START" if view.phase == "submitted" and view.percent < 5 else None
     vidu_state = {"running": "processing", "succeeded": "success"}.get(view.phase, view.phase)
@@ -263,7 +267,7 @@ def shape_a(view: _View) -> dict[str, Any]:
 
 
 def shape_b(view: _View) -> dict[str, Any]:
-    """Shape B: ``{"code":"success","data":{task_id,status,url,format,error...}}`` (§3.3 B)."""
+    """Shape B: ``{"code":"success","data":{task_id,status,url,format,error...}}`` (shape B)."""
     failed = view.phase == "failed"
     data = {
         "task_id": view.task.task_id,
@@ -277,7 +281,7 @@ def shape_b(view: _View) -> dict[str, Any]:
 
 
 def shape_c(view: _View, config: SimConfig) -> dict[str, Any]:
-    """Shape C: the OpenAI ``video`` object, URL in ``metadata.url`` (§3.3 C)."""
+    """Shape C: the OpenAI ``video`` object, URL in ``metadata.url`` (shape C)."""
     task, failed = view.task, view.phase == "failed"
     done = view.phase in ("succeeded", "failed")
     return {
@@ -295,11 +299,11 @@ def shape_c(view: _View, config: SimConfig) -> dict[str, Any]:
 
 
 def _not_exist() -> web.Response:
-    return task_error(400, "task_not_exist", "task_not_exist")  # [C §3.4]
+    return task_error(400, "task_not_exist", "task_not_exist")  # New API's answer
 
 
 async def query(request: web.Request) -> web.Response:
-    """GET /v1/video/generations/{task_id}: the configured legacy shape (§3.3)."""
+    """GET /v1/video/generations/{task_id}: the configured legacy shape (A, B or C)."""
     if denied := _denied(request):
         return denied
     task = _lookup(request)
@@ -314,7 +318,7 @@ async def query(request: web.Request) -> web.Response:
 
 
 async def video(request: web.Request) -> web.Response:
-    """GET /v1/videos/{task_id}: the OpenAI video object (§3.3 C)."""
+    """GET /v1/videos/{task_id}: the OpenAI video object (shape C)."""
     if denied := _denied(request):
         return denied
     task = _lookup(request)
@@ -329,7 +333,7 @@ async def _mp4(task: SimTask) -> web.Response:
 
 
 async def content(request: web.Request) -> web.Response:
-    """GET /v1/videos/{task_id}/content: the video through the gateway (auth) (§3.1)."""
+    """GET /v1/videos/{task_id}/content: the video through the gateway (auth)."""
     if denied := _denied(request):
         return denied
     task = _lookup(request)
@@ -357,7 +361,7 @@ async def cdn(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """GET /v1/models: the OpenAI list of models this token may use (§3.1)."""
+    """GET /v1/models: the OpenAI list of the models this token may use (Bearer required)."""
     if denied := _denied(request):
         return denied
     data = [{"id": m, "object": "model", "created": 1760000000, "owned_by": "vidu"} for m in MODELS]
@@ -365,7 +369,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def invalid_url(request: web.Request) -> web.Response:
-    """Any other path: 404 ``Invalid URL (GET /v1/...)`` in the relay shape (§3.4)."""
+    """Any other path: 404 ``Invalid URL (GET /v1/...)`` in the relay shape."""
     return relay_error(404, f"Invalid URL ({request.method} {request.path})", "invalid_url")
 
 
@@ -380,8 +384,8 @@ def make_app(
 
     Args:
         config: API key, job latency, failing prompt text, result URL lifetime.
-        query_shape: what ``GET /v1/video/generations/{id}`` answers (§3.3 A, B or C).
-        not_exist_for_s: seconds a fresh task answers 400 ``task_not_exist`` (§3.5.5).
+        query_shape: what ``GET /v1/video/generations/{id}`` answers (shape A, B or C).
+        not_exist_for_s: seconds a fresh task answers 400 ``task_not_exist``.
         quota_jobs: how many submits the account can pay for; later ones get 403 (None: no limit).
     """
     app = new_app(config, _fault_body)

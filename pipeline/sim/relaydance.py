@@ -1,21 +1,24 @@
-"""A protocol-faithful RelayDance simulator (providers.md §4), for tests and ``--simulate``.
+"""A protocol-faithful RelayDance simulator, for tests and ``--simulate``.
+
+After https://relaydance.com/docs/api-reference/generate-video ,
+https://relaydance.com/docs/api-reference/get-prediction and https://relaydance.com/docs/errors .
 
 Routes (``BASE_PATH`` = ``/v1``), with their fault-injection names:
 
 ==========================================  =========  ======================================
 POST /v1/video/generations                  submit     create a task (charged, in the ledger)
 GET  /v1/video/generations/{task_id}        poll       task JSON (``query_shape``, see below)
-GET  /v1/videos/{task_id}/content           content    bytes proxy, Bearer auth [C §4.1]
-GET  /v1/models                             models     OpenAI list of the key's models [D §4.1]
+GET  /v1/videos/{task_id}/content           content    bytes proxy, Bearer auth [I]
+GET  /v1/models                             models     OpenAI list of the key's models
 GET  /files/{task_id}.mp4?expires=&sig=     fetch      temporary signed result URL, no auth
 ==========================================  =========  ======================================
 
-Behaviour: Bearer auth with the documented 401 body [D §4.5]; 400 for invalid parameters, 404
-for unknown models and tasks, 403 for balance/permission (quirk §4.6.3); statuses ``submitted ->
-running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline` [D §4.3]; prompts
-containing ``config.fail_prompts`` fail and are refunded ("failed: not billed" [D]);
-``metadata.callback_url`` receives a POST of the final task JSON (loopback only, 3 attempts [I])
-[D §4.4]. Choices where providers.md is silent are marked [I] below.
+Behaviour: Bearer auth with the documented 401 body; 400 for invalid parameters, 404
+for unknown models and tasks, 403 for balance/permission; statuses ``submitted ->
+running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline`; prompts
+containing ``config.fail_prompts`` fail and are refunded ("失败的任务不计费");
+``metadata.callback_url`` receives a POST of the final task JSON (loopback only, 3 attempts
+[I]). Choices where the documentation is silent are marked [I] below.
 
 Validation lives in :mod:`pipeline.sim.relaydance_rules`; tasks and their JSON shapes in
 :mod:`pipeline.sim.relaydance_tasks`.
@@ -54,7 +57,7 @@ from pipeline.sim.relaydance_tasks import QueryShape, SimJob, render, task_statu
 
 BASE_PATH = "/v1"
 
-_TYPES = {  # error ``type`` per status: only authentication_error is documented [D §4.5]
+_TYPES = {  # error ``type`` per status: only authentication_error is documented
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -65,7 +68,7 @@ _TYPES = {  # error ``type`` per status: only authentication_error is documented
 
 
 def error_body(status: int, message: str, kind: str | None = None) -> dict[str, Any]:
-    """RelayDance's error envelope ``{"error": {"message", "type"}}`` [D §4.5]."""
+    """RelayDance's error envelope ``{"error": {"message", "type"}}``."""
     return {"error": {"message": message, "type": kind or _TYPES.get(status, "server_error")}}
 
 
@@ -111,11 +114,11 @@ def make_app(
             task finished; expired URLs answer 403 [I: like a signed object-store URL]).
         balance_usd: account balance; a submit it cannot cover answers 403 (None: unlimited).
         price_per_second_usd: price per video second, recorded as ``cost_usd`` in the ledger.
-        submits_per_minute: per-key submit limit; excess answers 429 with Retry-After [C].
-        transient_404_s: seconds after submit during which the task answers 404 [C §4.3].
-        allowed_models: models this key may use (others: 403 [D §4.5]); None: all.
-        query_shape: ``"doc"`` [D §4.3], ``"task"`` (New API TaskDto wrapper) or ``"video"``
-            (OpenAI video object) [C §3.3] for the status route.
+        submits_per_minute: per-key submit limit; excess answers 429 with Retry-After [I].
+        transient_404_s: seconds after submit during which the task answers 404 [I].
+        allowed_models: models this key may use (others: 403); None: all.
+        query_shape: ``"doc"`` (documented), ``"task"`` (New API TaskDto wrapper) or ``"video"``
+            (OpenAI video object) for the status route.
     """
     app = new_app(config, error_body)
     app[STATE] = SimState(
@@ -159,7 +162,7 @@ def _rate_limited(st: SimState) -> web.Response | None:
 
 
 def _media_items(body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
-    """``(kind, url)`` of every ``metadata.content[]`` item [D §4.2]."""
+    """``(kind, url)`` of every ``metadata.content[]`` item."""
     items: list[tuple[str | None, str]] = []
     for item in (body.get("metadata") or {}).get("content") or []:
         kind = str(item.get("type", "")).removesuffix("_url")
@@ -249,7 +252,9 @@ async def _models(request: web.Request) -> web.Response:
         return refused
     allowed = request.app[STATE].allowed_models
     ids = [m for m in SIM_MODELS if allowed is None or m in allowed]
-    data = [{"id": m, "object": "model", "owned_by": "relaydance"} for m in ids]
+    data = [
+        {"id": m, "object": "model", "created": 1767225600, "owned_by": "relaydance"} for m in ids
+    ]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -298,7 +303,7 @@ async def _finish_later(app: web.Application, job: SimJob) -> None:
 
 
 def _finalize(app: web.Application, job: SimJob) -> None:
-    """Once, when the task is final: refund a failure [D §4.3], fire the webhook [D §4.4]."""
+    """Once, when the task is final: refund a failure, fire the webhook."""
     if job.finalized or job.timeline.phase() != "done":
         return
     job.finalized = True
@@ -308,7 +313,7 @@ def _finalize(app: web.Application, job: SimJob) -> None:
         if st.balance_usd is not None:
             st.balance_usd += job.cost_usd
     if job.callback_url:
-        payload = render(job, "doc", result_url(job, st, app[CONFIG]))  # doc JSON [D §4.4]
+        payload = render(job, "doc", result_url(job, st, app[CONFIG]))  # the documented task JSON
         task = asyncio.get_running_loop().create_task(_deliver(st, job.callback_url, payload))
         st.tasks.add(task)
         task.add_done_callback(st.tasks.discard)

@@ -1,8 +1,10 @@
-"""Request rules of the RelayDance simulator (:mod:`pipeline.sim.relaydance`) [D §4.2].
+"""Request rules of the RelayDance simulator (:mod:`pipeline.sim.relaydance`).
 
-The simulated models with what each accepts, and :func:`check_body`: the submit body's model,
-prompt, string ``seconds`` (quirk §4.6.1), ``metadata`` (ratio, resolution, audio flag, callback)
-and its ``content`` items (types, roles, per-type counts).
+Written from https://relaydance.com/docs/api-reference/generate-video (and the FAQ at
+https://relaydance.com/docs/faq), independently of the adapter: the simulated models with what
+each accepts, and :func:`check_body`: the submit body's model, prompt, string ``seconds``,
+``metadata`` (ratio, resolution, audio flag, callback) and its ``content`` items (types, roles,
+per-type counts).
 """
 
 from __future__ import annotations
@@ -11,29 +13,41 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-MAX_SECONDS = 15  # [D FAQ] overall cap
-MAX_ITEMS = {"image_url": 9, "video_url": 3, "audio_url": 3}  # [D §4.2]
+MAX_SECONDS = 15  # the FAQ's overall cap
+#: "image_url ... at most 9 per request; video_url ... 3; audio_url ... 3".
+MAX_ITEMS = {"image_url": 9, "video_url": 3, "audio_url": 3}
+#: Roles per content type: the documented ``reference_*`` roles, and the first/last frame roles
+#: of the (mutually exclusive) frame mode [I: role names].
 ROLES = {
     "image_url": {"first_frame", "last_frame", "reference_image"},
     "video_url": {"reference_video"},
     "audio_url": {"reference_audio"},
 }
+#: Ratios of the Seedance 1.5 Pro models: the page's ratio examples "16:9", "9:16", "1:1"
+#: (its reference-image example sends 1:1 to seedance-1-5-pro-with-audio).
+RATIOS_1_5 = ("16:9", "9:16", "1:1")
+#: Seedance 2.0 also takes 4:3, 3:4 and 21:9 [I].
+RATIOS_2_0 = (*RATIOS_1_5, "4:3", "3:4", "21:9")
 
 
 @dataclass(frozen=True, slots=True)
 class SimModel:
-    """What one simulated model accepts [C §4.2 client lists]."""
+    """What one simulated model accepts (ids: the page's examples and ``GET /v1/models``)."""
 
     seconds: tuple[int, int] = (4, 12)
-    ratios: tuple[str, ...] = ("16:9", "9:16")
+    ratios: tuple[str, ...] = RATIOS_1_5
     resolutions: tuple[str, ...] = ("480p", "720p", "1080p")
     audio_flag: bool = False
 
 
+#: Seedance 2.0: 4-15 s [I, within the FAQ's 15 s]; the resolution is in the id where it has
+#: one; ``generate_audio`` applies to "Seedance 2.0 series models". Seedance 1.5 Pro: 4-12 s [I].
 SIM_MODELS: dict[str, SimModel] = {
-    "doubao-seedance-2-0-720p": SimModel(resolutions=("720p",), audio_flag=True),
-    "doubao-seedance-2-0-1080p": SimModel(resolutions=("1080p",), audio_flag=True),
-    "doubao-seedance-2-0-fast-260128": SimModel(audio_flag=True),
+    "doubao-seedance-2-0-720p": SimModel((4, 15), RATIOS_2_0, ("720p",), audio_flag=True),
+    "doubao-seedance-2-0-1080p": SimModel((4, 15), RATIOS_2_0, ("1080p",), audio_flag=True),
+    "doubao-seedance-2-0-fast-260128": SimModel(
+        (4, 15), RATIOS_2_0, ("480p", "720p"), audio_flag=True
+    ),
     "seedance-1-5-pro-with-audio": SimModel(),
     "seedance-1-5-pro-no-audio": SimModel(),
 }
@@ -49,7 +63,7 @@ def check_body(body: Any, allowed_models: Collection[str] | None) -> Problem:
     if not isinstance(body, dict):
         return 400, "request body must be a JSON object"
     if "callback_url" in body:
-        return 400, "callback_url must be inside metadata"  # [D §4.2]
+        return 400, "callback_url must be inside metadata"  # "不能放在顶层"
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return 400, "model is required"
@@ -62,7 +76,7 @@ def check_body(body: Any, allowed_models: Collection[str] | None) -> Problem:
         return 400, "prompt is required and must be a string"
     seconds = body.get("seconds", "5")
     if not isinstance(seconds, str) or not seconds.isdigit():
-        return 400, 'seconds must be a string of whole seconds, e.g. "5"'  # quirk §4.6.1
+        return 400, 'seconds must be a string of whole seconds, e.g. "5"'  # "以字符串形式传入"
     low, high = SIM_MODELS[model].seconds
     if not low <= int(seconds) <= min(high, MAX_SECONDS):
         return 400, f"seconds must be between {low} and {high} for {model}"
@@ -122,5 +136,8 @@ def _check_content(content: list[Any]) -> Problem:
         if counts[kind] > limit:
             return 400, f"too many {kind} items: {counts[kind]} > {limit}"
     if "reference_image" in roles and roles & {"first_frame", "last_frame"}:
-        return 400, "reference images cannot be combined with first/last frames"  # [D §4.2]
+        return (
+            400,
+            "reference images cannot be combined with first/last frames",
+        )  # "与首尾帧模式互斥"
     return None

@@ -1,7 +1,8 @@
 """Tasks of the RelayDance simulator (:mod:`pipeline.sim.relaydance`) and their JSON.
 
 :class:`SimJob` is one accepted task; :func:`render` answers its status in the documented shape
-(``doc`` [D §4.3]) or one of the New API shapes (TaskDto ``task``, OpenAI ``video``) [C §3.3].
+(``doc``, https://relaydance.com/docs/api-reference/get-prediction) or one of the New API
+shapes (TaskDto ``task``, OpenAI ``video``) that New-API-based gateways also answer.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _REASON = "The request was rejected by content moderation."  # [I] reason text
 
 
 def render(job: SimJob, shape: QueryShape, signed_url: str) -> dict[str, Any]:
-    """The task JSON in ``shape`` (doc [D §4.3], TaskDto or video object [C §3.3]).
+    """The task JSON in ``shape`` (documented, TaskDto or video object).
 
     ``signed_url`` is included only once the task succeeded.
     """

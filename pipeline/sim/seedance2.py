@@ -1,35 +1,35 @@
-"""Simulator of the seedance2.ink Open API (providers.md §2) on 127.0.0.1.
+"""Simulator of the seedance2.ink Open API (https://www.seedance2.ink/docs) on 127.0.0.1.
 
 Routes (paths under ``/api/open/v1`` like the real service, so :data:`BASE_PATH` is empty)::
 
-    GET  /api/open/v1/models                               name="models"  (no auth, [D §2.5])
+    GET  /api/open/v1/models                               name="models"  (no auth)
     POST /api/open/v1/video/generations                    name="submit"  (charged)
     GET  /api/open/v1/video/generations/{requestId}        name="poll"
     POST /api/open/v1/video/generations/{requestId}/cancel name="cancel"
     GET  /open-api-results/{requestId}.mp4                 name="fetch"   (public, like R2)
 
-Behaviour (``[I]`` where providers.md says the service does not document it):
+Behaviour (``[I]`` where the service does not document it):
 
-- errors use the envelope ``{"success": false, "error": {"code", "message"}}`` [D §2.1]: 401
+- errors use the envelope ``{"success": false, "error": {"code", "message"}}``: 401
   ``unauthorized`` "Invalid API key" [I status], 400 ``invalid_*`` validation errors [I], 402
   ``insufficient_credits`` with ``make_app(credits_balance=…)`` [I], 404 ``not_found`` [I], 429
   ``rate_limited`` + ``Retry-After`` with ``make_app(submits_per_minute=…)`` [I];
-- validation [D §2.3]: model, prompt, integer duration allowed for the model, ratio,
+- validation: model, prompt, integer duration allowed for the model, ratio,
   resolution, 1-5 https ``mediaUrls`` (no ``data:``; ``http://`` loopback only with
   ``allow_loopback_media=True``), string ``webhookUrl``, object ``metadata``; omitted fields
   default to 5 s / 720p / 16:9 [I];
 - ``creditsCharged`` = per-second credits x duration x resolution factor (480p 0.6, 720p 1,
-  1080p 1.5) x 1.6 with ``mediaUrls``, rounded up: 40 for T2V 5 s 720p and 64 for I2V [D §2.3
-  examples]; every accepted submit is charged in ``app[LEDGER]`` (``credits``, ``key`` =
+  1080p 1.5) x 1.6 with ``mediaUrls``, rounded up: 40 for T2V 5 s 720p and 64 for I2V (the
+  documented examples); every accepted submit is charged in ``app[LEDGER]`` (``credits``, ``key`` =
   ``metadata.client_ref``);
 - status ``queued`` -> ``processing`` -> ``succeeded`` on :class:`~pipeline.sim.common.Timeline`;
   prompts containing ``config.fail_prompts`` end ``failed`` with ``content_policy`` and a ledger
   refund [I]; cancel of queued/processing -> ``cancelled`` + refund, of a finished task -> 400
-  ``invalid_state`` [I §2.5];
+  ``invalid_state`` [I];
 - ``output.url`` points back at the simulator and serves a real MP4 (no auth) until
   ``config.url_ttl_s`` after the task finished, then 404 like a deleted R2 object [I];
 - ``webhookUrl``: the final task JSON is POSTed once (success, failure or cancel), only to
-  loopback URLs, fire and forget with a 2 s timeout, recorded in ``app[STATE].webhooks`` [I §2.5].
+  loopback URLs, fire and forget with a 2 s timeout, recorded in ``app[STATE].webhooks`` [I].
 
 Validation and the credit price live in :mod:`pipeline.sim.seedance2_rules`.
 """
@@ -49,7 +49,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from pipeline.providers.seedance2_codec import MEDIA_FACTOR, RESOLUTION_FACTOR, credits_for
 from pipeline.sim.common import (
     CONFIG,
     LEDGER,
@@ -63,9 +62,12 @@ from pipeline.sim.common import (
     origin,
 )
 from pipeline.sim.seedance2_rules import (
+    MEDIA_FACTOR,
     RATIOS,
+    RESOLUTION_FACTOR,
     SIM_MODELS,
     TaskRequest,
+    credits_for,
     validate,
 )
 
@@ -128,7 +130,7 @@ STATE = web.AppKey("seedance2_state", SimState)
 
 
 def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
-    """The error envelope ``{"success": false, "error": {code, message}}`` [D §2.1]."""
+    """The error envelope ``{"success": false, "error": {code, message}}``."""
     return {
         "success": False,
         "error": {"code": code or _CODES.get(status, "error"), "message": message},
@@ -168,7 +170,7 @@ def _refund(app: web.Application, task: SimTask) -> None:
 
 
 def _task_json(task: SimTask, status: str, base: str) -> dict[str, Any]:
-    """The task as ``GET …/{requestId}`` returns it [D §2.4]."""
+    """The task as ``GET …/{requestId}`` returns it."""
     output = None
     error = None
     if status == "succeeded":

@@ -1,30 +1,48 @@
-"""Request rules of the seedance2.ink simulator (:mod:`pipeline.sim.seedance2`) [D §2.3].
+"""Request rules of the seedance2.ink simulator (:mod:`pipeline.sim.seedance2`).
 
-The models, durations, ratios and resolutions it accepts, the ``mediaUrls`` rules (1-5 public
-https URLs, loopback http only when allowed), the defaults of omitted fields [I], and the credit
-price of a task. :func:`validate` turns a submit body into a :class:`TaskRequest` or the
-``(code, message)`` of its first problem.
+Written from https://www.seedance2.ink/docs (API reference, text-to-video and image-to-video
+pages), independently of the adapter: the models, durations, ratios and resolutions it accepts,
+the ``mediaUrls`` rules (1-5 public https URLs, loopback http only when allowed), the defaults
+of omitted fields [I], and the credit price of a task. :func:`validate` turns a submit body into
+a :class:`TaskRequest` or the ``(code, message)`` of its first problem.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.providers.seedance2_codec import CREDITS_PER_SECOND, RESOLUTION_FACTOR
 from pipeline.sim.common import LOOPBACK
 
-#: Durations [D §2.3] and per-second credits (the provider's price table, shared with the
-#: adapter's plan estimates) per model.
-SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = {
-    "seedance-2.0": (tuple(range(4, 16)), CREDITS_PER_SECOND["seedance-2.0"]),
-    "seedance-2.0-fast": (tuple(range(4, 16)), CREDITS_PER_SECOND["seedance-2.0-fast"]),
-    "seedance-1.5-pro": ((5, 10), CREDITS_PER_SECOND["seedance-1.5-pro"]),
-}
-RATIOS = ("16:9", "9:16", "1:1")
-MAX_MEDIA = 5
+#: Durations per model: "seedance-2.0 and seedance-2.0-fast support 4 to 15 seconds, while
+#: seedance-1.5-pro supports 5 or 10 seconds"; and credits per second at 720p. The documented
+#: examples (text-to-video 5 s 720p: 40 credits) give 8 for seedance-2.0; the other two are [I].
+SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = MappingProxyType(
+    {
+        "seedance-2.0": (tuple(range(4, 16)), 8.0),
+        "seedance-2.0-fast": (tuple(range(4, 16)), 5.0),
+        "seedance-1.5-pro": ((5, 10), 6.0),
+    }
+)
+#: Credit factor per ``resolution`` (720p 1.0 is the documented base; the others [I]).
+RESOLUTION_FACTOR: Mapping[str, float] = MappingProxyType({"480p": 0.6, "720p": 1.0, "1080p": 1.5})
+#: Credit factor with ``mediaUrls``: the documented image-to-video example costs 64 credits
+#: where text-to-video costs 40.
+MEDIA_FACTOR = 1.6
+
+
+def credits_for(model: str, duration: int, resolution: str, with_media: bool) -> int:
+    """Credits a task costs, rounded up: 40 for seedance-2.0 5 s 720p, 64 with ``mediaUrls``."""
+    amount = SIM_MODELS[model][1] * duration * RESOLUTION_FACTOR[resolution]
+    return math.ceil(amount * (MEDIA_FACTOR if with_media else 1.0) - 1e-9)
+
+
+RATIOS = ("16:9", "9:16", "1:1")  # "one of: 16:9, 9:16, 1:1"
+MAX_MEDIA = 5  # "mediaUrls supports up to 5 items"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Simulator of the Venice AI video API (providers.md §1), served under :data:`BASE_PATH`.
+"""Simulator of the Venice AI video API, served under :data:`BASE_PATH`.
+
+After https://docs.venice.ai/api-reference/endpoint/video/queue (and the quote, retrieve and
+complete pages next to it), https://docs.venice.ai/api-reference/endpoint/models/list and
+https://docs.venice.ai/guides/media/video-generation .
 
 Routes (fault-injection names in brackets)::
 
@@ -8,7 +12,9 @@ Routes (fault-injection names in brackets)::
     POST /api/v1/video/retrieve  [poll]      JSON PROCESSING while running; video/mp4 bytes when
                                              done (normal models); JSON COMPLETED (private ones)
     POST /api/v1/video/complete  [complete]  {"success": true}; a later retrieve answers 404
-    GET  /api/v1/models?type=video [models]  the §1.9 list built from the adapter's model table
+    GET  /api/v1/models?type=video [models]  the listed models of the simulator's own table
+                                             (:mod:`pipeline.sim.venice_models`) with their
+                                             ``model_spec.constraints``; other types: 400
     GET  /v1/share/read/{token}  [fetch]     private download link: no auth, 410 after
                                              ``download_max_gets`` GETs, after DELETE or expiry
     DELETE /v1/share/read/{token} [delete]   revoke the link: 204
@@ -39,7 +45,6 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from pipeline.providers.venice_codec import VENICE_MODELS, VeniceModel
 from pipeline.sim import venice_rules as rules
 from pipeline.sim.common import (
     CONFIG,
@@ -51,6 +56,7 @@ from pipeline.sim.common import (
     new_app,
     origin,
 )
+from pipeline.sim.venice_models import SIM_MODELS, SimModel
 from pipeline.sim.venice_state import (
     BODY,
     STATE,
@@ -88,10 +94,12 @@ async def queue(request: web.Request) -> web.Response:
     """``POST /video/queue``: validate, run the consent flow, create and charge the job."""
     state, body = request.app[STATE], request[BODY]
     problem = rules.check_common(body)
-    vm = VENICE_MODELS.get(str(body.get("model")))
+    vm = SIM_MODELS.get(str(body.get("model")))
     if problem is None and vm is not None:
         problem = rules.check_params(body, vm, quote=False) or rules.check_media(body, vm)
     consents = body.get("consents")
+    if consents == {}:  # attests nothing, as in the queue page's example
+        consents = None
     if problem is None and consents is not None and not rules.valid_consents(consents):
         problem = ("consents", "Consent must confirm exactly the three seedance fields as true")
     if problem is not None or vm is None:
@@ -114,7 +122,7 @@ def _accept(
     request: web.Request,
     state: VeniceState,
     body: dict[str, Any],
-    vm: VeniceModel,
+    vm: SimModel,
     digests: list[str],
 ) -> web.Response:
     seconds = int(str(body["duration"]).removesuffix("s"))
@@ -194,9 +202,9 @@ async def complete(request: web.Request) -> web.Response:
 
 
 async def quote(request: web.Request) -> web.Response:
-    """``POST /video/quote``: the deterministic price; no job, no charge [D §1.3]."""
+    """``POST /video/quote``: the deterministic price; no job, no charge."""
     state, body = request.app[STATE], request[BODY]
-    vm = VENICE_MODELS.get(str(body.get("model")))
+    vm = SIM_MODELS.get(str(body.get("model")))
     if vm is None:
         return rules.invalid("model", f"Unknown or unsupported video model: {body.get('model')!r}")
     problem = rules.check_params(body, vm, quote=True)
@@ -207,31 +215,42 @@ async def quote(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """``GET /models?type=video``: the §1.9 list (auth optional)."""
+    """``GET /models?type=video``: the listed video models (auth optional); other types 400."""
     kind = request.query.get("type", "video")
     if kind != "video":
-        return rules.invalid("type", f"Invalid enum value {kind!r}")
-    data = [_model_entry(ident, vm) for ident, vm in VENICE_MODELS.items()]
+        return rules.invalid("type", f"Invalid enum value {kind!r}; expected 'video'")
+    data = [model_entry(ident, vm) for ident, vm in SIM_MODELS.items() if vm.listed]
     return web.json_response({"object": "list", "type": "video", "data": data})
 
 
-def _model_entry(ident: str, vm: VeniceModel) -> dict[str, Any]:
-    caps = vm.caps
-    constraints = {
+def model_entry(ident: str, vm: SimModel) -> dict[str, Any]:
+    """One ``/models`` entry: id, owner and ``model_spec`` with its ``constraints``."""
+    constraints: dict[str, Any] = {
         "model_type": vm.model_type,
-        "aspect_ratios": list(caps.aspect_ratios),
-        "resolutions": list(caps.resolutions),
-        "durations": [f"{d}s" for d in caps.durations],
-        "audio": caps.audio,
+        "aspect_ratios": list(vm.aspect_ratios),
+        "resolutions": list(vm.resolutions),
+        "durations": list(vm.durations),
+        "audio": vm.audio,
         "audio_configurable": vm.audio_configurable,
-        "prompt_character_limit": caps.max_prompt_chars,
+        "prompt_character_limit": vm.prompt_limit,
+        "audio_input": "audio_url" in vm.media or vm.ref_audio > 0,
+        "per_reference_audio": vm.ref_audio > 0,
+        "video_input": "video_url" in vm.media or vm.ref_videos > 0,
     }
+    if vm.ref_images or vm.ref_videos or vm.ref_audio:
+        constraints["max_reference_images"] = vm.ref_images  # [I] key name
+        constraints["max_reference_videos"] = vm.ref_videos  # [I] key name
+        constraints["max_reference_audio"] = vm.ref_audio  # [I] key name
+    if vm.image_limits:  # face and reference images: short side >= 300 px, aspect 0.4-2.5
+        constraints["reference_image_min_short_side_pixels"] = 300
+        constraints["reference_image_min_aspect_ratio"] = 0.4
+        constraints["reference_image_max_aspect_ratio"] = 2.5
     spec = {
-        "name": ident,
+        "name": vm.name,
         "privacy": "private" if vm.private else "anonymized",
         "offline": False,
         "traits": [],
-        "model_sets": ["audio"] if caps.audio else [],
+        "model_sets": ["audio"] if vm.audio else [],
         "constraints": constraints,
     }
     return {
@@ -245,7 +264,7 @@ def _model_entry(ident: str, vm: VeniceModel) -> dict[str, Any]:
 
 
 async def download(request: web.Request) -> web.Response:
-    """``GET <download_url>``: no auth; 410 once used up, revoked or expired [D §1.8]."""
+    """``GET <download_url>``: no auth; 410 once used up, revoked or expired."""
     state, config = request.app[STATE], request.app[CONFIG]
     link = state.links.get(request.match_info["token"])
     job = state.jobs.get(link.queue_id) if link is not None else None
@@ -264,7 +283,7 @@ async def download(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """``DELETE <download_url>``: revoke the link; 204 [I] (body/status undocumented, §1.8)."""
+    """``DELETE <download_url>``: revoke the link; 204 [I] (the answer is not documented)."""
     link = request.app[STATE].links.get(request.match_info["token"])
     if link is None:
         return rules.error(404, "Not found")

@@ -1,7 +1,10 @@
 """Request rules of the Venice simulator (:mod:`pipeline.sim.venice`).
 
-Its error answers, the queue/quote parameter validation per model, and the Seedance
-face-consent scan [D §1.4, §1.5, §1.10].
+Its error answers, the queue/quote parameter validation per model (the simulator's own table in
+:mod:`pipeline.sim.venice_models`) and the Seedance face-consent scan, after
+https://docs.venice.ai/api-reference/endpoint/video/queue ,
+https://docs.venice.ai/guides/media/seedance-face-consent and
+https://docs.venice.ai/api-reference/error-codes .
 
 Each ``check_*`` function returns ``(field, message)`` for the first problem, or None; the
 handlers turn it into a 400 DetailedError with :func:`invalid`.
@@ -18,15 +21,16 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.providers.venice_codec import (
+from pipeline.sim.venice_models import (
     CONSENT_FIELDS,
     SEEDANCE_CONSENT,
-    VENICE_MODELS,
-    VeniceModel,
+    SIM_MODELS,
+    UPSCALE_FACTORS,
+    SimModel,
 )
 
 # fmt: off
-_QUEUE_FIELDS = frozenset((  # [D §1.4]
+_QUEUE_FIELDS = frozenset((  # the queue request schema
     "model", "prompt", "negative_prompt", "duration", "aspect_ratio", "resolution",
     "upscale_factor", "audio", "image_url", "end_image_url", "audio_url", "video_url",
     "reference_image_urls", "reference_video_urls", "reference_audio_urls",
@@ -34,12 +38,16 @@ _QUEUE_FIELDS = frozenset((  # [D §1.4]
     "omni_reference_task_type", "consents", "bitrate_mode", "camera_trajectory",
 ))
 # fmt: on
+#: Reference arrays and the :class:`SimModel` attribute with their cap.
 _REF_FIELDS = {
-    "reference_image_urls": "max_reference_images",
-    "reference_video_urls": "max_reference_videos",
-    "reference_audio_urls": "max_reference_audio",
+    "reference_image_urls": "ref_images",
+    "reference_video_urls": "ref_videos",
+    "reference_audio_urls": "ref_audio",
 }
-#: Fields checked for faces, with their ``face_media_roles`` names [D §1.5].
+#: Fields no simulated model takes ("advanced element support", e.g. Kling O3 R2V; Wan 3.0
+#: documents; keyframes of other families) [I: refused as unsupported].
+_UNSUPPORTED = ("elements", "scene_image_urls", "reference_document_urls", "keyframes")
+#: Fields checked for faces, with their ``face_media_roles`` names.
 FACE_FIELDS = {
     "image_url": "image",
     "end_image_url": "end_image",
@@ -52,7 +60,7 @@ FACE_FIELDS = {
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
-    """StandardError ``{"error": "..."}`` [D §1.10] (also used for injected faults)."""
+    """StandardError ``{"error": "..."}`` (also used for injected faults)."""
     return {"error": message}
 
 
@@ -62,7 +70,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
 
 
 def invalid(name: str, message: str) -> web.Response:
-    """400 DetailedError with zod-style ``details`` and ``issues`` [D §1.10]."""
+    """400 DetailedError with zod-style ``details`` and ``issues``."""
     body = {
         "error": "Invalid request parameters",
         "details": {"_errors": [], name: {"_errors": [message]}},
@@ -72,7 +80,11 @@ def invalid(name: str, message: str) -> web.Response:
 
 
 def x402(request: web.Request) -> web.Response:
-    """402 for a request without any credentials: the x402 discovery body [D §1.1, §1.10]."""
+    """402 for a request without any credentials: the x402 discovery body.
+
+    The queue page: "When using x402, a 402 Payment Required response indicates insufficient
+    balance and includes top-up instructions".
+    """
     body = {
         "x402Version": 2,
         "error": "Authentication required",
@@ -86,7 +98,7 @@ def x402(request: web.Request) -> web.Response:
 
 
 def content_policy() -> web.Response:
-    """422 ``provider_content_policy`` with a refund and a suggested model [D §1.6]."""
+    """422 ``provider_content_policy`` with a refund and a suggested model (on retrieve)."""
     body = {
         "error": {
             "message": (
@@ -105,63 +117,79 @@ def content_policy() -> web.Response:
 
 
 def check_common(body: dict[str, Any]) -> tuple[str, str] | None:
-    """Fields, model and prompt of a queue body."""
+    """Fields, model, prompt and negative prompt of a queue body."""
     unknown = sorted(set(body) - _QUEUE_FIELDS)
     if unknown:
         return unknown[0], "Unrecognized key in object"
     model = body.get("model")
-    if not isinstance(model, str) or model not in VENICE_MODELS:
+    if not isinstance(model, str) or model not in SIM_MODELS:
         return "model", f"Unknown or unsupported video model: {model!r}"
+    limit = SIM_MODELS[model].prompt_limit
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         return "prompt", "String must contain at least 1 character(s)"
-    limit = VENICE_MODELS[model].caps.max_prompt_chars
     if len(prompt) > limit:
         return "prompt", f"Prompt is {len(prompt)} characters; this model allows {limit}"
+    negative = body.get("negative_prompt")
+    if negative is not None and (not isinstance(negative, str) or len(negative) > limit):
+        return "negative_prompt", f"Expected a string of at most {limit} characters"
     return None
 
 
-def check_params(body: dict[str, Any], vm: VeniceModel, *, quote: bool) -> tuple[str, str] | None:
-    """Duration, ratio, resolution and audio against ``vm`` (``quote``: the quote route)."""
-    caps = vm.caps
-    allowed = [f"{d}s" for d in caps.durations]
-    if body.get("duration") not in allowed:
-        return "duration", f"Invalid duration {body.get('duration')!r}; allowed: {allowed}"
+def check_params(body: dict[str, Any], vm: SimModel, *, quote: bool) -> tuple[str, str] | None:
+    """Duration, ratio, resolution, audio and upscale factor against ``vm``.
+
+    ``quote``: the quote route, which takes ``aspect_ratio`` for every model (a pricing input).
+    """
+    if body.get("duration") not in vm.durations:
+        return "duration", f"Invalid duration {body.get('duration')!r}; allowed: {vm.durations}"
     ratio = body.get("aspect_ratio")
-    if ratio is not None and not quote:  # quote accepts any ratio [D §1.3]
-        if not caps.aspect_ratios:
+    if ratio is not None and not quote:
+        if not vm.aspect_ratios:
             return "aspect_ratio", "This model does not support aspect_ratio"
-        if ratio not in caps.aspect_ratios:
-            return "aspect_ratio", f"Invalid aspect_ratio {ratio!r}; allowed: {caps.aspect_ratios}"
+        if ratio not in vm.aspect_ratios:
+            return "aspect_ratio", f"Invalid aspect_ratio {ratio!r}; allowed: {vm.aspect_ratios}"
     resolution = body.get("resolution")
-    if resolution is not None and resolution not in caps.resolutions:
-        return "resolution", f"Invalid resolution {resolution!r}; allowed: {caps.resolutions}"
+    if resolution is not None:
+        if not vm.resolutions:
+            return "resolution", "This model does not support resolution"
+        if resolution not in vm.resolutions:
+            return "resolution", f"Invalid resolution {resolution!r}; allowed: {vm.resolutions}"
     audio = body.get("audio")
     if audio is not None and not isinstance(audio, bool):
         return "audio", "Expected boolean"
     if audio is not None and not vm.audio_configurable and not quote:
         return "audio", "This model does not support configuring audio"  # [I]
-    return None
+    factor = body.get("upscale_factor")
+    if factor is not None and (type(factor) is not int or factor not in UPSCALE_FACTORS):
+        return "upscale_factor", f"Invalid enum value; expected one of {UPSCALE_FACTORS}"
+    return None  # an upscale_factor on other models is their documented default, ignored [I]
 
 
 def _is_url(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("https://", "http://", "data:"))
 
 
-def check_media(body: dict[str, Any], vm: VeniceModel) -> tuple[str, str] | None:
-    """Frame and reference URLs, and their counts, against ``vm``."""
-    caps = vm.caps
-    for name, allowed in (("image_url", caps.first_frame), ("end_image_url", caps.end_frame)):
-        if name in body and (not allowed or not _is_url(body[name])):
-            return name, "Not supported by this model" if not allowed else "Invalid URL"
-    if caps.requires_image and "image_url" not in body:
-        return "image_url", "This model requires image_url"
+def check_media(body: dict[str, Any], vm: SimModel) -> tuple[str, str] | None:
+    """Frame, video, audio and reference URLs, and their counts, against ``vm``."""
+    for name in ("image_url", "end_image_url", "video_url", "audio_url"):
+        if name in body:
+            if name not in vm.media:
+                return name, "Not supported by this model"
+            if not _is_url(body[name]):
+                return name, "Must be a URL (http/https) or a data URL"
+    for name in vm.required:
+        if name not in body:
+            return name, f"This model requires {name}"
+    for name in _UNSUPPORTED:
+        if name in body:
+            return name, "Not supported by this model"
     for name, cap in _REF_FIELDS.items():
         refs = body.get(name, [])
         if not isinstance(refs, list) or not all(_is_url(r) for r in refs):
             return name, "Expected an array of http(s) or data: URLs"
-        if len(refs) > getattr(caps, cap):
-            return name, f"Array must contain at most {getattr(caps, cap)} element(s)"
+        if len(refs) > getattr(vm, cap):
+            return name, f"Array must contain at most {getattr(vm, cap)} element(s)"
     if body.get("reference_audio_urls") and not (
         body.get("reference_image_urls") or body.get("reference_video_urls")
     ):
@@ -170,7 +198,13 @@ def check_media(body: dict[str, Any], vm: VeniceModel) -> tuple[str, str] | None
 
 
 def valid_consents(value: Any) -> bool:
-    """Exactly ``{seedance: {<three fields>: true}}`` [D §1.5]."""
+    """Whether ``value`` is a valid ``consents`` object.
+
+    ``{}`` (no attestation, as in the queue page's example) or exactly
+    ``{seedance: {<three fields>: true}}``.
+    """
+    if value == {}:
+        return True
     if not isinstance(value, dict) or set(value) != {SEEDANCE_CONSENT}:
         return False
     inner = value[SEEDANCE_CONSENT]
@@ -206,7 +240,7 @@ def _content(url: str) -> bytes:
 
 
 def needs_consent(roles: set[str]) -> web.Response:
-    """409 ``needs_consent`` naming the face ``roles`` [D §1.5]."""
+    """409 ``needs_consent`` naming the face ``roles``."""
     body = {
         "error": {
             "code": "needs_consent",
@@ -227,7 +261,7 @@ def needs_consent(roles: set[str]) -> web.Response:
 
 
 def media_items(body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
-    """``(kind, url)`` of every media URL in a queue body [D §1.4 field list]."""
+    """``(kind, url)`` of every media URL in a queue body (the queue schema's URL fields)."""
     kinds = {
         "image_url": "image",
         "end_image_url": "image",

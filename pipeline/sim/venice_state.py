@@ -1,9 +1,10 @@
 """State of the Venice simulator (:mod:`pipeline.sim.venice`) and its guard middleware.
 
 :class:`VeniceState` keeps jobs, private links, consent attestations and the per-key request
-and error-budget windows [D §1.11]. The guard runs before every priced route: auth (none ->
-402 x402, wrong key -> 401), the JSON body (35 MB cap), the error-budget lockout and the
-per-minute request limits with ``x-ratelimit-*-requests`` headers.
+and error-budget windows (https://docs.venice.ai/api-reference/rate-limiting). The guard
+runs before every priced route: auth (none -> 402 x402, wrong key -> 401), the JSON body
+(35 MB cap), the error-budget lockout and the per-minute request limits with
+``x-ratelimit-*-requests`` headers.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from pipeline.providers.venice_codec import MAX_BODY_BYTES
 from pipeline.sim import venice_rules as rules
 from pipeline.sim.common import CONFIG, Handler, bearer_token
+from pipeline.sim.venice_models import MAX_BODY_BYTES
 
 _RES_FACTOR = {"480p": 1.0, "720p": 2.0, "1080p": 4.0, "4k": 8.0}  # price factors [I]
 #: Route name -> rate-limit bucket (None: auth and budget only).
@@ -36,15 +37,16 @@ class VeniceSimOptions:
     """Venice-specific simulator settings (keyword options of :func:`make_app`).
 
     Attributes:
-        queue_per_minute / retrieve_per_minute: per-key request limits [D §1.11: 40 / 120].
-        error_budget: failed 4xx per key and model tolerated in ``error_window_s`` [D §1.11: > 20].
-        error_window_s / lockout_s: the budget window and the lockout length [D §1.11: 30 s].
+        queue_per_minute / retrieve_per_minute: per-key request limits (documented: 40 / 120).
+        error_budget: failed 4xx per key and model tolerated in ``error_window_s``
+            (documented: more than 20).
+        error_window_s / lockout_s: the budget window and the lockout length (documented: 30 s).
         download_max_gets: GETs a private link serves before answering 410 [I: 3].
         price_per_second: USD per second at factor 1.0 (480p) [I].
-        max_body_bytes: JSON body cap [D §1.1: 35 MB].
+        max_body_bytes: JSON body cap (35 MB).
         inference_fail_prompts: a prompt containing it fails on retrieve with 500 [I].
         guide_statuses: answer lowercase ``queued``/``running``/``completed`` as the guides
-            do instead of the spec's ``PROCESSING``/``COMPLETED`` [D §1.6 inconsistency].
+            do instead of the OpenAPI spec's ``PROCESSING``/``COMPLETED`` (the docs disagree).
     """
 
     queue_per_minute: int = 40
@@ -117,7 +119,7 @@ class VeniceState:
         return True
 
     def limit_headers(self, token: str, bucket: str, now: float) -> dict[str, str]:
-        """``x-ratelimit-*-requests`` headers; the reset is Unix milliseconds [D §1.11]."""
+        """``x-ratelimit-*-requests`` headers; the reset is Unix milliseconds."""
         window = self.requests.get((token, bucket)) or deque()
         reset = (window[0] if window else now) + 60.0
         return {
@@ -140,7 +142,9 @@ class VeniceState:
 
 STATE = web.AppKey("venice_state", VeniceState)
 #: The parsed JSON body of a guarded request (set by the guard middleware).
-BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("venice_body", dict)
+#: Where the guard leaves the parsed body for the handler: a typed key on aiohttp >= 3.14 (which
+#: warns about string keys), the plain string before it.
+BODY: Any = web.RequestKey("venice_body", dict) if hasattr(web, "RequestKey") else "venice_body"
 
 
 # ----- guard: auth, body, error budget, rate limits -----------------------------------------

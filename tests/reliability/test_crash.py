@@ -142,8 +142,14 @@ def standing_sim() -> Iterator[str]:
         assert url
         yield url
     finally:
+        # Ctrl-C first (the server's own shutdown); a server still closing keep-alive
+        # connections after 15 s is killed, so the teardown has a deadline of its own.
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=15)
 
 
 def _sim_manifest(path: Path, url: str, name: str, shots: int) -> None:

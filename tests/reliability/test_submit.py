@@ -45,7 +45,7 @@ async def test_r02_lost_submit_answers_are_ambiguous_and_never_paid_twice(tmp_pa
         assert len(app[LEDGER]) == 3
         # The user finds a-s00's job on the dashboard and adopts it: fetched, not paid again.
         (charge,) = [c for c in app[LEDGER].charges if c.key and ":a-s00:" in c.key]
-        await adopt(run_dir, "a-s00", charge.job_id, file=str(path))
+        await adopt(run_dir, "a-s00", charge.job_id, file=str(path), simulate=True)
         _, adopted = await run(path, options)
         assert adopted.state.shots["a-s00"].state == ShotState.DONE
         assert len(app[LEDGER]) == 3

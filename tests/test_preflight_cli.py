@@ -1,0 +1,99 @@
+"""Preflight through the CLI: no network or no storage credentials stop a run before any money."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import S3
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: nothing listens there
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_API_KEY") and not k.startswith("AWS_")
+    }
+    return {**env, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_an_unreachable_provider_stops_the_run_at_once_with_nothing_paid(tmp_path: Path) -> None:
+    port = _dead_port()
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\nname: offline\n"
+        "defaults: {provider: venice, model: wan-2-7-text-to-video, duration: 5}\n"
+        f"providers:\n  venice: {{base_url: 'http://127.0.0.1:{port}/api/v1'}}\n"
+        "scenes:\n  - id: a\n    shots:\n      - {id: s1, prompt: harbor}\n"
+    )
+    env = _clean_env(VENICE_API_KEY="sk-canary-0123456789abcdef")
+    began = time.monotonic()
+    res = _cli("run", "m.yaml", "--no-progress", cwd=tmp_path, env=env)
+    took = time.monotonic() - began
+    assert res.returncode == 2, res.stderr
+    assert "preflight: 1 problem, not starting" in res.stderr
+    assert "venice (unreachable)" in res.stderr
+    assert f"127.0.0.1:{port}" in res.stderr
+    assert "--wait SECONDS" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "sk-canary" not in res.stderr + res.stdout
+    assert not (tmp_path / "jobs" / "offline").exists()  # nothing written, nothing half-made
+    print(f"unreachable provider: exit 2 after {took:.1f} s")
+
+    waited = _cli("run", "m.yaml", "--no-progress", "--wait", "1", cwd=tmp_path, env=env)
+    assert waited.returncode == 2
+    assert "waiting for venice to answer" in waited.stderr
+
+
+def test_missing_storage_credentials_are_named_by_validate_and_run(tmp_path: Path, s3: S3) -> None:
+    shutil.copy(ROOT / "samples" / "media" / "storm.jpg", tmp_path / "storm.jpg")
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\nname: nocreds\ndefaults: {provider: seedance2, duration: 5}\n"
+        + s3.storage_yaml()
+        + "scenes:\n  - id: a\n    shots:\n      - {id: s1, prompt: storm, image: storm.jpg}\n"
+    )
+    env = _clean_env()
+    assert _cli("validate", "m.yaml", cwd=tmp_path, env=env).returncode == 0  # offline: fine
+    checked = _cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    assert checked.returncode == 2
+    for res in (
+        checked,
+        _cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path, env=env),
+    ):
+        assert res.returncode == 2, res.stderr
+        assert "storage (auth)" in res.stderr
+        assert "AWS_ACCESS_KEY_ID" in res.stderr
+        assert "AWS_SECRET_ACCESS_KEY" in res.stderr
+        assert "Traceback" not in res.stderr
+        assert "169.254" not in res.stderr
+    assert not (tmp_path / "jobs" / "nocreds").exists()
+
+    env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    good = _cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    assert "storage" not in good.stderr  # only the provider's missing key is left
+    assert "SEEDANCE2_API_KEY" in good.stderr
