@@ -70,7 +70,8 @@ environment:
   VENICE_API_KEY, SEEDANCE2_API_KEY, NEWAPI_API_KEY, RELAYDANCE_API_KEY
        provider keys (names can be changed with providers.<name>.api_key_env); never logged
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (or the store's own variables)
-       object storage credentials, when the manifest has `storage`
+       object storage credentials, when the manifest has `storage` (an instance role is used
+       only when AWS_METADATA_ENDPOINT is set: the metadata service is never probed otherwise)
   XDG_CACHE_HOME   where `pipeline models --refresh` caches model catalogs (~/.cache)
 
 examples:

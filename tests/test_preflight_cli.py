@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.conftest import S3
+from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,18 +19,6 @@ def _dead_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port  # closed again: nothing listens there
-
-
-def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -53,7 +40,7 @@ def test_an_unreachable_provider_stops_the_run_at_once_with_nothing_paid(tmp_pat
     )
     env = _clean_env(VENICE_API_KEY="sk-canary-0123456789abcdef")
     began = time.monotonic()
-    res = _cli("run", "m.yaml", "--no-progress", cwd=tmp_path, env=env)
+    res = cli("run", "m.yaml", "--no-progress", cwd=tmp_path, env=env)
     took = time.monotonic() - began
     assert res.returncode == 2, res.stderr
     assert "preflight: 1 problem, not starting" in res.stderr
@@ -65,7 +52,7 @@ def test_an_unreachable_provider_stops_the_run_at_once_with_nothing_paid(tmp_pat
     assert not (tmp_path / "jobs" / "offline").exists()  # nothing written, nothing half-made
     print(f"unreachable provider: exit 2 after {took:.1f} s")
 
-    waited = _cli("run", "m.yaml", "--no-progress", "--wait", "1", cwd=tmp_path, env=env)
+    waited = cli("run", "m.yaml", "--no-progress", "--wait", "1", cwd=tmp_path, env=env)
     assert waited.returncode == 2
     assert "waiting for venice to answer" in waited.stderr
 
@@ -78,12 +65,12 @@ def test_missing_storage_credentials_are_named_by_validate_and_run(tmp_path: Pat
         + "scenes:\n  - id: a\n    shots:\n      - {id: s1, prompt: storm, image: storm.jpg}\n"
     )
     env = _clean_env()
-    assert _cli("validate", "m.yaml", cwd=tmp_path, env=env).returncode == 0  # offline: fine
-    checked = _cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    assert cli("validate", "m.yaml", cwd=tmp_path, env=env).returncode == 0  # offline: fine
+    checked = cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
     assert checked.returncode == 2
     for res in (
         checked,
-        _cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path, env=env),
+        cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path, env=env),
     ):
         assert res.returncode == 2, res.stderr
         assert "storage (auth)" in res.stderr
@@ -94,6 +81,6 @@ def test_missing_storage_credentials_are_named_by_validate_and_run(tmp_path: Pat
     assert not (tmp_path / "jobs" / "nocreds").exists()
 
     env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    good = _cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    good = cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
     assert "storage" not in good.stderr  # only the provider's missing key is left
     assert "SEEDANCE2_API_KEY" in good.stderr

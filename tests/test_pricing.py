@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.test_cli import checkpoint_events
+from tests.test_cli import checkpoint_events, cli
+
+#: No provider keys: prices come from the simulators and the manifest only.
+ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
 
 MANIFEST = """\
 version: 1
@@ -28,22 +29,9 @@ scenes:
 """
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-
-
 def test_plan_and_run_agree_on_quote_credits_price_table_and_unknown(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    plan = _cli("plan", "m.yaml", "--simulate", "--json", cwd=tmp_path)
+    plan = cli("plan", "m.yaml", "--simulate", "--json", cwd=tmp_path, env=ENV)
     assert plan.returncode == 0, plan.stderr
     planned = {s["id"]: s for s in json.loads(plan.stdout)["shots"]}
     assert {i: s["source"] for i, s in planned.items()} == {
@@ -58,7 +46,7 @@ def test_plan_and_run_agree_on_quote_credits_price_table_and_unknown(tmp_path: P
     assert planned["a-unknown"]["usd"] is None
     assert planned["a-quoted"]["usd"] > 0
 
-    run = _cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path)
+    run = cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path, env=ENV)
     assert run.returncode == 1, run.stderr  # the unpriced shot is held back
     events = checkpoint_events(tmp_path / "jobs" / "prices")
     intents = {e["shot"]: e["est_usd"] for e in events if e["ev"] == "submit_intent"}
@@ -68,10 +56,10 @@ def test_plan_and_run_agree_on_quote_credits_price_table_and_unknown(tmp_path: P
     assert held == {"a-unknown": "price unknown"}
     assert "a-unknown" not in intents
 
-    status = _cli("status", "jobs/prices", cwd=tmp_path).stdout
+    status = cli("status", "jobs/prices", cwd=tmp_path, env=ENV).stdout
     (line,) = [ln for ln in status.splitlines() if ln.startswith("a-unknown")]
     assert "pending (price unknown)" in line
-    doc = json.loads(_cli("status", "jobs/prices", "--json", cwd=tmp_path).stdout)
+    doc = json.loads(cli("status", "jobs/prices", "--json", cwd=tmp_path, env=ENV).stdout)
     assert {s["id"]: s["held"] for s in doc["shots"]}["a-unknown"] == "price unknown"
 
 
@@ -81,7 +69,7 @@ def test_plan_never_says_unknown_prices_fit_a_budget(tmp_path: Path) -> None:
         "      - {id: s1, provider: relaydance, model: doubao-seedance-2-0-720p, duration: 5, "
         "prompt: x}\n"
     )
-    res = _cli("plan", "m.yaml", "--max-usd", "0.01", cwd=tmp_path)
+    res = cli("plan", "m.yaml", "--max-usd", "0.01", cwd=tmp_path, env=ENV)
     assert res.returncode == 0, res.stderr
     assert "price unknown" in res.stdout
     assert "cannot tell whether the plan fits: 1 shot(s) have no price" in res.stdout

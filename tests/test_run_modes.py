@@ -69,18 +69,6 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _cli_env(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-
-
 def test_a_killed_rehearsal_resumed_for_real_sends_nothing(
     tmp_path: Path, real_provider: tuple[str, list[str]]
 ) -> None:
@@ -112,18 +100,18 @@ def test_a_killed_rehearsal_resumed_for_real_sends_nothing(
     _venice_manifest(tmp_path / "m.yaml", base_url)
     env = _env(VENICE_API_KEY="sk-real-key-1234567890")
     for args in (["resume", str(run_dir)], ["run", "m.yaml"], ["adopt", str(run_dir), "a-s0", "j"]):
-        res = _cli_env(*args, "--no-progress", cwd=tmp_path, env=env)
+        res = cli(*args, "--no-progress", cwd=tmp_path, env=env)
         assert res.returncode == 2, res.stderr
         assert "is a rehearsal (started with --simulate)" in res.stderr
         assert "--jobs-dir" in res.stderr
         assert "Traceback" not in res.stderr
-    res = _cli_env("cancel", str(run_dir), cwd=tmp_path, env=env)
+    res = cli("cancel", str(run_dir), cwd=tmp_path, env=env)
     assert res.returncode == 2, res.stderr
     assert hits == []  # not one request reached the "real" provider
     assert (run_dir / "checkpoint.jsonl").read_bytes() == before  # and nothing was written
 
     # With --simulate the rehearsal goes on, and says what it is everywhere.
-    res = _cli_env("resume", str(run_dir), "--simulate", "--no-progress", cwd=tmp_path, env=env)
+    res = cli("resume", str(run_dir), "--simulate", "--no-progress", cwd=tmp_path, env=env)
     assert res.returncode in (0, 1), res.stderr  # the killed submits may need reconciling
     assert hits == []
     status = json.loads(cli("status", str(run_dir), "--json", cwd=tmp_path).stdout)

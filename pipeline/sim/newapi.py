@@ -142,7 +142,7 @@ def _ratios_header(model: str, duration: int) -> str:
 
 async def submit(request: web.Request) -> web.Response:
     """POST /v1/video/generations: validate, charge, answer the OpenAIVideo-style job."""
-    if denied := _denied(request):
+    if (denied := _denied(request)) is not None:
         return denied
     try:
         body = await request.json()
@@ -304,7 +304,7 @@ def _not_exist() -> web.Response:
 
 async def query(request: web.Request) -> web.Response:
     """GET /v1/video/generations/{task_id}: the configured legacy shape (A, B or C)."""
-    if denied := _denied(request):
+    if (denied := _denied(request)) is not None:
         return denied
     task = _lookup(request)
     if task is None:
@@ -319,7 +319,7 @@ async def query(request: web.Request) -> web.Response:
 
 async def video(request: web.Request) -> web.Response:
     """GET /v1/videos/{task_id}: the OpenAI video object (shape C)."""
-    if denied := _denied(request):
+    if (denied := _denied(request)) is not None:
         return denied
     task = _lookup(request)
     if task is None:
@@ -334,7 +334,7 @@ async def _mp4(task: SimTask) -> web.Response:
 
 async def content(request: web.Request) -> web.Response:
     """GET /v1/videos/{task_id}/content: the video through the gateway (auth)."""
-    if denied := _denied(request):
+    if (denied := _denied(request)) is not None:
         return denied
     task = _lookup(request)
     if task is None:
@@ -362,7 +362,7 @@ async def cdn(request: web.Request) -> web.Response:
 
 async def models(request: web.Request) -> web.Response:
     """GET /v1/models: the OpenAI list of the models this token may use (Bearer required)."""
-    if denied := _denied(request):
+    if (denied := _denied(request)) is not None:
         return denied
     data = [{"id": m, "object": "model", "created": 1760000000, "owned_by": "vidu"} for m in MODELS]
     return web.json_response({"object": "list", "data": data, "success": True})

@@ -175,7 +175,10 @@ def _media_items(body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
 async def _submit(request: web.Request) -> web.Response:
     app = request.app
     st, cfg = app[STATE], app[CONFIG]
-    refused = _auth(request) or _rate_limited(st)
+    # Not `or`: an aiohttp response is falsy on aiohttp < 3.12 (an empty mapping).
+    refused = _auth(request)
+    if refused is None:
+        refused = _rate_limited(st)
     if refused is not None:
         return refused
     try:

@@ -218,7 +218,10 @@ def _rate_limited(state: SimState, now: float) -> web.Response | None:
 
 async def _submit(request: web.Request) -> web.Response:
     app, state = request.app, request.app[STATE]
-    denied = _unauthorized(request) or _rate_limited(state, time.time())
+    # Not `or`: an aiohttp response is falsy on aiohttp < 3.12 (an empty mapping).
+    denied = _unauthorized(request)
+    if denied is None:
+        denied = _rate_limited(state, time.time())
     if denied is not None:
         return denied
     try:
