@@ -18,10 +18,12 @@ from types import MappingProxyType
 from pipeline.errors import JobFailed
 from pipeline.models import Download, JobHandle, JobStatus, MediaRef, ModelCaps, PollResult, Shot
 from pipeline.providers.base import ProviderContext, ProviderSpec
+from pipeline.render import tiny_mp4
 from pipeline.settings import ProviderSettings
 
-#: The smallest bytes that pass the container check (an ISO BMFF ``ftyp`` box).
-TINY_MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
+#: A real 5 s H.264 clip (160 px, 6 fps, a few kB): every fetched video is demuxed and its
+#: first and last frames decoded before it is ``done``, as a provider's would be.
+TINY_MP4 = tiny_mp4(5, label="bench")
 
 
 @dataclass

@@ -19,6 +19,9 @@ Scenarios:
   replay        loading and replaying a 1,000,000-event checkpoint: seconds
   download      1 GB over loopback: our verified, hashed, fsynced download vs a plain aiohttp
                 read loop, throughput ratio and peak RSS
+  video_check   the playability check (pipeline.playable) of a ~260 MB high-bitrate H.264 MP4
+                (130 MB with --quick): seconds per GB, and as a ratio to writing + hashing +
+                fsyncing the same file (write_verified without the check)
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download", "manifest")
+SCENARIOS = ("makespan", "rate", "polls", "scale", "replay", "download", "manifest", "video_check")
 SCALE = 0.01  # seconds here per second of a real provider
 TMPFS = Path("/dev/shm")  # memory-backed: the scale scenario's CPU without the disk's share
 
@@ -449,6 +452,111 @@ async def scenario_manifest(quick: bool) -> dict[str, Any]:
         "peak_rss_mb": round(max(r["rss"] for r in runs), 1),
         "baseline_rss_mb": round(mid["base"], 1),
         "polls_per_job": None,
+    }
+
+
+def _noise_mp4(path: Path, frames: int, fps: int = 24, gop: int = 250) -> None:
+    """A high-bitrate H.264 MP4: 640x360 noise, lossless (~0.55 MB a frame), one keyframe per
+    ``gop`` frames (250: x264's default, so the check decodes a long last group of pictures)."""
+    import av
+
+    rng = random.Random(7)
+    pool = []
+    for _ in range(16):  # noise frames, cycled: each differs from the one before
+        frame = av.VideoFrame(640, 360, "yuv420p")
+        for plane in frame.planes:
+            plane.update(rng.randbytes(plane.buffer_size))
+        pool.append(frame)
+    with av.open(str(path), mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.options = {"preset": "ultrafast", "qp": "0", "g": str(gop)}
+        for i in range(frames):
+            frame = pool[i % len(pool)]
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+async def scenario_video_check(quick: bool) -> dict[str, Any]:
+    """The playability check's cost per GB, next to writing + hashing the same file.
+
+    ``write_hash_s``: write_verified without the check (read from the page cache, hashed,
+    written, fsynced); ``check_s``: pipeline.playable.check of the written file in a worker
+    thread, as the runner runs it (demux every packet, decode the first frame and the last
+    group of pictures); ``demux_s``: the demuxing part alone; ``with_check_s``: write_verified
+    with the check (``expect``), end to end.
+    """
+    import anyio
+    import av
+
+    from pipeline import playable
+    from pipeline.download import write_verified
+    from pipeline.models import Download
+
+    fps, frames, gop = 24, (240 if quick else 480), 250
+    expected = playable.Expected(frames / fps, "bench")
+
+    async def record(_: object, publish: object) -> None:
+        return None
+
+    async def timed_write(src: Path, size: int, final: Path, check: bool) -> float:
+        async def chunks() -> Any:
+            with src.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+
+        t0 = time.monotonic()
+        await write_verified(
+            Download(chunks(), size=size),
+            final,
+            max_bytes=size,
+            record=record,
+            expect=expected if check else None,
+        )
+        return time.monotonic() - t0
+
+    def demux_only(path: Path) -> int:
+        with av.open(str(path)) as container:
+            return sum(1 for _ in container.demux(container.streams.video[0]))
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        src = Path(tmp) / "src.mp4"
+        t0 = time.monotonic()
+        await anyio.to_thread.run_sync(_noise_mp4, src, frames, fps, gop)
+        encode_s = time.monotonic() - t0
+        size = src.stat().st_size
+        write_s = await timed_write(src, size, Path(tmp) / "a.mp4", check=False)
+        t0 = time.monotonic()
+        facts = await anyio.to_thread.run_sync(playable.check, Path(tmp) / "a.mp4", expected)
+        check_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        await anyio.to_thread.run_sync(demux_only, Path(tmp) / "a.mp4")
+        demux_s = time.monotonic() - t0
+        with_check_s = await timed_write(src, size, Path(tmp) / "b.mp4", check=True)
+    gb = size / 1e9
+    return {
+        "shots": 1,
+        "makespan_s": round(with_check_s, 3),
+        "bound_s": round(write_s, 3),
+        "makespan_ratio": round(with_check_s / write_s, 3),
+        "cpu_ms_per_shot": None,
+        "polls_per_job": None,
+        "mb": round(size / 1e6, 1),
+        "frames": facts.frames,
+        "gop_frames": gop,
+        "tail_frames": frames - gop * ((frames - 1) // gop),
+        "encode_s": round(encode_s, 2),
+        "write_hash_s": round(write_s, 3),
+        "check_s": round(check_s, 3),
+        "demux_s": round(demux_s, 3),
+        "with_check_s": round(with_check_s, 3),
+        "seconds_per_gb": round(check_s / gb, 2),
+        "demux_seconds_per_gb": round(demux_s / gb, 2),
+        "write_hash_seconds_per_gb": round(write_s / gb, 2),
+        "vs_download": round(check_s / write_s, 2),
     }
 
 

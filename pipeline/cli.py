@@ -36,6 +36,7 @@ from pipeline.picks import set_pick
 from pipeline.plan import Plan, make_plan, render_plan
 from pipeline.preflight import preflight, render_problems
 from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
+from pipeline.providers import PROVIDERS
 from pipeline.redaction import RedactingFormatter, redact, register
 from pipeline.runner import (
     EXIT_ATTENTION,
@@ -198,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pipeline`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    for spec in PROVIDERS.values():  # every command, `status` too, masks the keys it can see
+        register(os.environ.get(spec.defaults.api_key_env or ""))
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
     logging.basicConfig(

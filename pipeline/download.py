@@ -4,14 +4,16 @@ Order (design.md §4 fetch, reliability.md §3.2)::
 
     <final>.part (O_CREAT|O_EXCL|O_NOFOLLOW) <- stream, count, sha256, cap
     check size against Content-Length, check the container magic (``ftyp`` at offset 4)
-    fsync(part) -> record(artifact) (the caller's durable ``fetched`` event)
+    fsync(part) -> playable? (pipeline.playable: demuxed, first and last frames, duration)
+    -> record(artifact) (the caller's durable ``fetched`` event)
     os.replace(part, final) -> fsync(directory)
 
 A file under a final name is therefore always complete and matches its ``fetched`` record. Any
 failure removes the ``.part`` file and raises :class:`pipeline.errors.FetchError`. A small body
-(under ``_FLUSH_BYTES``) is held in memory and checked first: its part file is created, written
-and fsynced in one worker-thread hop. A large one is hashed and written behind the reading by
-a thread that creates the part file first.
+(under ``_FLUSH_BYTES``) is held in memory and checked first: its playability check (from
+memory) and the creation, writing and fsync of its part file are one worker-thread hop. A large
+one is hashed and written behind the reading by a thread that creates the part file first, then
+the fsynced part file is checked in a worker thread.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from pipeline import playable
 from pipeline.errors import FetchError
 from pipeline.fsutil import fsync_dir, write_all
 from pipeline.models import Artifact, Download
@@ -76,6 +79,7 @@ async def write_verified(
     *,
     max_bytes: int,
     record: Callable[[Artifact, Callable[[], None]], Awaitable[None]],
+    expect: playable.Expected | None = None,
 ) -> Artifact:
     """Stream ``download`` into ``final`` atomically and verified.
 
@@ -83,6 +87,8 @@ async def write_verified(
     written, hashed and fsynced in one worker-thread hop (a rejected body never touches the
     disk). A larger one is hashed and written behind the reading by a :class:`_WriteBehind`:
     from the first byte when its Content-Length says so, else once ``_FLUSH_BYTES`` are read.
+    With ``expect``, the video must also be playable (:func:`pipeline.playable.check`, in a
+    worker thread) before it is recorded.
 
     Args:
         download: the byte stream and its announced size.
@@ -93,12 +99,17 @@ async def write_verified(
             ``publish()`` (blocking: rename to the final name, fsync the directory), e.g. as
             the checkpoint's ``then`` action, which shares the record's thread hop. If it
             returns without publishing, the rename is done here.
+        expect: the shot's asked duration and provider: the video is demuxed end to end, its
+            first and last frames decoded and its duration compared (None: only the container
+            signature is checked).
 
     Returns:
         The artifact (final path, size in bytes, sha256 hex).
 
     Raises:
         FetchError: cap exceeded, short body, not a video, or an I/O error. The part file is gone.
+        pipeline.playable.UnplayableVideo: (a FetchError, retryable) with ``expect``: not a
+            playable video of the asked duration. The part file is gone.
     """
     if download.size is not None and download.size > max_bytes:
         raise FetchError(
@@ -129,10 +140,12 @@ async def write_verified(
                 writer = _WriteBehind(out, digest, pending)
                 pending = []
         _check_body(size, download.size, head)
-        if writer is None:  # create + write + hash + fsync + close: one hop
-            await anyio.to_thread.run_sync(out.finish, pending, digest)
+        if writer is None:  # check + create + write + hash + fsync + close: one hop
+            await anyio.to_thread.run_sync(_check_then_finish, out, pending, digest, expect)
         else:
             await writer.finish()
+            if expect is not None:
+                await anyio.to_thread.run_sync(playable.check, part, expect)
         artifact = Artifact(path=final, size=size, sha256=digest.hexdigest())
         await _record_then_publish(record, artifact, part, final)
         published = True
@@ -146,6 +159,15 @@ async def write_verified(
         if not published and out.created:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
+
+
+def _check_then_finish(
+    out: _PartFile, pending: list[bytes], digest: Any, expect: playable.Expected | None
+) -> None:
+    """Check a small body from memory (when ``expect``), then write, hash and fsync it."""
+    if expect is not None:
+        playable.check(b"".join(pending), expect)
+    out.finish(pending, digest)
 
 
 def _check_body(size: int, announced: int | None, head: bytes) -> None:

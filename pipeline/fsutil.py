@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,3 +62,29 @@ def replacing(
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: Temporary files :func:`replacing` leaves behind when a rebuild is killed mid-way.
+TEMPORARIES = (".animatic-*.mp4", ".contact-*.png", ".render-*.mp4", ".*.tmp", ".report.json.*")
+
+
+def sweep_temporaries(directory: Path, *, older_than_s: float = 600.0) -> list[Path]:
+    """Remove the temporary files of interrupted rebuilds in ``directory`` (not recursive).
+
+    Only files matching :data:`TEMPORARIES` and untouched for ``older_than_s`` seconds go: a
+    rebuild still running in another process (``pipeline storyboard``) keeps its file.
+
+    Returns:
+        The paths removed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = []
+    for pattern in TEMPORARIES:
+        for path in directory.glob(pattern):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue  # gone already, or not ours to remove: never a reason to stop a run
+    return removed

@@ -38,9 +38,21 @@ class GuardedCalls:
         self.provider = provider
         self.gate = gate
 
-    def backoff(self, retryable: Callable[[Exception], bool]) -> retry.Backoff:
-        """A backoff hook for one operation, charged to this provider's retry budget."""
-        return retry.Backoff(retryable, budget=self.gate.budget, on_rate_limit=self.gate.pause)
+    def backoff(
+        self, retryable: Callable[[Exception], bool], deadline: float | None = None
+    ) -> retry.Backoff:
+        """A backoff hook for one operation, charged to this provider's retry budget.
+
+        Retry-After is honoured up to the gate's ``max_retry_after_s``; with a ``deadline``
+        (``time.time()``) no retry waits past it.
+        """
+        return retry.Backoff(
+            retryable,
+            budget=self.gate.budget,
+            on_rate_limit=self.gate.pause,
+            max_retry_after_s=self.gate.max_retry_after_s,
+            deadline=deadline,
+        )
 
     async def call(
         self,
@@ -48,6 +60,7 @@ class GuardedCalls:
         kind: CallKind = CallKind.OTHER,
         *,
         provider_health: bool = True,
+        deadline: float | None = None,
     ) -> Any:
         """Run a free, idempotent call under the gate, retried per the retry policy.
 
@@ -56,14 +69,17 @@ class GuardedCalls:
             kind: which rate limit applies.
             provider_health: whether its outcome says something about the provider (False for
                 object-storage uploads).
+            deadline: ``time.time()`` past which neither the gate nor a retry waits (a poll:
+                its job's poll deadline).
 
         Raises:
+            PausedPastDeadline: the provider's pause or rate limit outlasts ``deadline``.
             ProviderError: the last failure once retries are exhausted or not allowed.
         """
         breaker, budget = self.gate.breaker, self.gate.budget
 
         async def once() -> Any:
-            await self.gate.ready(kind)
+            await self.gate.ready(kind, deadline)
             try:
                 result = await fn()
             except ProviderError as exc:
@@ -75,7 +91,7 @@ class GuardedCalls:
             budget.success()
             return result
 
-        return await retry.call(lambda: self.backoff(retry.idempotent_retryable), once)
+        return await retry.call(lambda: self.backoff(retry.idempotent_retryable, deadline), once)
 
     def record(self, outcome: object) -> None:
         """Feed a paid call's outcome (a job, or the error) to the breaker and the budget."""

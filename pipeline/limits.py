@@ -9,7 +9,11 @@ One :class:`ProviderGate` is built per provider per run. Two different things ar
   concurrent uploads and downloads.
 
 A 429 (or any Retry-After) from any call pauses *every* call to that provider until the deadline.
-Nothing sleeps while holding an HTTP slot.
+Nothing sleeps while holding an HTTP slot. A pause is at most ``max_retry_after_s`` (default
+600 s; a larger Retry-After is clamped, logged once), and a call with a deadline (a poll: its
+job's poll deadline) never waits past it: :meth:`ProviderGate.ready` raises
+:class:`PausedPastDeadline` at the deadline instead, so a pause caused by submits cannot keep a
+paid job polling past its deadline.
 
 Two guards against spending into an outage (reliability.md §3.7):
 
@@ -23,6 +27,7 @@ Two guards against spending into an outage (reliability.md §3.7):
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from enum import StrEnum
@@ -31,7 +36,21 @@ from types import TracebackType
 import anyio
 from aiolimiter import AsyncLimiter
 
+from pipeline.errors import ProviderError
 from pipeline.settings import ProviderSettings
+
+log = logging.getLogger(__name__)
+
+#: Longest Retry-After honoured when ``max_retry_after_s`` is not set (seconds).
+MAX_RETRY_AFTER_S = 600.0
+
+
+class PausedPastDeadline(ProviderError):
+    """The call's deadline came first: the provider's pause (or rate limit) outlasts it.
+
+    Not retryable and not an outage; a poll loop treats it as a failed poll and then ends at
+    its deadline with its usual timeout failure.
+    """
 
 
 class CallKind(StrEnum):
@@ -183,6 +202,12 @@ class ProviderGate:
             CallKind.OTHER: None,
         }
         self._paused_until = 0.0  # time.monotonic() deadline
+        self.max_retry_after_s = (
+            settings.max_retry_after_s
+            if settings.max_retry_after_s is not None
+            else MAX_RETRY_AFTER_S
+        )
+        self._clamp_logged = False
         rpm = settings.requests_per_minute
         self._send_spacing_s = 60.0 / rpm if rpm else 0.0
         self._last_send = -math.inf  # time.monotonic() of the last paid send
@@ -209,33 +234,84 @@ class ProviderGate:
             await asyncio.sleep(wait)
         self._last_send = time.monotonic()
 
+    def clamp(self, seconds: float) -> float:
+        """``seconds`` of a Retry-After, at most ``max_retry_after_s`` (the first clamp logged)."""
+        if seconds <= self.max_retry_after_s:
+            return max(0.0, seconds)
+        if not self._clamp_logged:
+            self._clamp_logged = True
+            log.warning(
+                "%s asked to wait %.0f s (Retry-After); waiting at most %.0f s "
+                "(providers.%s.max_retry_after_s)",
+                self.name,
+                seconds,
+                self.max_retry_after_s,
+                self.name,
+            )
+        return self.max_retry_after_s
+
     def pause(self, seconds: float) -> None:
-        """Stop every call to this provider for ``seconds`` (extends, never shortens, a pause)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + max(0.0, seconds))
+        """Stop every call to this provider for ``seconds``, clamped to ``max_retry_after_s``.
+
+        Extends, never shortens, a pause.
+        """
+        until = time.monotonic() + self.clamp(seconds)
+        self._paused_until = max(self._paused_until, until)
 
     @property
     def paused_for(self) -> float:
         """Seconds left in the current shared pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - time.monotonic())
 
-    async def _wait_pause(self) -> None:
-        """Sleep until no shared pause is in force (a pause may be extended while we sleep)."""
+    async def _wait_pause(self, deadline: float | None = None) -> None:
+        """Sleep until no shared pause is in force (a pause may be extended while we sleep).
+
+        Raises:
+            PausedPastDeadline: still paused at ``deadline`` (``time.time()`` seconds).
+        """
         if self.paused_for <= 0:
             return
         self.waiting_pause += 1
         try:
-            while (left := self.paused_for) > 0:  # noqa: ASYNC110 (a pause may be extended)
+            while (left := self.paused_for) > 0:  # a pause may be extended while we sleep
+                if deadline is not None:
+                    until_deadline = deadline - time.time()
+                    if until_deadline <= 0:
+                        raise PausedPastDeadline(
+                            f"{self.name} is paused (429) for {left:.0f} s more, past this "
+                            "call's deadline",
+                            provider=self.name,
+                        )
+                    left = min(left, until_deadline)
                 await anyio.sleep(left)
         finally:
             self.waiting_pause -= 1
 
-    async def ready(self, kind: CallKind) -> None:
-        """Wait until a call of ``kind`` may start: after any shared pause, within the rate."""
-        await self._wait_pause()
+    async def ready(self, kind: CallKind, deadline: float | None = None) -> None:
+        """Wait until a call of ``kind`` may start: after any shared pause, within the rate.
+
+        Args:
+            kind: which rate limit applies.
+            deadline: ``time.time()`` after which the call is pointless (a poll: its job's poll
+                deadline); None: bounded by ``max_retry_after_s`` and the rate only.
+
+        Raises:
+            PausedPastDeadline: the pause or the rate limiter would outlast ``deadline``.
+        """
+        await self._wait_pause(deadline)
         limiter = self._rates[kind]
         if limiter is not None:
-            await limiter.acquire()
-            await self._wait_pause()  # a pause may have started while we waited
+            if deadline is None:
+                await limiter.acquire()
+            else:
+                with anyio.move_on_after(max(0.0, deadline - time.time())) as scope:
+                    await limiter.acquire()
+                if scope.cancelled_caught:
+                    raise PausedPastDeadline(
+                        f"{self.name}: no {kind} slot in the rate limit before the deadline",
+                        provider=self.name,
+                    )
+            await self._wait_pause(deadline)  # a pause may have started while we waited
 
     def waits(self) -> list[str]:
         """What this provider's shots are waiting on besides their jobs, one phrase each.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import sys
 import types
 import typing
@@ -41,7 +42,11 @@ from pipeline.providers.base import ProviderSpec
 from pipeline.settings import BudgetSettings, DownloadSettings, ProviderSettings, StorageSettings
 from pipeline.yaml_reader import LineMap as LineMap
 from pipeline.yaml_reader import Loc as Loc
+from pipeline.yaml_reader import decode
 from pipeline.yaml_reader import read_yaml as read_yaml
+
+#: Problems reported at most; the others are counted (``... and N more problems``).
+MAX_PROBLEMS = 1000
 
 #: Scene, shot and run names: they become file names, so a safe alphabet and length.
 Name = Annotated[
@@ -220,16 +225,22 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
 class Problems:
     """Problems found while loading, each with its location; lines are looked up at the end.
 
+    The first :data:`MAX_PROBLEMS` distinct problems are kept (a problem every shot inherits
+    from the same place is one, counted); any other is only counted, so that a manifest with
+    a million bad shots is reported in bounded memory.
+
     Attributes:
         file: the manifest path as given by the user.
         lines: where to look the lines up.
-        found: (location, line or None to look up, message), in the order found.
+        found: (location, line or None to look up, message) -> times found, in the order found.
+        more: problems found beyond the kept ones.
         warned: warnings as (location, message): they never make the manifest invalid.
     """
 
     file: str
     lines: LineMap
-    found: list[tuple[Loc, int | None, str]] = field(default_factory=list)
+    found: dict[tuple[Loc, int | None, str], int] = field(default_factory=dict)
+    more: int = 0
     warned: list[tuple[Loc, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -237,7 +248,14 @@ class Problems:
 
     def add(self, loc: Loc, message: str, line: int | None = None) -> None:
         """Record a problem at ``loc`` (``line``: when known better than the map's)."""
-        self.found.append((loc, line, message))
+        key = (loc, line, message)
+        count = self.found.get(key)
+        if count is not None:
+            self.found[key] = count + 1
+        elif len(self.found) < MAX_PROBLEMS:
+            self.found[key] = 1
+        else:
+            self.more += 1
 
     def warn(self, loc: Loc, message: str) -> None:
         """Record a warning at ``loc`` (reported, but the manifest stays valid)."""
@@ -246,33 +264,42 @@ class Problems:
     def warnings(self) -> tuple[ManifestIssue, ...]:
         """The warnings as issues, sorted by line and field."""
         issues = _merged(
-            ManifestIssue(self.file, self.lines.line(loc), field_path(loc), message)
+            (ManifestIssue(self.file, self.lines.line(loc), field_path(loc), message), 1)
             for loc, message in self.warned
         )
         return tuple(sorted(issues, key=lambda i: (i.line or 0, i.field)))
 
     def add_validation(self, exc: ValidationError, prefix: Loc = ()) -> None:
         """Record every error of a pydantic validation of the data found at ``prefix``."""
-        for err in exc.errors():
+        for err in exc.errors(include_url=False, include_context=False, include_input=True):
             loc: Loc = prefix + tuple(p for p in err["loc"] if isinstance(p, int | str))
             self.add(loc, _message(err, loc))
 
     def error(self) -> ManifestError:
-        """All the problems as one error, sorted by line and field."""
+        """All the problems as one error, sorted by line and field (then how many more)."""
         issues = _merged(
-            ManifestIssue(
-                self.file, self.lines.line(loc) if line is None else line, field_path(loc), message
+            (
+                ManifestIssue(
+                    self.file,
+                    self.lines.line(loc) if line is None else line,
+                    field_path(loc),
+                    message,
+                ),
+                count,
             )
-            for loc, line, message in self.found
+            for (loc, line, message), count in self.found.items()
         )
-        return ManifestError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
+        issues.sort(key=lambda i: (i.line or 0, i.field))
+        if self.more:
+            issues.append(ManifestIssue(self.file, None, "", f"... and {self.more} more problems"))
+        return ManifestError(issues)
 
 
-def _merged(issues: Iterable[ManifestIssue]) -> list[ManifestIssue]:
+def _merged(issues: Iterable[tuple[ManifestIssue, int]]) -> list[ManifestIssue]:
     """One line for a problem every shot inherits from the same place (``(for N shots)``)."""
     counted: dict[ManifestIssue, int] = {}
-    for issue in issues:
-        counted[issue] = counted.get(issue, 0) + 1
+    for issue, n in issues:
+        counted[issue] = counted.get(issue, 0) + n
     return [
         replace(i, message=f"{i.message} (for {n} shots)") if n > 1 else i
         for i, n in counted.items()
@@ -329,6 +356,16 @@ def _valid_part(data: Mapping[str, Any], exc: ValidationError) -> ManifestHead |
         return ManifestHead.model_validate(doc)
     except ValidationError:
         return None
+
+
+def _warn_open_ports(head: ManifestHead, problems: Problems) -> None:
+    """Warn once per ``downloads.allow_hosts`` entry without a port: every port is trusted."""
+    for i, entry in enumerate(head.downloads.allow_hosts):
+        if not re.search(r"(?::\d+|\]:\d+)$", entry) or entry.endswith("]"):
+            problems.warn(
+                ("downloads", "allow_hosts", i),
+                f"{entry!r} trusts every port of that host; write {entry}:PORT to trust one",
+            )
 
 
 def _problems(file: str, lines: LineMap) -> Problems:
@@ -391,10 +428,10 @@ def load_manifest(
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes(), file)
     except FileNotFoundError:
         raise ManifestError.single(file, None, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ManifestError.single(file, None, "", f"cannot read: {exc}") from None
     with gc_paused():
         data, lines = read_yaml(text, file)
@@ -406,6 +443,8 @@ def load_manifest(
         except ValidationError as exc:
             problems.add_validation(exc)
             head = _valid_part(data, exc)  # so the shots get all their checks in this round
+        if head is not None:
+            _warn_open_ports(head, problems)
         entries = shot_entries(data, head, lines)
         del data  # the entries are all that is left of the raw document
         shots = expand(head, entries, path.resolve(), registry, problems, strict=strict)

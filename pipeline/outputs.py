@@ -9,7 +9,9 @@
     RUN_DIR/animatic.mp4       the chosen take of every shot in order, with scene slates
 
 Everything is derived from the checkpoint and the verified videos, so it can be rebuilt at any
-time; each file is written atomically. Synchronous and CPU-bound: run it in a worker thread.
+time; each file is written atomically, and the temporary files of a rebuild that was killed
+are removed at the start of the next (ten minutes after they were last written). Synchronous
+and CPU-bound: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 from pipeline.animatic import write_animatic
 from pipeline.checkpoint import FILE, load
 from pipeline.contact_sheet import write_contact_sheet
+from pipeline.fsutil import sweep_temporaries
 from pipeline.manifest import Manifest
 from pipeline.picks import read_picks
-from pipeline.posters import ensure_posters
+from pipeline.posters import POSTERS, ensure_posters
 from pipeline.report import write_report
 from pipeline.state import RunState, replay
 from pipeline.storyboard import write_storyboard
@@ -37,6 +40,9 @@ def write_outputs(run_dir: Path, manifest: Manifest) -> list[Path]:
         CheckpointError: the checkpoint cannot be read.
         OSError: an output cannot be written.
     """
+    for where in (run_dir, run_dir / POSTERS):  # what an interrupted rebuild left behind
+        for path in sweep_temporaries(where):
+            log.info("removed %s (left by an interrupted rebuild)", path)
     records = load(run_dir / FILE, repair=False).records
     state = replay(records)
     order = [s.id for s in manifest.shots]

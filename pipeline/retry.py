@@ -5,7 +5,10 @@ in tests) with a backoff hook that computes the wait itself:
 
 - **full jitter**: ``uniform(0, min(cap, base * 2**n))`` (AWS "exponential backoff and jitter");
 - a provider's ``Retry-After`` is a **floor** under that wait, and pauses every call to the
-  provider (the shared gate, :meth:`pipeline.limits.ProviderGate.pause`);
+  provider (the shared gate, :meth:`pipeline.limits.ProviderGate.pause`); it is honoured up to
+  ``max_retry_after_s`` (a larger one is clamped);
+- an operation with a **deadline** (a poll: its job's poll deadline) gives up rather than wait
+  past it;
 - a **retry budget** per provider (:class:`pipeline.limits.RetryBudget`): when retries outrun
   10 % of successful calls, the operation fails now instead of adding to a retry storm.
 
@@ -20,6 +23,7 @@ Only calls that are safe to repeat are retried:
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -78,6 +82,8 @@ class Backoff:
         policy: wait bounds.
         budget: the provider's retry budget (None: unlimited).
         on_rate_limit: called with the Retry-After seconds of a 429 (the shared pause).
+        max_retry_after_s: longest Retry-After honoured (a larger one is clamped to it).
+        deadline: ``time.time()`` past which no retry waits (None: the policy's timeout only).
     """
 
     def __init__(
@@ -87,11 +93,15 @@ class Backoff:
         *,
         budget: BudgetLike | None = None,
         on_rate_limit: Callable[[float], None] | None = None,
+        max_retry_after_s: float = 600.0,
+        deadline: float | None = None,
     ) -> None:
         self.retryable = retryable
         self.policy = policy
         self.budget = budget
         self.on_rate_limit = on_rate_limit
+        self.max_retry_after_s = max_retry_after_s
+        self.deadline = deadline
         self.retries = 0
 
     def __call__(self, exc: Exception) -> bool | float:
@@ -108,8 +118,10 @@ class Backoff:
         if isinstance(exc, RateLimited):
             floor = exc.retry_after if exc.retry_after is not None else 1.0
             if self.on_rate_limit is not None:
-                self.on_rate_limit(floor)
-            wait = max(wait, floor)
+                self.on_rate_limit(floor)  # the gate clamps (and logs) on its own
+            wait = max(wait, min(floor, self.max_retry_after_s))
+        if self.deadline is not None and time.time() + wait > self.deadline:
+            return False  # the wait would outlast the operation's deadline
         return wait
 
 

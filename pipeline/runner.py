@@ -46,6 +46,7 @@ from pipeline.preflight import preflight, render_problems
 from pipeline.progress import NullObserver, Observer
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
+from pipeline.redaction import scrub
 from pipeline.settings import ProviderSettings
 from pipeline.stages import RunContext, ShotMachine
 from pipeline.state import RunState, ShotRecord, apply, folder
@@ -227,7 +228,11 @@ class Runner:
         then: Callable[[], None] | None = None,
         **fields: object,
     ) -> Record:
-        record = await self.ckpt.append(ev, shot, then=then, **fields)
+        # Redaction at the edge, by value: whatever a provider said (failure reasons, messages,
+        # echoed requests) loses every registered key before the checkpoint, and so every
+        # output made from it, ever sees it.
+        clean = {name: scrub(value) for name, value in fields.items()}
+        record = await self.ckpt.append(ev, shot, then=then, **clean)
         apply(self.state, record)
         return record
 

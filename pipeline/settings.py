@@ -7,11 +7,27 @@ manifest names the variable (``api_key_env``) and only ``pipeline.cli`` reads it
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _http_url(value: str | None) -> str | None:
+    """``value`` when it is an http:// or https:// URL with a host (None passes)."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
 class Price(_Frozen):
@@ -42,6 +58,14 @@ class ProviderSettings(_Frozen):
         breaker_cooldown_s: seconds paid calls stay stopped before a free probe (default 30).
         prices: known prices per model id (used where the provider has no quote endpoint).
         usd_per_credit: what one provider credit costs you (seedance2.ink sells credits).
+        max_retry_after_s: longest ``Retry-After`` honoured, in seconds (default 600); a
+            larger value is clamped to it (logged once per run and provider).
+        connect_timeout_s: seconds to open a connection to the provider (default 10).
+        read_timeout_s: longest wait for the next bytes of any answer or download (default 60).
+        request_timeout_s: longest one API request may take, answer read included (default
+            120); not applied to video downloads, which have a throughput floor instead.
+        max_response_bytes: largest API answer (JSON of submit, poll...) read, in bytes
+            (default 16 MiB); a larger one is refused unread (not video downloads).
     """
 
     base_url: str | None = None
@@ -59,6 +83,13 @@ class ProviderSettings(_Frozen):
     breaker_cooldown_s: PositiveFloat | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
     usd_per_credit: float | None = Field(default=None, ge=0)
+    max_retry_after_s: float | None = Field(default=None, ge=0)
+    connect_timeout_s: PositiveFloat | None = None
+    read_timeout_s: PositiveFloat | None = None
+    request_timeout_s: PositiveFloat | None = None
+    max_response_bytes: PositiveInt | None = None
+
+    check_base_url = field_validator("base_url")(_http_url)
 
     def merged(self, defaults: ProviderSettings) -> ProviderSettings:
         """Return these settings with every unset field taken from ``defaults``."""
@@ -76,6 +107,8 @@ class StorageSettings(_Frozen):
     #: How long presigned URLs stay valid: a number with a unit s, m, h or d (``24h``).
     presign_ttl: str = Field(default="24h", pattern=r"^\s*\d+(?:\.\d+)?\s*[smhd]?\s*$")
 
+    check_endpoint_url = field_validator("endpoint_url")(_http_url)
+
 
 class DownloadSettings(_Frozen):
     """Result download policy (manifest ``downloads``).
@@ -83,10 +116,15 @@ class DownloadSettings(_Frozen):
     Attributes:
         allow_hosts: private hosts (``host`` or ``host:port``) trusted for result downloads.
         max_bytes: size cap of one video in bytes (default 2 GiB).
+        min_bytes_per_s: throughput floor of a download in bytes per second (default 64 KiB/s):
+            a body slower than this over ``throughput_window_s`` is cut (a retryable failure).
+        throughput_window_s: the window the floor is measured over, in seconds (default 30).
     """
 
     allow_hosts: tuple[str, ...] = ()
     max_bytes: PositiveInt = 2 * 1024**3
+    min_bytes_per_s: float = Field(default=64 * 1024, ge=0)
+    throughput_window_s: PositiveFloat = 30.0
 
 
 class BudgetSettings(_Frozen):

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol, cast
 
 import anyio
 
-from pipeline import budget, download, pricing, retry, upload
+from pipeline import budget, download, playable, pricing, retry, upload
 from pipeline.budget import Spend
 from pipeline.checkpoint import Record, ts_epoch
 from pipeline.errors import (
@@ -254,9 +254,14 @@ class ShotMachine:
             )
         return ref
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]], kind: CallKind = CallKind.OTHER) -> Any:
+    async def _call(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        kind: CallKind = CallKind.OTHER,
+        deadline: float | None = None,
+    ) -> Any:
         """A free, idempotent provider call (gate, retries, breaker): see pipeline.guarded."""
-        return await self.calls.call(fn, kind)
+        return await self.calls.call(fn, kind, deadline=deadline)
 
     # ----- submit -------------------------------------------------------------------------
 
@@ -424,7 +429,7 @@ class ShotMachine:
         while True:
             try:
                 result: PollResult = await self._call(
-                    lambda: self.provider.poll(job), CallKind.POLL
+                    lambda: self.provider.poll(job), CallKind.POLL, deadline
                 )
             except JobFailed as exc:
                 await self._fail(str(exc), _charged(exc.refunded))
@@ -511,7 +516,11 @@ class ShotMachine:
         async def once() -> None:
             async with self.provider.fetch(job, result) as stream:
                 await download.write_verified(
-                    stream, final, max_bytes=self.ctx.downloads.max_bytes, record=record
+                    stream,
+                    final,
+                    max_bytes=self.ctx.downloads.max_bytes,
+                    record=record,
+                    expect=playable.Expected(self.shot.duration, self.shot.provider),
                 )
 
         async with self.gate.downloads:
@@ -520,9 +529,12 @@ class ShotMachine:
                     await retry.call(lambda: self.calls.backoff(retry.idempotent_retryable), once)
                     break
                 except ProviderError as exc:
-                    if isinstance(exc, FetchError) and exc.rejected:
-                        # The video itself is refused (cap, not a video, private address):
-                        # fetching again cannot help and the job is paid: never resubmit.
+                    if isinstance(exc, FetchError) and (
+                        exc.rejected or isinstance(exc, playable.UnplayableVideo)
+                    ):
+                        # The video itself is refused (cap, not a video, private address; or
+                        # still unplayable after the fetch retries): the job is paid: never
+                        # resubmit.
                         await self._fail(f"download_rejected: {exc}", Charged.YES)
                     if not (isinstance(exc, FetchError) and exc.expired):
                         self._fetch_pending(f"fetch failed: {exc}")

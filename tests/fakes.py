@@ -7,10 +7,13 @@ httpx's MockTransport. Job state lives in a ``FakeService`` shared across provid
 
 from __future__ import annotations
 
+import random
+import struct
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 import anyio
@@ -27,15 +30,37 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.render import tiny_mp4
 from pipeline.settings import ProviderSettings
 
-#: Smallest thing that passes the container check: an ISO BMFF ``ftyp`` box and some payload.
-FAKE_MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
+#: Seconds of the fake's clips unless a shot asks for another duration (the tests' manifests).
+FAKE_SECONDS = 2
 
 
-def video(job_id: str) -> bytes:
-    """The bytes the fake serves for ``job_id`` (distinct per job)."""
-    return FAKE_MP4 + job_id.encode()
+@lru_cache(maxsize=32)
+def clip(seconds: int = FAKE_SECONDS) -> bytes:
+    """A real, playable H.264 MP4 of ``seconds`` (160x90, 6 fps, a few kB; rendered once)."""
+    return tiny_mp4(seconds, label="fake")
+
+
+def free_box(payload: bytes) -> bytes:
+    """An ISO BMFF ``free`` box: demuxers skip it, so a video stays playable with it appended."""
+    return struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+
+def video(job_id: str, seconds: int = FAKE_SECONDS) -> bytes:
+    """The bytes the fake serves for ``job_id``: a real clip, distinct per job (a ``free`` box)."""
+    return clip(seconds) + free_box(job_id.encode())
+
+
+def padded(body: bytes, size: int, seed: int = 0) -> bytes:
+    """``body`` (a playable video) grown to exactly ``size`` bytes by a ``free`` box of noise."""
+    assert size >= len(body) + 8
+    return body + free_box(random.Random(seed).randbytes(size - len(body) - 8))
+
+
+#: A real clip of the fake's default duration (also ``FakeJob``'s default body).
+FAKE_MP4 = clip()
 
 
 @dataclass
@@ -61,6 +86,8 @@ class FakeService:
     calls: list[str] = field(default_factory=list)  # "submit", "poll", "probe" in call order
     healthy: bool = True  # what probe() reports
     body_override: bytes | None = None  # served instead of every job's video
+    next_bodies: list[bytes] = field(default_factory=list)  # served first, one per fetch
+    fetches: int = 0  # fetch attempts that reached the body (after expire_fetches)
     stuck_raw: str = ""  # when set, polls report this unknown provider status (normalised RUNNING)
     fail_shots: set[str] = field(default_factory=set)  # jobs for these shots fail (refunded)
     expire_fetches: int = 0  # the next N fetches answer "URL expired"
@@ -108,7 +135,8 @@ class FakeProvider:
         if fault == "5xx":
             raise Ambiguous("HTTP 503: upstream unavailable", provider="fake", status=503)
         job_id = f"job-{len(svc.jobs) + 1}"
-        job = FakeJob(job_id, key, shot.id, time.time(), svc.polls_to_finish, body=video(job_id))
+        body = video(job_id, shot.duration)
+        job = FakeJob(job_id, key, shot.id, time.time(), svc.polls_to_finish, body=body)
         svc.jobs[job.job_id] = job
         svc.ledger.append(shot.id)
         svc.in_flight += 1
@@ -145,7 +173,12 @@ class FakeProvider:
         if self.service.expire_fetches > 0:
             self.service.expire_fetches -= 1
             raise FetchError("URL expired", expired=True, provider="fake", status=410)
-        body = self.service.body_override or self.service.jobs[job.job_id].body
+        svc = self.service
+        svc.fetches += 1
+        if svc.next_bodies:
+            body = svc.next_bodies.pop(0)
+        else:
+            body = svc.body_override or svc.jobs[job.job_id].body
 
         async def chunks() -> AsyncIterator[bytes]:
             for i in range(0, len(body), 32):

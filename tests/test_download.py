@@ -1,5 +1,6 @@
 """pipeline.download.write_verified: the one-hop path of small bodies, the write-behind thread of
-large ones (bounded memory, early writeback, errors, cancellation), and the part-file checks."""
+large ones (bounded memory, early writeback, errors, cancellation), the part-file checks, and the
+playability check of both paths (``expect``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from pipeline import download, fsutil
 from pipeline.download import write_verified
 from pipeline.errors import FetchError
 from pipeline.models import Artifact, Download
+from pipeline.playable import Expected, UnplayableVideo
+from tests.fakes import clip, padded
+
+#: What the fake's shots ask: 2 s, the default tolerance.
+TWO_S = Expected(2, "fake")
 
 MAGIC = b"\x00\x00\x00\x18ftypisom"
 
@@ -73,7 +79,7 @@ async def test_small_body_is_created_written_and_synced_in_one_hop(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    body = _body(download._FLUSH_BYTES - 1)
+    body = padded(clip(2), download._FLUSH_BYTES - 1)  # a real video: the check is in the hop
     final = tmp_path / "shots" / "a.mp4"
 
     async def record(art: Artifact, publish: Callable[[], None]) -> None:
@@ -82,9 +88,14 @@ async def test_small_body_is_created_written_and_synced_in_one_hop(
         assert not final.exists()
 
     art = await write_verified(
-        Download(_chunks(body, 65536), size=len(body)), final, max_bytes=len(body), record=record
+        Download(_chunks(body, 65536), size=len(body)),
+        final,
+        max_bytes=len(body),
+        record=record,
+        expect=TWO_S,
     )
-    assert hops == ["finish", "_publish"]  # open + write + fsync + close, then the rename
+    # check + open + write + fsync + close, then the rename
+    assert hops == ["_check_then_finish", "_publish"]
     assert final.read_bytes() == body
     assert art.size == len(body)
     assert art.sha256 == hashlib.sha256(body).hexdigest()
@@ -279,4 +290,67 @@ async def test_cap_is_enforced_while_streaming_a_large_body(tmp_path: Path) -> N
         )
     assert info.value.rejected
     assert list(tmp_path.iterdir()) == []
+    assert not _writers()
+
+
+async def test_unplayable_small_body_is_refused_before_it_touches_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops = _count_hops(monkeypatch)
+    real = clip(2)
+
+    async def record(art: Artifact, publish: Callable[[], None]) -> None:
+        raise AssertionError("an unplayable video must not be recorded")
+
+    for body, match in (
+        (real[:1200], r"truncated at 1,200 bytes \(no frames\)"),
+        (real[:32] + random.Random(5).randbytes(4000), "do not open as a video"),
+        (clip(5), r"duration 5\.0 s, asked 2 s"),
+    ):
+        with pytest.raises(UnplayableVideo, match=match) as info:
+            await write_verified(
+                Download(_chunks(body, 1000), size=len(body)),
+                tmp_path / "a.mp4",
+                max_bytes=10**6,
+                record=record,
+                expect=TWO_S,
+            )
+        assert not info.value.rejected  # fetched again by the retry loop, not refused at once
+        assert list(tmp_path.iterdir()) == []
+    assert hops == ["_check_then_finish"] * 3  # the check and the write share the one hop
+
+
+@pytest.mark.parametrize("announced", [True, False])
+async def test_large_body_is_checked_from_its_part_file_before_it_is_recorded(
+    tmp_path: Path, announced: bool
+) -> None:
+    body = padded(clip(2), 2 * download._FLUSH_BYTES + 999, seed=2)
+    final = tmp_path / "big.mp4"
+    recorded: list[Artifact] = []
+
+    async def record(art: Artifact, publish: Callable[[], None]) -> None:
+        assert final.with_name("big.mp4.part").read_bytes() == body
+        recorded.append(art)
+
+    art = await write_verified(
+        Download(_chunks(body, 65536), size=len(body) if announced else None),
+        final,
+        max_bytes=len(body),
+        record=record,
+        expect=TWO_S,
+    )
+    assert recorded == [art]
+    assert final.read_bytes() == body
+    # the same size of noise behind a container signature: written behind, then refused
+    bad = _body(len(body), seed=3)
+    with pytest.raises(UnplayableVideo, match="not a playable video"):
+        await write_verified(
+            Download(_chunks(bad, 65536), size=len(bad) if announced else None),
+            tmp_path / "bad.mp4",
+            max_bytes=len(bad),
+            record=record,
+            expect=TWO_S,
+        )
+    assert recorded == [art]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.mp4"]  # no part left behind
     assert not _writers()

@@ -16,22 +16,30 @@ any other ClientError             Ambiguous
 HTTP statuses (:func:`status_error`): 429 -> RateLimited (Retry-After honoured), 5xx ->
 Ambiguous, other 4xx -> Rejected. Error texts pass through :func:`redact` so no query string
 (presigned signatures) or bearer token reaches a message.
+
+Every wait is bounded (:class:`HttpLimits`, from the provider's settings): a connect timeout, a
+per-read timeout and a total per API request; an API answer read whole is capped at
+``max_response_bytes`` (at most cap + 1 bytes are read, then it is refused as Ambiguous); video
+bodies streamed from :meth:`ApiClient.stream` have no total but a throughput floor (see
+:mod:`pipeline.providers.urlfetch`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import aiohttp
 
 from pipeline import redaction
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
+from pipeline.settings import DownloadSettings, ProviderSettings
 
 if TYPE_CHECKING:  # urlfetch imports this module
     from pipeline.providers.urlfetch import UrlFetcher
@@ -39,8 +47,115 @@ if TYPE_CHECKING:  # urlfetch imports this module
 #: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
 _BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
 
-#: Default timeouts: connect quickly, give slow servers a minute per read.
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=15.0, sock_read=60.0)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The bounds of every request to one provider (see :class:`ProviderSettings`).
+
+    Attributes:
+        connect_timeout_s: seconds to open a connection.
+        read_timeout_s: longest wait for the next bytes of an answer or a download.
+        request_timeout_s: longest one API request may take, its answer read included.
+        max_response_bytes: largest API answer read whole (JSON), in bytes.
+        min_bytes_per_s: throughput floor of a streamed video body, bytes per second.
+        throughput_window_s: window the floor is measured over, in seconds.
+    """
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    request_timeout_s: float = 120.0
+    max_response_bytes: int = 16 * MIB
+    min_bytes_per_s: float = 64 * 1024
+    throughput_window_s: float = 30.0
+
+    @classmethod
+    def of(cls, settings: ProviderSettings, downloads: DownloadSettings) -> HttpLimits:
+        """The limits a provider's settings ask for (defaults where unset)."""
+        base = cls()
+        return cls(
+            connect_timeout_s=settings.connect_timeout_s or base.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s or base.read_timeout_s,
+            request_timeout_s=settings.request_timeout_s or base.request_timeout_s,
+            max_response_bytes=settings.max_response_bytes or base.max_response_bytes,
+            min_bytes_per_s=downloads.min_bytes_per_s,
+            throughput_window_s=downloads.throughput_window_s,
+        )
+
+    def api_timeout(self) -> aiohttp.ClientTimeout:
+        """Timeouts of an API request: connect, per read, and a total."""
+        return aiohttp.ClientTimeout(
+            total=self.request_timeout_s,
+            sock_connect=self.connect_timeout_s,
+            sock_read=self.read_timeout_s,
+        )
+
+    def stream_timeout(self) -> aiohttp.ClientTimeout:
+        """Timeouts of a streamed body (a video): connect and per read; the floor does the rest."""
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout_s, sock_read=self.read_timeout_s
+        )
+
+
+#: Default timeouts (of :class:`HttpLimits` defaults) for sessions built without settings.
+DEFAULT_TIMEOUT = HttpLimits().api_timeout()
+
+
+class BoundedResponse(aiohttp.ClientResponse):
+    """A response whose whole-body :meth:`read` is capped and timed (never read unbounded).
+
+    Sessions use a subclass made by :func:`bounded_response` that carries the limits.
+    Streaming the body (``resp.content``) is not affected.
+    """
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+    provider: ClassVar[str] = ""
+
+    async def read(self) -> bytes:
+        """The body, at most ``max_response_bytes``, within ``request_timeout_s``.
+
+        Raises:
+            Ambiguous: the answer is larger than the cap (at most cap + 1 bytes were read).
+            TimeoutError, aiohttp.ClientError: as aiohttp (mapped by :func:`map_http_errors`).
+        """
+        if self._body is None:
+            cap = self.limits.max_response_bytes
+            body: bytes | None = None
+            try:
+                if self.content_length is None or self.content_length <= cap:
+                    async with asyncio.timeout(self.limits.request_timeout_s):
+                        body = await _read_capped(self.content, cap)
+            except BaseException:
+                self.close()
+                raise
+            if body is None:
+                self.close()  # drop the connection: the rest is never read
+                raise Ambiguous(
+                    f"answer larger than the cap of {cap} bytes (max_response_bytes); refused "
+                    "unread",
+                    provider=self.provider,
+                    status=self.status,
+                )
+            self._body = body
+        return await super().read()
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes | None:
+    """The whole stream, or None as soon as more than ``cap`` bytes arrived."""
+    buf = bytearray()
+    while len(buf) <= cap:
+        chunk = await content.read(cap + 1 - len(buf))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+    return None
+
+
+def bounded_response(limits: HttpLimits, provider: str) -> type[BoundedResponse]:
+    """A :class:`BoundedResponse` class bound to ``limits`` (a session's ``response_class``)."""
+    attrs = {"limits": limits, "provider": provider}
+    return cast(type[BoundedResponse], type("BoundedResponse", (BoundedResponse,), attrs))
 
 
 def redact(text: str) -> str:
@@ -133,13 +248,14 @@ def status_error(resp: ApiResponse, message: str, **ctx: Any) -> ProviderError:
 
 
 class ApiClient:
-    """One aiohttp session per provider: base URL, auth headers, timeouts. Created lazily.
+    """One aiohttp session per provider: base URL, auth headers, limits. Created lazily.
 
     Args:
         base_url: prefix that documented paths are appended to (no trailing slash needed).
         headers: headers on every request (e.g. ``Authorization``); never logged.
         provider: registry name, for error context.
-        timeout: aiohttp timeouts (default :data:`DEFAULT_TIMEOUT`).
+        limits: timeouts and the answer cap (None: the adapter's settings, see
+            :meth:`HttpAdapter.__init__`, else :class:`HttpLimits` defaults).
     """
 
     def __init__(
@@ -148,15 +264,25 @@ class ApiClient:
         *,
         headers: Mapping[str, str],
         provider: str,
-        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        limits: HttpLimits | None = None,
         limit: int = 64,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers)
         self.provider = provider
-        self._timeout = timeout
+        self._limits = limits
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def limits(self) -> HttpLimits:
+        """The limits in force."""
+        return self._limits or HttpLimits()
+
+    def adopt(self, limits: HttpLimits) -> None:
+        """Use ``limits`` unless limits were given explicitly (before the session opens)."""
+        if self._limits is None and self._session is None:
+            self._limits = limits
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -164,8 +290,9 @@ class ApiClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                timeout=self._timeout,
+                timeout=self.limits.api_timeout(),
                 connector=aiohttp.TCPConnector(limit=self._limit),
+                response_class=bounded_response(self.limits, self.provider),
             )
         return self._session
 
@@ -182,11 +309,12 @@ class ApiClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> ApiResponse:
-        """Send one request and read the whole body.
+        """Send one request and read the whole body (capped, within the request timeout).
 
         Raises:
             NotSent: the connection could not be made.
-            Ambiguous: the exchange broke after the request may have been received.
+            Ambiguous: the exchange broke after the request may have been received, timed out,
+                or the answer is larger than ``max_response_bytes``.
         """
         with map_http_errors(provider=self.provider, shot=shot):
             async with self.session.request(
@@ -201,14 +329,20 @@ class ApiClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request and yield the response unread (headers only).
 
-        Used to branch on Content-Type before streaming a large body. Released on exit.
+        Used to branch on Content-Type before streaming a large body. Released on exit. No
+        total timeout (a video may take long): per-read timeouts, the throughput floor of
+        :func:`pipeline.providers.urlfetch.response_download`, and ``read()`` is capped.
 
         Raises:
             NotSent, Ambiguous: as :meth:`request`.
         """
         with map_http_errors(provider=self.provider, shot=shot):
             resp = await self.session.request(
-                method, self.url(path), json=json_body, allow_redirects=False
+                method,
+                self.url(path),
+                json=json_body,
+                allow_redirects=False,
+                timeout=self.limits.stream_timeout(),
             )
         try:
             yield resp
@@ -245,6 +379,7 @@ class HttpAdapter:
     PROBE_PATH = "/models"
 
     def __init__(self, api: ApiClient, urls: UrlFetcher) -> None:
+        api.adopt(urls.policy.limits)  # the provider's settings, via ``policy_for(ctx)``
         self.api = api
         self.urls = urls
         self._closed = False

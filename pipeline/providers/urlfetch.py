@@ -7,14 +7,19 @@ Result URLs come from a remote service, so they are untrusted input (reliability
   mode, or ``downloads.allow_hosts`` in the manifest);
 - the host must resolve only to public addresses unless allowed (no loopback, private,
   link-local such as 169.254.169.254, multicast or reserved targets);
-- redirects are followed by hand, at most 3, each hop checked the same way;
+- redirects are followed by hand, at most 3, each hop checked the same way; more (a redirect
+  loop) is a refusal (``rejected``: the shot fails ``download_rejected``, never stays stuck);
 - ``Content-Length`` above the cap is refused before the body is read (the stream consumer
   counts bytes as well);
+- every wait is bounded: connect and per-read timeouts, and a throughput floor
+  (``downloads.min_bytes_per_s`` over ``downloads.throughput_window_s``) instead of a total, so
+  a body that drips is cut within about one window (a retryable :class:`FetchError`);
 - 403/404/410 mean "expired": the runner refreshes the URL by polling, never by resubmitting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -28,7 +33,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from pipeline.errors import FetchError, RateLimited
 from pipeline.models import Download
 from pipeline.providers.base import ProviderContext
-from pipeline.providers.http import DEFAULT_TIMEOUT, map_http_errors, redact, retry_after
+from pipeline.providers.http import (
+    BoundedResponse,
+    HttpLimits,
+    bounded_response,
+    map_http_errors,
+    redact,
+    retry_after,
+)
 
 MAX_REDIRECTS = 3
 CHUNK = 1 << 20
@@ -43,11 +55,14 @@ class UrlPolicy:
         allow_hosts: ``host`` or ``host:port`` entries trusted even on private addresses, and
             allowed over plain http.
         max_bytes: the size cap.
+        resolver: how names are resolved (None: the system's; injectable in tests).
+        limits: timeouts and throughput floor of the provider (also adopted by its API client).
     """
 
     allow_hosts: Collection[str] = field(default_factory=frozenset)
     max_bytes: int = 2 * 1024**3
     resolver: Resolver | None = None
+    limits: HttpLimits = field(default_factory=HttpLimits)
 
     def allows(self, host: str, port: int | None) -> bool:
         """True when ``host`` (or ``host:port``) is explicitly trusted."""
@@ -118,7 +133,11 @@ def policy_for(ctx: ProviderContext) -> UrlPolicy:
         parts = urlsplit(ctx.settings.base_url)
         if parts.hostname:
             allowed.add(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
-    return UrlPolicy(allow_hosts=frozenset(allowed), max_bytes=ctx.downloads.max_bytes)
+    return UrlPolicy(
+        allow_hosts=frozenset(allowed),
+        max_bytes=ctx.downloads.max_bytes,
+        limits=HttpLimits.of(ctx.settings, ctx.downloads),
+    )
 
 
 async def check_url(url: str, policy: UrlPolicy, *, provider: str = "") -> None:
@@ -180,7 +199,10 @@ class UrlFetcher:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=PolicyResolver(self.policy), limit=64)
             self._session = aiohttp.ClientSession(
-                timeout=DEFAULT_TIMEOUT, auto_decompress=True, connector=connector
+                timeout=self.policy.limits.stream_timeout(),
+                auto_decompress=True,
+                connector=connector,
+                response_class=bounded_response(self.policy.limits, self.provider),
             )
         return self._session
 
@@ -189,7 +211,8 @@ class UrlFetcher:
         """Open ``url`` (checked, redirects checked) as a :class:`Download` stream.
 
         Raises:
-            FetchError: refused URL, too large, or expired (``expired=True`` for 401/403/404/410).
+            FetchError: refused URL, too large, a redirect loop (``rejected=True``), or expired
+                (``expired=True`` for 401/403/404/410).
             RateLimited: 429 from the download host.
             NotSent, Ambiguous: network failures (retryable: downloads are idempotent).
         """
@@ -207,7 +230,11 @@ class UrlFetcher:
                 return
             finally:
                 resp.release()
-        raise FetchError(f"more than {MAX_REDIRECTS} redirects", provider=self.provider)
+        raise FetchError(
+            f"more than {MAX_REDIRECTS} redirects (a redirect loop?): last to {redact(url)}",
+            provider=self.provider,
+            rejected=True,
+        )
 
     def _check_response(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status == 429:
@@ -250,7 +277,9 @@ class UrlFetcher:
             self._session = None
 
 
-def response_download(resp: aiohttp.ClientResponse, provider: str) -> Download:
+def response_download(
+    resp: aiohttp.ClientResponse, provider: str, limits: HttpLimits | None = None
+) -> Download:
     """The checked 200 response ``resp`` as a :class:`Download` (its body is read lazily).
 
     ``size`` is the length of the body as the consumer will read it: the ``Content-Length``,
@@ -258,21 +287,59 @@ def response_download(resp: aiohttp.ClientResponse, provider: str) -> Download:
     gzip/deflate/br bodies, and their ``Content-Length`` counts the encoded bytes (RFC 9110
     §8.6), so the decoded length is unknown (None); a truncated encoded body still fails, as
     aiohttp raises ``ClientPayloadError`` when the connection ends short of it.
+
+    The body is held to ``limits`` (default: those of the session that made ``resp``): a
+    throughput floor over a window, see :func:`_chunks`.
     """
+    if limits is None:
+        limits = resp.limits if isinstance(resp, BoundedResponse) else HttpLimits()
     encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
     size = resp.content_length if encoding in ("", "identity") else None
-    return Download(_chunks(resp, provider), size, resp.content_type)
+    return Download(_chunks(resp, provider, limits), size, resp.content_type)
 
 
-async def _chunks(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
+async def _chunks(
+    resp: aiohttp.ClientResponse, provider: str, limits: HttpLimits
+) -> AsyncIterator[bytes]:
     """The body as the connection delivers it: each piece as received, never joined.
 
     ``iter_chunked(n)`` joins the pieces buffered while the consumer was busy into a new object
     of up to ``n`` bytes (a copy, and a fresh allocation, per MiB); the consumer here copies
     into its own buffers anyway. The read buffer (``read_bufsize=CHUNK``) keeps flow control
     pausing the socket at 2 MiB buffered, as ``iter_chunked(CHUNK)`` did.
+
+    Each ``throughput_window_s`` window must bring at least ``min_bytes_per_s`` times its length
+    (the wait for a piece ends at the window's end, so a drip is cut within one window).
+
+    Raises:
+        FetchError: the body came slower than the floor (retryable: the fetch is tried again).
+        NotSent, Ambiguous: network failures and per-read timeouts.
     """
+    window = limits.throughput_window_s
+    floor = limits.min_bytes_per_s * window
+    loop = asyncio.get_running_loop()
+    window_end = loop.time() + window
+    got = 0
     with map_http_errors(provider=provider):
-        async for chunk, _ in resp.content.iter_chunks():
+        while True:
+            if loop.time() >= window_end:
+                if got < floor:
+                    raise FetchError(
+                        f"download too slow: {got} bytes in {window:g} s, below the floor of "
+                        f"{limits.min_bytes_per_s:g} bytes/s (downloads.min_bytes_per_s)",
+                        provider=provider,
+                    )
+                window_end, got = loop.time() + window, 0
+            scope = asyncio.timeout_at(window_end)
+            try:
+                async with scope:
+                    chunk, end_of_http_chunk = await resp.content.readchunk()
+            except TimeoutError:
+                if scope.expired():
+                    continue  # the window ended while waiting: check the floor
+                raise  # aiohttp's per-read timeout
+            if not chunk and not end_of_http_chunk:
+                return  # end of the body
+            got += len(chunk)
             if chunk:
                 yield chunk

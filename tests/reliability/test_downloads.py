@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
 from pipeline.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, execute
 from pipeline.sim import seedance2 as seedance2_sim
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
-from tests.fakes import FakeService, fake_spec
+from tests.fakes import FakeService, clip, fake_spec, padded
 from tests.reliability.harness import manifest, options_for, run
 
 SIM = SimConfig(api_key=sim.SIM_KEY, latency_s=0.2)
@@ -83,7 +82,7 @@ def _fake_run(tmp_path: Path, service: FakeService, extra: str = "") -> Path:
 async def test_r15_oversized_result_is_rejected_and_never_resubmitted(tmp_path: Path) -> None:
     service = FakeService()
     registry = {"fake": fake_spec(service)}
-    path = _fake_run(tmp_path, service, "downloads: {max_bytes: 64}\n")  # the fake's MP4 is ~110 B
+    path = _fake_run(tmp_path, service, "downloads: {max_bytes: 64}\n")  # the fake's MP4: ~3 kB
     m = load_manifest(path, registry=registry)
     run_dir = tmp_path / "jobs" / "dl"
     first = await execute(m, run_dir, RunOptions(registry=registry))
@@ -255,9 +254,10 @@ async def test_r15_caps_hold_on_declared_streamed_and_decoded_sizes(tmp_path: Pa
 async def test_r06_large_bodies_are_hashed_and_written_in_order(tmp_path: Path) -> None:
     from pipeline.download import write_verified
     from pipeline.models import Artifact, Download
+    from pipeline.playable import Expected
 
-    rng = random.Random(3)
-    body = b"\x00\x00\x00\x18ftypisom" + rng.randbytes(13 * 1024 * 1024 + 17)
+    # a real 2 s clip grown by a ``free`` box of noise: large, and still a playable video
+    body = padded(clip(2), 13 * 1024 * 1024 + 17, seed=3)
     recorded: list[Artifact] = []
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -270,7 +270,11 @@ async def test_r06_large_bodies_are_hashed_and_written_in_order(tmp_path: Path) 
 
     final = tmp_path / "big.mp4"
     art = await write_verified(
-        Download(chunks(), size=len(body)), final, max_bytes=len(body), record=record
+        Download(chunks(), size=len(body)),
+        final,
+        max_bytes=len(body),
+        record=record,
+        expect=Expected(2, "fake"),
     )
     assert final.read_bytes() == body
     assert art.sha256 == hashlib.sha256(body).hexdigest() == recorded[0].sha256
