@@ -7,6 +7,7 @@
     pipeline status RUN_DIR [--json]          where every shot stands
     pipeline validate MANIFEST                every offline check, before any money is spent
     pipeline cancel RUN_DIR [--shot ID]       cancel unfinished shots, at the provider too
+    pipeline repair RUN_DIR [--manifest M]    rebuild a truncated or lost log from the videos
     pipeline sim [--host H] [--port N]        serve every provider simulator until Ctrl-C
 
 Exit codes: 0 all done, 1 some shots failed or need attention, 2 invalid input (nothing was
@@ -38,6 +39,7 @@ from pipeline.preflight import preflight, render_problems
 from pipeline.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
 from pipeline.providers import PROVIDERS
 from pipeline.redaction import RedactingFormatter, redact, register
+from pipeline.repair import lost_log_message, repair
 from pipeline.runner import (
     EXIT_ATTENTION,
     EXIT_CHECKPOINT,
@@ -164,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
     p_adopt.add_argument("job_id", metavar="JOB_ID")
     run_flags(p_adopt)
 
+    p_repair = sub.add_parser(
+        "repair", help="rebuild a truncated or lost checkpoint from the verified videos"
+    )
+    p_repair.add_argument("run_dir", type=Path)
+    p_repair.add_argument(
+        "--manifest", type=Path, help="the run's manifest (required when the log names none)"
+    )
+
     p_plan = sub.add_parser("plan", help="what a run would do and cost; nothing is spent")
     p_plan.add_argument("manifest", type=Path)
     p_plan.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="default: ./jobs")
@@ -277,6 +287,8 @@ def _command(args: argparse.Namespace) -> int:
         return _outputs(args.run_dir, manifest)
     if args.command == "storyboard":
         return _outputs(args.run_dir, _manifest_of(args.run_dir))
+    if args.command == "repair":
+        return _repair(args.run_dir, args.manifest)
     if args.command == "adopt":
         manifest = _manifest_of(args.run_dir)
         anyio.run(
@@ -330,6 +342,9 @@ def _load_run(run_dir: Path) -> RunState:
     """
     path = run_dir / CHECKPOINT
     if not path.is_file():
+        lost = lost_log_message(run_dir)
+        if lost is not None:
+            raise CheckpointError(lost)
         what = (
             "does not exist"
             if not run_dir.exists()
@@ -342,12 +357,32 @@ def _load_run(run_dir: Path) -> RunState:
 def _manifest_of(run_dir: Path) -> Manifest:
     manifest_path, _ = _read_state(run_dir)
     if not manifest_path:
-        raise CheckpointError(f"{run_dir / CHECKPOINT} does not name its manifest")
+        lost = lost_log_message(run_dir)
+        raise CheckpointError(lost or f"{run_dir / CHECKPOINT} does not name its manifest")
     if not Path(manifest_path).is_file():
         raise ManifestError.single(
             manifest_path, None, "", "the run's manifest is gone; restore it or run another"
         )
     return load_manifest(manifest_path)
+
+
+def _repair(run_dir: Path, manifest_arg: Path | None) -> int:
+    """``pipeline repair``: restore shots as done from their verified videos; nothing is paid."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} does not exist")
+    named = load_state(run_dir / CHECKPOINT).manifest if (run_dir / CHECKPOINT).is_file() else None
+    path = Path(named) if named else manifest_arg
+    if path is None:
+        raise UsageError(f"{run_dir / CHECKPOINT} names no manifest: pass --manifest MANIFEST")
+    report = anyio.run(repair, run_dir, load_manifest(path))
+    print(
+        f"{len(report.restored)} shot(s) restored as done from their videos, "
+        f"{len(report.known)} already done in the log, {len(report.skipped)} skipped"
+    )
+    for name, why in report.skipped:
+        print(f"  skipped {name}: {why}")
+    print(f"continue with: pipeline resume {run_dir} (only shots without a video are paid for)")
+    return EXIT_ATTENTION if report.skipped else EXIT_OK
 
 
 def _status(run_dir: Path, *, as_json: bool) -> int:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,15 @@ import anyio
 
 from pipeline import playable
 from pipeline.errors import FetchError
-from pipeline.fsutil import fsync_dir, write_all
+from pipeline.fsutil import fsync_dir, replacing, write_all
 from pipeline.models import Artifact, Download
 
 #: Container signatures accepted as "a video": ISO BMFF (MP4/MOV) and Matroska/WebM.
 _MAGIC_OFFSET4 = b"ftyp"
 _MAGIC_EBML = b"\x1a\x45\xdf\xa3"
+
+#: A final video's sidecar: ``shots/<id>.json`` (shot, fingerprint, job, sha256, size...).
+SIDECAR_SUFFIX = ".json"
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
@@ -70,7 +75,29 @@ def _archive_existing(final: Path) -> None:
     archive = final.parent / "superseded"
     archive.mkdir(exist_ok=True)
     os.replace(final, archive / f"{final.stem}.{digest}{final.suffix}")
+    side = sidecar_path(final)
+    if side.is_file() and not side.is_symlink():  # the video's witness moves with it
+        os.replace(side, archive / f"{final.stem}.{digest}{SIDECAR_SUFFIX}")
+    fsync_dir(archive)
     fsync_dir(final.parent)
+
+
+def sidecar_path(final: Path) -> Path:
+    """``shots/<id>.json`` beside ``shots/<id>.mp4``: what the video is (:func:`write_verified`)."""
+    return final.with_suffix(SIDECAR_SUFFIX)
+
+
+def _write_sidecar(final: Path, doc: Mapping[str, object], artifact: Artifact) -> None:
+    """Write the video's sidecar atomically and durably (before the video gets its final name)."""
+    body = {
+        **doc,
+        "sha256": artifact.sha256,
+        "bytes": artifact.size,
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    side = sidecar_path(final)
+    with replacing(side, mode=0o644) as tmp:
+        tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
 
 
 async def write_verified(
@@ -80,6 +107,7 @@ async def write_verified(
     max_bytes: int,
     record: Callable[[Artifact, Callable[[], None]], Awaitable[None]],
     expect: playable.Expected | None = None,
+    sidecar: Mapping[str, object] | None = None,
 ) -> Artifact:
     """Stream ``download`` into ``final`` atomically and verified.
 
@@ -102,6 +130,11 @@ async def write_verified(
         expect: the shot's asked duration and provider: the video is demuxed end to end, its
             first and last frames decoded and its duration compared (None: only the container
             signature is checked).
+        sidecar: what the video is (shot, fingerprint, provider, model, job; never a secret or
+            a URL): written with its ``sha256``, ``bytes`` and ``fetched_at`` as
+            ``<final stem>.json`` (atomically, fsynced) in the publish step, after any earlier
+            video and its sidecar moved to ``superseded/`` and before the rename, so a final
+            video always has its sidecar (``pipeline repair`` rebuilds a lost log from them).
 
     Returns:
         The artifact (final path, size in bytes, sha256 hex).
@@ -147,7 +180,7 @@ async def write_verified(
             if expect is not None:
                 await anyio.to_thread.run_sync(playable.check, part, expect)
         artifact = Artifact(path=final, size=size, sha256=digest.hexdigest())
-        await _record_then_publish(record, artifact, part, final)
+        await _record_then_publish(record, artifact, part, final, sidecar)
         published = True
         return artifact
     except OSError as exc:
@@ -417,22 +450,29 @@ async def _record_then_publish(
     artifact: Artifact,
     part: Path,
     final: Path,
+    sidecar: Mapping[str, object] | None = None,
 ) -> None:
     """``record(artifact, publish)``; publish here (in a worker thread) if it did not."""
     done = False
+    side = (sidecar, artifact) if sidecar is not None else None
 
     def publish() -> None:
         nonlocal done
         done = True
-        _publish(part, final)
+        _publish(part, final, side)
 
     await record(artifact, publish)
     if not done:
-        await anyio.to_thread.run_sync(_publish, part, final)
+        await anyio.to_thread.run_sync(_publish, part, final, side)
 
 
-def _publish(part: Path, final: Path) -> None:
+def _publish(
+    part: Path, final: Path, sidecar: tuple[Mapping[str, object], Artifact] | None = None
+) -> None:
     _archive_existing(final)
+    if sidecar is not None:
+        _write_sidecar(final, *sidecar)
+        fsync_dir(final.parent)  # the sidecar's name is durable before the video has its own
     os.replace(part, final)
     fsync_dir(final.parent)
 

@@ -34,7 +34,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from pipeline import snapshot
+from pipeline import repair, snapshot
 from pipeline.budget import Spend
 from pipeline.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.checkpoint import Checkpoint, Record
@@ -409,7 +409,8 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
 
     Raises:
         ManifestError: a provider needs an API key that is not set.
-        CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop).
+        CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop); or
+            it does not know verified videos in ``shots/`` (:func:`pipeline.repair.check_outputs`).
     """
     fresh = not (run_dir / CHECKPOINT_FILE).exists()
     if fresh:  # nothing to continue: check before the run directory is even made
@@ -418,6 +419,8 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
             await _preflight(manifest, options, run_dir)
     ckpt, state = await open_run(run_dir, simulate=options.simulate)
     try:
+        # Locked, before any paid call: a truncated or lost log must not pay for videos again.
+        await repair.check_outputs(run_dir, state, manifest)
         if not fresh:  # after the mode check: a rehearsal's directory sends nothing anywhere
             _check_keys(manifest, options)
             if options.preflight:

@@ -54,6 +54,7 @@ from pipeline.providers.base import (
     SupportsQuote,
     SupportsReconcile,
 )
+from pipeline.redaction import scrub
 from pipeline.settings import DownloadSettings, ProviderSettings
 from pipeline.state import ShotRecord
 
@@ -513,6 +514,23 @@ class ShotMachine:
                 sha256=art.sha256,
             )
 
+        # The video's own witness (shots/<id>.json, written before its rename): `pipeline
+        # repair` rebuilds a truncated or lost log from these, so a verified video is never paid
+        # for again. No secrets, no URLs.
+        sidecar = scrub(  # a job id that echoes the key must not reach the file either
+            {
+                "v": 1,
+                "shot": self.shot.id,
+                "fingerprint": self.shot.fingerprint,
+                "provider": job.provider,
+                "model": job.model,
+                "job": job.job_id,
+                "run": self.ctx.run_id,
+                "simulated": bool(getattr(self.ctx.options, "simulate", False)),
+                "path": final.relative_to(self.ctx.run_dir).as_posix(),
+            }
+        )
+
         async def once() -> None:
             async with self.provider.fetch(job, result) as stream:
                 await download.write_verified(
@@ -521,6 +539,7 @@ class ShotMachine:
                     max_bytes=self.ctx.downloads.max_bytes,
                     record=record,
                     expect=playable.Expected(self.shot.duration, self.shot.provider),
+                    sidecar=sidecar,
                 )
 
         async with self.gate.downloads:

@@ -224,8 +224,9 @@ async def test_done_shots_are_untouched_and_changed_shots_redone(tmp_path: Path)
     assert sorted(service.ledger) == ["sc-s01", "sc-s02", "sc-s02"]
     assert out1.stat().st_mtime_ns == stat1.st_mtime_ns
     assert (rd / "shots" / "sc-s02.mp4").read_bytes() == video("job-3")
-    (kept,) = (rd / "shots" / "superseded").iterdir()
+    (kept,) = (rd / "shots" / "superseded").glob("*.mp4")
     assert kept.read_bytes() == old2
+    assert kept.with_suffix(".json").is_file()  # the old video's sidecar moved with it
 
 
 async def test_missing_output_is_fetched_again_without_paying(tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ def _cut_after_uploads(run_dir: Path, expire: bool) -> None:
             rec = type(rec)(rec.seq, rec.ts, rec.ev, rec.shot, {**rec.data, "expires_at": 1.0})
         kept.append(encode(rec))
     log.write_bytes(b"".join(kept))
+    # Nothing was fetched before such a crash: no videos (or their sidecars) in shots/.
+    for path in (run_dir / "shots").glob("*.*"):
+        path.unlink()
 
 
 async def test_resume_after_upload_reuses_the_object(tmp_path: Path, s3: S3) -> None:

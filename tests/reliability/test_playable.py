@@ -82,7 +82,7 @@ async def test_a_bad_fetch_then_a_good_one_ends_done_with_one_submit(tmp_path: P
     out = tmp_path / "jobs" / "play" / "shots" / "a-s1.mp4"
     assert out.read_bytes() == video("job-1")
     assert rec.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert _left(tmp_path) == ["a-s1.mp4"]
+    assert _left(tmp_path) == ["a-s1.json", "a-s1.mp4"]  # the video and its sidecar
 
 
 async def test_the_fakes_videos_pass_honestly_for_the_duration_each_shot_asks(
