@@ -1,4 +1,4 @@
-"""Benchmarks of the runner as its users would compare it (issue 7, design.md §9).
+"""Benchmarks of the runner as its users would compare it (issue 7; README "Performance").
 
     python benchmarks/run.py [--quick] [--only NAME ...]
 
@@ -164,7 +164,7 @@ def _bound(latencies: list[float], in_flight: int, spacing: float = 0.0) -> floa
 
     Each job starts the instant a slot frees (list scheduling), and the i-th submit no earlier
     than ``i * spacing`` seconds (a rate limit). For one fixed latency L and no rate limit this
-    is design.md's ``ceil(N / max_in_flight) x L``; for drawn latencies it is what a scheduler
+    is ``ceil(N / max_in_flight) x L``; for drawn latencies it is what a scheduler
     with zero cost per shot would reach without knowing the latencies in advance.
     """
     free = [0.0] * in_flight

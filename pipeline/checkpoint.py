@@ -4,11 +4,12 @@ The line format and reading a log back (:func:`load`, torn-tail repair, folding 
 are in :mod:`pipeline.checkpoint_log`; their names are re-exported here. One ``os.write`` of whole
 lines per batch on an ``O_APPEND`` descriptor; a short write is a torn record.
 
-Durability (design.md §6): events in :data:`DURABLE` are fsynced before :meth:`Checkpoint.append`
-returns (concurrent callers share one write+fsync in a worker thread: group commit); the others
-wait in memory and are written with the next durable event, or within a second: a crash may lose
-only those (a status, a plan line), which the next run redoes for free. Any write or fsync error
-is fail-stop: every later append raises :class:`~pipeline.errors.CheckpointError`.
+Durability (README, resume semantics): events in :data:`DURABLE` are fsynced before
+:meth:`Checkpoint.append` returns (concurrent callers share one write+fsync in a worker thread:
+group commit); the others wait in memory and are written with the next durable event, or within
+a second: a crash may lose only those (a status, a plan line), which the next run redoes for free.
+Any write or fsync error is fail-stop: every later append raises
+:class:`~pipeline.errors.CheckpointError`.
 
 A lock (``fcntl.flock`` on ``checkpoint.lock``) keeps a second runner out of the run directory.
 """
@@ -47,7 +48,7 @@ from pipeline.models import Event
 
 LOCK = "checkpoint.lock"
 
-#: Events fsynced before ``append`` returns (design.md §6, reliability.md §3.4).
+#: Events fsynced before ``append`` returns (README, resume semantics).
 DURABLE = frozenset(
     {
         Event.SUBMIT_INTENT,

@@ -1,6 +1,6 @@
 """Streamed, capped, verified, atomic writing of a finished video into the run directory.
 
-Order (design.md §4 fetch, reliability.md §3.2)::
+Order (README, resume semantics)::
 
     <final>.part (O_CREAT|O_EXCL|O_NOFOLLOW) <- stream, count, sha256, cap
     check size against Content-Length, check the container magic (``ftyp`` at offset 4)

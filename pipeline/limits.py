@@ -15,7 +15,7 @@ job's poll deadline) never waits past it: :meth:`ProviderGate.ready` raises
 :class:`PausedPastDeadline` at the deadline instead, so a pause caused by submits cannot keep a
 paid job polling past its deadline.
 
-Two guards against spending into an outage (reliability.md §3.7):
+Two guards against spending into an outage (README "Reliability", R10):
 
 - :class:`RetryBudget`: retries cost a token, successful calls refill 10 % of one; an exhausted
   budget fails operations at once instead of multiplying load on a sick provider;
@@ -227,8 +227,8 @@ class ProviderGate:
         ``ready(SUBMIT)`` paces when a submit may *start*; the submit then makes its intent
         durable, an fsync whose length varies (a few ms, more on a busy disk), so two sends
         could leave closer together than the limit and a provider counting a sliding window
-        would see one call too many (reliability.md R9). Called after the intent, right before
-        the POST: it waits at most about one spacing, as ``ready`` already paced the starts.
+        would see one call too many (README "Reliability", R9). Called after the intent, right
+        before the POST: it waits at most about one spacing, as ``ready`` already paced the starts.
         """
         while (wait := self._last_send + self._send_spacing_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)

@@ -36,7 +36,7 @@ TERMINAL_STATES = frozenset(
 
 
 class Event(StrEnum):
-    """Checkpoint event names (design.md §6). The same strings are written to the JSONL log."""
+    """Checkpoint event names (README, resume semantics), as written to the JSONL log."""
 
     RUN_STARTED = "run_started"
     SHOT_PLANNED = "shot_planned"
@@ -57,7 +57,7 @@ class Event(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """A provider job's status, normalised across providers (providers.md §6)."""
+    """A provider job's status, normalised across providers (docs/providers.md §6)."""
 
     QUEUED = "queued"
     RUNNING = "running"

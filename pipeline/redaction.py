@@ -7,7 +7,7 @@ The CLI registers each API key it reads (:func:`register`); :func:`redact` then 
 - the query strings of URLs (presigned signatures, one-time tokens),
 
 and :class:`RedactingFormatter` applies it to every log record, tracebacks included. One-time
-result URLs are kept only in the 0600 checkpoint (reliability.md R12, §3.8).
+result URLs are kept only in the 0600 checkpoint (README "Reliability", R12).
 """
 
 from __future__ import annotations

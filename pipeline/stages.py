@@ -1,8 +1,8 @@
 """One shot's stage machine: upload -> submit -> poll -> fetch, resumable from any recorded state.
 
-Money rules (design.md §6): a ``submit_intent`` is durable before every POST; only a submit that
-provably created nothing (``NotSent``, 429) is tried again, as the same attempt and key; anything
-ambiguous ends in ``needs_reconcile`` unless the provider can prove what happened
+Money rules (README, resume semantics): a ``submit_intent`` is durable before every POST; only a
+submit that provably created nothing (``NotSent``, 429) is tried again, as the same attempt and
+key; anything ambiguous ends in ``needs_reconcile`` unless the provider can prove what happened
 (:class:`~pipeline.providers.base.SupportsReconcile`). A shot with a ``submitted`` record is only
 ever polled, never submitted again. Expired result URLs are refreshed by polling (free).
 """

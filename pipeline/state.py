@@ -1,7 +1,7 @@
 """Replay: fold the checkpoint's records into each shot's current state (a pure function).
 
 ``replay(records)`` is deterministic: the same records always give the same state, and the state a
-live runner holds equals ``replay`` of what it wrote. Transitions (design.md §4, §6)::
+live runner holds equals ``replay`` of what it wrote. Transitions (README, resume semantics)::
 
     shot_planned      -> pending   (a changed fingerprint resets the shot; attempts keep counting)
     uploaded          -> media reference remembered (reused on resume while fresh)

@@ -2,7 +2,7 @@
 
 The fetch stage renames a verified video to its final name this way: in the checkpoint's writer
 thread, right after the fsync that made its ``fetched`` record durable (one thread hop instead of
-two, design.md §4 fetch order).
+two, the fetch order in README, resume semantics).
 """
 
 from __future__ import annotations

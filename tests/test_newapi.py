@@ -1,4 +1,4 @@
-"""newapi adapter: codec on recorded bodies (providers.md §3), adapter against the simulator."""
+"""newapi adapter: codec on recorded bodies (docs/providers.md §3), adapter against the sim."""
 
 from __future__ import annotations
 

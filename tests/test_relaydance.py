@@ -1,4 +1,8 @@
-"""RelayDance: codec on recorded bodies (providers.md §4, §3.3), adapter against the simulator."""
+"""RelayDance: codec on recorded bodies (docs/providers.md §4, §3.3), adapter against the sim.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+"""
 
 from __future__ import annotations
 

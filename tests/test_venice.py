@@ -1,4 +1,8 @@
-"""Venice adapter: codec on recorded bodies (tests/data/venice) and adapter vs simulator."""
+"""Venice adapter: codec on recorded bodies (tests/data/venice) and adapter vs simulator.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+"""
 
 from __future__ import annotations
 

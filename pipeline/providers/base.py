@@ -20,7 +20,7 @@ from pipeline.settings import DownloadSettings, ProviderSettings
 
 @dataclass(frozen=True, slots=True)
 class MediaPolicy:
-    """How a provider can receive a shot's local media files (design.md §4 upload).
+    """How a provider can receive a shot's local media files (README "Providers", media).
 
     Attributes:
         file_urls: it reads local files directly (``file://``; the ``local`` renderer only).

@@ -1,4 +1,4 @@
-"""``newapi``: an OpenAI-style New API gateway serving Vidu Q3 (providers.md §3).
+"""``newapi``: an OpenAI-style New API gateway serving Vidu Q3 (docs/providers.md §3).
 
 Thin I/O shell over :mod:`pipeline.providers.newapi_codec`. Routes used (§3.1), appended to the
 gateway root in ``providers.newapi.base_url`` (no default: every gateway has its own host)::
@@ -7,12 +7,15 @@ gateway root in ``providers.newapi.base_url`` (no default: every gateway has its
     GET  /v1/video/generations/{task_id}   query (shapes A, B or C of §3.3)
     GET  /v1/videos/{task_id}/content      proxied MP4 (auth), when no usable result URL
 
-Money rules (design.md §6): the gateway pre-consumes quota at submit and refunds it when the
-upstream submit fails [C relay_task.go], so a definite error answer means "not charged"
+Money rules (README, resume semantics): the gateway pre-consumes quota at submit and refunds
+it when the upstream submit fails [C relay_task.go], so a definite error answer means "not charged"
 (``Rejected``); 429 is ``RateLimited``; resets, timeouts after send, other 5xx and unexpected 2xx
 are ``Ambiguous``. The gateway takes no client reference, so ``key`` is not sent and there is no
 reconcile. Result URLs (signed upstream CDN URLs that expire, §3.4) are fetched without the API
 key; an expired one falls back to the gateway's content proxy.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure codec of a New-API-style gateway serving Vidu Q3 (providers.md §3). No I/O here.
+"""Pure codec of a New-API-style gateway serving Vidu Q3 (docs/providers.md §3). No I/O here.
 
 Request building, status normalisation and error-body parsing for the legacy
 ``/v1/video/generations`` family, tested on recorded bodies in ``tests/data/newapi/``:
@@ -13,6 +13,9 @@ Request building, status normalisation and error-body parsing for the legacy
 
 The capability table :data:`MODELS` lives here too (pure data shared by the adapter's
 ``SPEC`` and the simulator).
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``relaydance``: the RelayDance gateway (providers.md §4), a New-API-based video API.
+"""``relaydance``: the RelayDance gateway (docs/providers.md §4), a New-API-based video API.
 
 ::
 
@@ -12,6 +12,9 @@ Money rules: 400/401/403/404 at submit are definite refusals (Rejected), 429 is 
 anything else that may have reached the gateway (5xx, resets, timeouts, an unparsable 2xx) is
 Ambiguous. RelayDance documents "failed requests are not billed" for 5xx [D §4.5], but a 5xx
 produced after the request was received can still have created the task, so it stays Ambiguous.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RelayDance wire format (providers.md §4): request building and response parsing, no I/O.
+"""RelayDance wire format (docs/providers.md §4): request building and response parsing, no I/O.
 
 RelayDance is a New-API-based gateway. Its documented surface (§4.2-§4.5) is small, but what a
 client receives in practice also follows New API's other task shapes (§3.3), so the parsers here
@@ -11,7 +11,10 @@ accept all of them:
   metadata: {url}, error: {message, code}}``.
 
 Statuses are normalised through :data:`STATUS_SYNONYMS` (case-insensitive; unknown strings mean
-RUNNING, providers.md §6).
+RUNNING, docs/providers.md §6).
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ class CodecError(ValueError):
     """A response body does not have the shape the codec needs (the shell maps it to Ambiguous)."""
 
 
-#: Provider status string (lower-case) -> normalised status (providers.md §6 RelayDance + New API
-#: columns). ``cancelled`` is not documented for RelayDance; New API forks may send it [I].
+#: Provider status string (lower-case) -> normalised status (docs/providers.md §6 RelayDance +
+#: New API columns). ``cancelled`` is not documented for RelayDance; New API forks may send it [I].
 STATUS_SYNONYMS: Mapping[str, JobStatus] = {
     "submitted": JobStatus.QUEUED,  # [D §4.3]
     "queued": JobStatus.QUEUED,  # [C §3.3 B/C]

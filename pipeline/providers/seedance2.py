@@ -1,4 +1,4 @@
-"""``seedance2``: the seedance2.ink Open API adapter (providers.md §2), a thin I/O shell.
+"""``seedance2``: the seedance2.ink Open API adapter (docs/providers.md §2), a thin I/O shell.
 
 Request building and response parsing live in :mod:`pipeline.providers.seedance2_codec`; this
 module sends, receives and maps outcomes onto :mod:`pipeline.errors` by the money rules:
@@ -16,6 +16,9 @@ connect refused / DNS / connect timeout                NotSent
 Credits are charged at submit [D §2.3] and returned as ``creditsCharged`` (``JobHandle.credits``).
 Result videos are public R2 URLs [D §2.4] fetched with a credential-free
 :class:`~pipeline.providers.urlfetch.UrlFetcher`, never with the API session.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

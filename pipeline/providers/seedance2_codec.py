@@ -1,12 +1,12 @@
-"""Pure codec of the seedance2.ink Open API (providers.md §2): request bodies, typed answers.
+"""Pure codec of the seedance2.ink Open API (docs/providers.md §2): request bodies, typed answers.
 
 No I/O here. The I/O shell (:mod:`pipeline.providers.seedance2`) sends what :func:`build_submit`
 builds and feeds the JSON it receives to :func:`parse_submit`, :func:`parse_status` and
 :func:`parse_error`; these raise :class:`Failure` for a ``success: false`` envelope (the
-envelope is checked before anything else, providers.md §2.6 quirk 4) and :class:`Malformed` for
+envelope is checked before anything else, docs/providers.md §2.6 quirk 4) and :class:`Malformed` for
 anything that is not the documented shape.
 
-Wire shapes (camelCase, providers.md §2.1/§2.3/§2.4 [D])::
+Wire shapes (camelCase, docs/providers.md §2.1/§2.3/§2.4 [D])::
 
     POST /api/open/v1/video/generations
       {"model", "prompt", "mediaUrls"?, "aspectRatio"?, "duration"? (int), "resolution"?,
@@ -17,6 +17,9 @@ Wire shapes (camelCase, providers.md §2.1/§2.3/§2.4 [D])::
           "output": {"type": "video", "url": "https://pub-….r2.dev/…mp4"} | null,
           "error": {"code", "message"} | null}
     errors: {"success": false, "error": {"code": "unauthorized", "message": "Invalid API key"}}
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def media_url_problem(url: str, *, allow_http: bool = False) -> str | None:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "data":
-        return "seedance2.ink refuses data: URLs in mediaUrls (providers.md §2.6); use https URLs"
+        return "seedance2.ink takes no data: URLs in mediaUrls (docs/providers.md §2.6); use https"
     if parts.hostname and (scheme == "https" or (scheme == "http" and allow_http)):
         return None
     return f"seedance2.ink takes only public https URLs in mediaUrls (§2.3): {redact(url)}"

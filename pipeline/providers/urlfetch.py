@@ -1,6 +1,6 @@
 """Fetching result videos from provider-supplied URLs, safely.
 
-Result URLs come from a remote service, so they are untrusted input (reliability.md R14/R15):
+Result URLs come from a remote service, so they are untrusted input (README "Reliability", R14/R15):
 
 - a separate session with **no credentials** (the API key never reaches a download host);
 - scheme ``https`` only, except origins explicitly allowed (the simulators in ``--simulate``
@@ -15,6 +15,9 @@ Result URLs come from a remote service, so they are untrusted input (reliability
   (``downloads.min_bytes_per_s`` over ``downloads.throughput_window_s``) instead of a total, so
   a body that drips is cut within about one window (a retryable :class:`FetchError`);
 - 403/404/410 mean "expired": the runner refreshes the URL by polling, never by resubmitting.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

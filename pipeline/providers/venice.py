@@ -1,4 +1,4 @@
-"""``venice``: the Venice AI video API (providers.md §1), as a thin I/O shell over the codec.
+"""``venice``: the Venice AI video API (docs/providers.md §1), as a thin I/O shell over the codec.
 
 Flow: ``quote`` (free) -> ``queue`` (charged) -> ``retrieve`` until done -> bytes -> ``complete``.
 Venice quirks handled here (§1.12):
@@ -17,6 +17,9 @@ Venice quirks handled here (§1.12):
 
 The mapping of Venice's error answers lives in :mod:`pipeline.providers.venice_errors`, the model
 table in :mod:`pipeline.providers.venice_models`.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure codec of the Venice AI video API (providers.md §1). No I/O here.
+"""Pure codec of the Venice AI video API (docs/providers.md §1). No I/O here.
 
 - :data:`MODELS` / :data:`VENICE_MODELS`: the capability table (re-exported from
   :mod:`pipeline.providers.venice_models`), shared by the adapter's ``SPEC`` and the simulator
@@ -11,6 +11,9 @@
 - :func:`caps_from_constraints`: a ``GET /models?type=video`` entry as :class:`ModelCaps` (§1.9).
 
 Everything is tested on recorded bodies in ``tests/data/venice/``.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""How Venice's error answers become :mod:`pipeline.errors` (providers.md §1.10, §1.11).
+"""How Venice's error answers become :mod:`pipeline.errors` (docs/providers.md §1.10, §1.11).
 
 The generic status mapping (:func:`~pipeline.providers.http.status_error`) refined with
 Venice's wait times (Retry-After, the ``x-ratelimit-*`` reset headers, the 30 s error-budget
 lockout), hints for definite queue refusals, and the 409 Seedance face-consent refusal.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations

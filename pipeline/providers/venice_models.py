@@ -1,10 +1,13 @@
-"""The Venice video model table (providers.md §1.4, §1.9), shared by the adapter and simulator.
+"""The Venice video model table (docs/providers.md §1.4, §1.9), shared by the adapter and simulator.
 
 :data:`VENICE_MODELS` holds every model with its :class:`~pipeline.models.ModelCaps` and the
 Venice-only facts: which models are *private* (their queue answer carries a one-time
 ``download_url``, §1.8), which take ``audio``, and which may ask for face consent (§1.5).
 :data:`MODELS` is the capability view the adapter's ``SPEC`` uses. Re-exported by
 :mod:`pipeline.providers.venice_codec`.
+
+Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
+client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ class VeniceModel:
     model_type: str = "text-to-video"
 
 
-# Wan 2.7 (docs.venice.ai/models/wan-2-7-video, newer than providers.md): 5/10/15 s, 720p/1080p,
-# 16:9 9:16 1:1, audio selectable (silent price table) [I]; default prompt cap [D §1.4].
+# Wan 2.7 (docs.venice.ai/models/wan-2-7-video, newer than docs/providers.md): 5/10/15 s,
+# 720p/1080p, 16:9 9:16 1:1, audio selectable (silent price table) [I]; default prompt cap [D §1.4].
 _WAN = ModelCaps(
     durations=(5, 10, 15),
     aspect_ratios=("16:9", "9:16", "1:1"),

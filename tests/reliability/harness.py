@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability tests (reliability.md R1-R19): manifests and sim options."""
+"""Shared pieces of the reliability tests (README "Reliability", R1-R19): manifests, sim options."""
 
 from __future__ import annotations
 
