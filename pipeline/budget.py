@@ -10,17 +10,22 @@ shots stay ``pending``; the summary says how much more budget would finish the b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pipeline.models import ShotState
 from pipeline.state import RunState, ShotRecord
 
-#: Why the guard holds a shot back: the two kinds ``status`` shows as ``pending (...)``.
-PRICE_UNKNOWN, OVER_BUDGET = "price unknown", "held back by the budget"
 
+class Hold(NamedTuple):
+    """Why the guard refused a submit.
 
-def why(reason: str) -> str:
-    """The short kind of a hold-back ``reason``: ``price unknown`` or ``budget``."""
-    return PRICE_UNKNOWN if reason.startswith(PRICE_UNKNOWN) else "budget"
+    Attributes:
+        why: the kind ``status`` shows as ``pending (...)``: ``price unknown`` or ``budget``.
+        reason: one line for the log and the checkpoint.
+    """
+
+    why: str
+    reason: str
 
 
 _COMMITTED = frozenset(
@@ -65,23 +70,24 @@ class Spend:
         total = sum(committed_cost(rec) for rec in state.shots.values())
         return cls(limit_usd=limit_usd, committed_usd=total)
 
-    def reserve(self, shot_id: str, est_usd: float | None) -> str | None:
-        """Reserve ``est_usd`` for a submit; returns why it is refused, or None when it fits.
-
-        The reason starts with :data:`PRICE_UNKNOWN` or :data:`OVER_BUDGET` (see :func:`why`).
-        """
+    def reserve(self, shot_id: str, est_usd: float | None) -> Hold | None:
+        """Reserve ``est_usd`` for a submit; returns why it is refused, or None when it fits."""
         if self.limit_usd is None:
             if est_usd is not None:
                 self.committed_usd += est_usd
             return None
         if est_usd is None:
             self.held[shot_id] = None
-            return f"{PRICE_UNKNOWN}, so it cannot be kept within budget.max_usd (set prices)"
+            return Hold(
+                "price unknown",
+                "price unknown, so it cannot be kept within budget.max_usd (set prices)",
+            )
         if self.committed_usd + est_usd > self.limit_usd + 1e-9:
             self.held[shot_id] = est_usd
-            return (
-                f"{OVER_BUDGET}: ${self.committed_usd:.2f} of ${self.limit_usd:.2f} "
-                f"committed, this shot needs ${est_usd:.2f}"
+            return Hold(
+                "budget",
+                f"held back by the budget: ${self.committed_usd:.2f} of ${self.limit_usd:.2f} "
+                f"committed, this shot needs ${est_usd:.2f}",
             )
         self.committed_usd += est_usd
         return None

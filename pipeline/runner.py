@@ -412,19 +412,21 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
         CheckpointError: the checkpoint is locked, corrupt, or a write failed (fail-stop); or
             it does not know verified videos in ``shots/`` (:func:`pipeline.repair.check_outputs`).
     """
-    fresh = not (run_dir / CHECKPOINT_FILE).exists()
-    if fresh:  # nothing to continue: check before the run directory is even made
+
+    async def ready_to_pay() -> None:
         _check_keys(manifest, options)
         if options.preflight:
             await _preflight(manifest, options, run_dir)
+
+    fresh = not (run_dir / CHECKPOINT_FILE).exists()
+    if fresh:  # nothing to continue: check before the run directory is even made
+        await ready_to_pay()
     ckpt, state = await open_run(run_dir, simulate=options.simulate)
     try:
         # Locked, before any paid call: a truncated or lost log must not pay for videos again.
         await repair.check_outputs(run_dir, state, manifest)
         if not fresh:  # after the mode check: a rehearsal's directory sends nothing anywhere
-            _check_keys(manifest, options)
-            if options.preflight:
-                await _preflight(manifest, options, run_dir)
+            await ready_to_pay()
         return await Runner(manifest, ckpt, options, state).run()
     except BaseExceptionGroup as group:
         _reraise_single(group)

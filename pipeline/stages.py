@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol, cast
 
 import anyio
 
-from pipeline import budget, download, playable, pricing, retry, upload
+from pipeline import download, playable, pricing, retry, upload
 from pipeline.budget import Spend
 from pipeline.checkpoint import Record, ts_epoch
 from pipeline.errors import (
@@ -301,11 +301,9 @@ class ShotMachine:
         self._est_usd = await self._estimate()
         held = self.ctx.spend.reserve(self.shot.id, self._est_usd)
         if held is not None:
-            log.warning("%s: %s", self.shot.id, held)
-            await self.ctx.append(
-                Event.SUBMIT_HELD, self.shot.id, why=budget.why(held), reason=held
-            )
-            self.ctx.observer.transition(self.shot, ShotState.PENDING, held)
+            log.warning("%s: %s", self.shot.id, held.reason)
+            await self.ctx.append(Event.SUBMIT_HELD, self.shot.id, why=held.why, reason=held.reason)
+            self.ctx.observer.transition(self.shot, ShotState.PENDING, held.reason)
             raise _Stop
         self._reserved = True
         self.ctx.observer.spending(self.ctx.spend.committed_usd, self.ctx.spend.limit_usd)
