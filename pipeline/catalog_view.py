@@ -14,9 +14,10 @@ from typing import Any
 
 import anyio
 
-from pipeline import redaction
+from pipeline import endpoints, redaction
 from pipeline.catalog import Catalog, CatalogError, ModelInfo, cache_path, load, refresh
 from pipeline.providers import PROVIDERS
+from pipeline.settings import api_url
 
 # ----- the `pipeline models` command -----------------------------------------------------------
 
@@ -100,7 +101,9 @@ def command(args: Any, environ: Mapping[str, str] | None = None) -> int:
     Args:
         args: the parsed command line (``provider``, ``refresh``, ``json``, ``base_url``,
             ``simulate``).
-        environ: where the provider's API key variable is read (default ``os.environ``).
+        environ: where the provider's API key variable is read (default ``os.environ``); the
+            base URL and key variable are the user's (:mod:`pipeline.endpoints`) unless
+            ``--base-url`` is given.
 
     Returns:
         0, or 2 with a one-line ``error:`` message on stderr (unknown provider, fetch failure).
@@ -113,14 +116,21 @@ def command(args: Any, environ: Mapping[str, str] | None = None) -> int:
         )
         return 2
     env = os.environ if environ is None else environ
-    key = env.get(spec.defaults.api_key_env or "") or None
+    mine = endpoints.load_user_config(env).providers.get(spec.name, endpoints.UserProvider())
+    key = env.get(mine.api_key_env or spec.defaults.api_key_env or "") or None
     redaction.register(key)
+    base_url = getattr(args, "base_url", None)
+    try:
+        base_url = api_url(base_url) or mine.base_url
+    except ValueError as exc:
+        print(f"error: --base-url {base_url}: {exc}", file=sys.stderr)
+        return 2
     try:
         if getattr(args, "refresh", False):
             catalog = anyio.run(
                 lambda: refresh(
                     spec,
-                    base_url=getattr(args, "base_url", None),
+                    base_url=base_url,
                     api_key=key,
                     simulate=getattr(args, "simulate", False),
                 )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import anyio
 
-from pipeline import __version__, catalog, sim
+from pipeline import __version__, catalog, endpoints, sim
 from pipeline.errors import CheckpointError, LockedError, ManifestError, UsageError
 from pipeline.manifest import Manifest, load_manifest, print_warnings
 from pipeline.outputs import write_outputs
@@ -59,6 +59,10 @@ from pipeline.state import RunState, load_state
 from pipeline.summary import attention, render_table, status_json
 
 CHECKPOINT = "checkpoint.jsonl"
+TRUST_HELP = (
+    "obey the provider endpoints, key variables and storage endpoint this manifest sets "
+    "(by default only your config file and PIPELINE_* variables choose them)"
+)
 STRICT_HELP = "refuse models the built-in table and the cached catalog do not know"
 
 
@@ -71,10 +75,14 @@ exit codes:
 
 environment:
   VENICE_API_KEY, SEEDANCE2_API_KEY, NEWAPI_API_KEY, RELAYDANCE_API_KEY
-       provider keys (names can be changed with providers.<name>.api_key_env); never logged
+       provider keys (names can be changed with api_key_env in your config); never logged
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (or the store's own variables)
        object storage credentials, when the manifest has `storage` (an instance role is used
        only when AWS_METADATA_ENDPOINT is set: the metadata service is never probed otherwise)
+  PIPELINE_CONFIG  your config file (default ~/.config/pipeline/config.toml): provider
+       base_url and api_key_env, storage endpoint_url; a manifest's own are obeyed only
+       with --trust-endpoints or when they match yours
+  PIPELINE_<PROVIDER>_BASE_URL, PIPELINE_STORAGE_ENDPOINT_URL   the same, per variable
   XDG_CACHE_HOME   where `pipeline models --refresh` caches model catalogs (~/.cache)
 
 examples:
@@ -119,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
             "--max-usd", type=float, metavar="USD", help="spend limit (overrides budget.max_usd)"
         )
         p.add_argument("--strict", action="store_true", help=STRICT_HELP)
+        p.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
         p.add_argument(
             "--wait",
             type=float,
@@ -144,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     p_val = sub.add_parser("validate", help="check a manifest offline")
     p_val.add_argument("manifest", type=Path)
     p_val.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    p_val.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
     p_val.add_argument(
         "--preflight",
         action="store_true",
@@ -157,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p_cancel.add_argument(
         "--simulate", action="store_true", help="the run is a --simulate rehearsal"
     )
+    p_cancel.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
 
     p_adopt = sub.add_parser(
         "adopt", help="attach a job found on the provider's dashboard to a shot, then resume"
@@ -178,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     p_plan.add_argument("manifest", type=Path)
     p_plan.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="default: ./jobs")
     p_plan.add_argument("--simulate", action="store_true", help="quote from the simulators")
+    p_plan.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
     p_plan.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p_plan.add_argument("--max-usd", type=float, metavar="USD", help="compare with this budget")
     p_plan.add_argument("--strict", action="store_true", help=STRICT_HELP)
@@ -271,11 +283,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "models":
         return catalog.models_command(args, os.environ)
     if args.command == "validate":
-        return _validate(args.manifest, strict=args.strict, network=args.preflight)
+        return _validate(args)
     if args.command == "status":
         return _status(args.run_dir, as_json=args.json)
     if args.command == "cancel":
-        return _cancel(args.run_dir, args.shot, simulate=args.simulate)
+        return _cancel(args)
     if args.command == "sim":
         return anyio.run(_serve_simulators, args.host, args.port, args.latency)
     if args.command == "plan":
@@ -290,7 +302,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "repair":
         return _repair(args.run_dir, args.manifest)
     if args.command == "adopt":
-        manifest = _manifest_of(args.run_dir)
+        manifest = _trusted(_manifest_of(args.run_dir), args)
         anyio.run(
             partial(
                 adopt,
@@ -304,16 +316,34 @@ def _command(args: argparse.Namespace) -> int:
         print(f"{args.shot}: adopted job {args.job_id}; polling it now")
         return _run(manifest, args.run_dir, args)
     if args.command == "resume":
-        manifest = _manifest_of(args.run_dir)
+        manifest = _trusted(_manifest_of(args.run_dir), args)
         return _run(manifest, args.run_dir, args)
     manifest = load_manifest(args.manifest, strict=args.strict)
     print_warnings(manifest)
-    return _run(manifest, args.jobs_dir / manifest.name, args)
+    return _run(_trusted(manifest, args), args.jobs_dir / manifest.name, args)
 
 
-def _validate(path: Path, *, strict: bool = False, network: bool = False) -> int:
-    manifest = load_manifest(path, strict=strict)
+def _trusted(manifest: Manifest, args: argparse.Namespace) -> Manifest:
+    """``manifest`` with the endpoints and key variables the user chose or confirmed.
+
+    Raises:
+        ManifestError: the manifest asks for a host or variable the user did not confirm
+            (:mod:`pipeline.endpoints`); nothing has been sent.
+    """
+    return endpoints.check(
+        manifest,
+        endpoints.load_user_config(os.environ),
+        trust=args.trust_endpoints,
+        providers=not getattr(args, "simulate", False),
+        command=args.command,
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path, network = args.manifest, args.preflight
+    manifest = load_manifest(path, strict=args.strict)
     print_warnings(manifest)
+    manifest = _trusted(manifest, args)
     providers = sorted({s.provider for s in manifest.shots})
     print(
         f"{path}: ok: {len(manifest.shots)} shot(s) in {len(manifest.scenes)} scene(s); "
@@ -394,9 +424,10 @@ def _status(run_dir: Path, *, as_json: bool) -> int:
     return EXIT_OK if not attention(state) else 1
 
 
-def _cancel(run_dir: Path, shots: list[str] | None, *, simulate: bool) -> int:
-    manifest = _manifest_of(run_dir)
-    options = RunOptions(api_keys=_api_keys(manifest), simulate=simulate)
+def _cancel(args: argparse.Namespace) -> int:
+    run_dir, shots = args.run_dir, args.shot
+    manifest = _trusted(_manifest_of(run_dir), args)
+    options = RunOptions(api_keys=_api_keys(manifest), simulate=args.simulate)
     result = anyio.run(cancel, manifest, run_dir, options, frozenset(shots) if shots else None)
     print(render_table(result.state, [s.id for s in result.shots]))
     return EXIT_OK
@@ -454,6 +485,7 @@ def _outputs(run_dir: Path, manifest: Manifest, *, quiet: bool = False) -> int:
 def _plan(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest, strict=args.strict)
     print_warnings(manifest)
+    manifest = _trusted(manifest, args)
     options = RunOptions(api_keys=_api_keys(manifest))
 
     async def planned() -> Plan:
@@ -509,9 +541,14 @@ async def _serve_simulators(host: str, port: int, latency: float) -> int:
         for name, served in sorted(sims.items()):
             print(f"  {name:<11} {served.base_url}")
             hosts.append(served.base_url.split("/")[2])
-        print("\nmanifest settings to use them:\nproviders:")
+        print("\nin the shell that runs pipeline:")
         for name, served in sorted(sims.items()):
-            print(f"  {name}: {{base_url: '{served.base_url}', poll_min_s: 0.5}}")
+            spec = PROVIDERS[name].defaults
+            print(f"  export {endpoints.env_variable(name)}={served.base_url}")
+            print(f"  export {spec.api_key_env}={sim.SIM_KEY}")
+        print("\nin the manifest:\nproviders:")
+        for name in sorted(sims):
+            print(f"  {name}: {{poll_min_s: 0.5}}")
         print(f"downloads: {{allow_hosts: [{', '.join(hosts)}]}}")
         sys.stdout.flush()
         await anyio.sleep_forever()

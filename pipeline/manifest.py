@@ -146,6 +146,9 @@ class Manifest:
         providers: the manifest's per-provider settings (not merged with adapter defaults).
         warnings: problems that do not stop a run (e.g. a model the built-in table does not
             know, so some checks were skipped), each naming file, line and field.
+        setting_lines: line of each endpoint setting the manifest sets, by field path
+            (``providers.relaydance.base_url``, ``storage.endpoint_url``...), for
+            :mod:`pipeline.endpoints` to point at.
     """
 
     path: Path
@@ -158,6 +161,16 @@ class Manifest:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     spec: ManifestSpec | None = None
     warnings: tuple[ManifestIssue, ...] = ()
+    setting_lines: Mapping[str, int] = field(default_factory=dict)
+
+
+def _setting_lines(head: ManifestHead, lines: LineMap) -> dict[str, int]:
+    """Lines of the endpoint settings (base URLs, key variables, storage endpoint) in ``head``."""
+    locs: list[Loc] = [("storage", "endpoint_url")]
+    for name in head.providers:
+        locs += [("providers", name, "base_url"), ("providers", name, "api_key_env")]
+    found = {field_path(loc): lines.lines.get(loc) for loc in locs}
+    return {path: line for path, line in found.items() if line is not None}
 
 
 def print_warnings(manifest: Manifest, stream: TextIO | None = None) -> None:
@@ -461,4 +474,5 @@ def load_manifest(
         downloads=head.downloads,
         budget=head.budget,
         warnings=problems.warnings(),
+        setting_lines=_setting_lines(head, lines),
     )

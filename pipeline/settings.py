@@ -2,11 +2,14 @@
 
 These are pydantic models (frozen, ``extra="forbid"``) so a typo in the YAML is an error with its
 file and line, never a silently ignored key. Environment variables are *not* read here: the
-manifest names the variable (``api_key_env``) and only ``pipeline.cli`` reads it.
+manifest names the variable (``api_key_env``) and only ``pipeline.cli`` reads it, after
+:mod:`pipeline.endpoints` has checked that the user, not the manifest, chose it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
@@ -27,6 +30,59 @@ def _http_url(value: str | None) -> str | None:
         parts, host = None, None
     if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
         raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+#: Host names that are private by convention (RFC 6761, RFC 6762, RFC 8375, common LAN suffixes).
+PRIVATE_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.arpa")
+
+
+def is_private_host(host: str) -> bool:
+    """Whether plain HTTP may be used with ``host``: a host on the user's machine or network.
+
+    True for a loopback, private or link-local address, ``localhost``, a single-label name
+    (``gateway``) or a name under :data:`PRIVATE_SUFFIXES`.
+    """
+    host = host.lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(PRIVATE_SUFFIXES)
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def api_url(value: str | None) -> str | None:
+    """``value`` when it is an https:// URL, or an http:// URL to a private host (None passes).
+
+    API keys travel in a header; over plain HTTP any network hop reads them, so plain HTTP is
+    allowed only to a host on the user's own machine or network (:func:`is_private_host`).
+    """
+    checked = _http_url(value)
+    if checked is None:
+        return None
+    parts = urlsplit(checked)
+    if parts.scheme.lower() == "http" and not is_private_host(parts.hostname or ""):
+        raise ValueError(
+            "must be https:// (plain http:// only to a loopback or private host, e.g. "
+            "http://127.0.0.1:8000 or http://gateway.lan): a key sent over http can be read "
+            "on the way"
+        )
+    return checked
+
+
+_KEY_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:_API_KEY|_TOKEN)$")
+
+
+def key_variable(value: str | None) -> str | None:
+    """``value`` when it names an environment variable ending in ``_API_KEY`` or ``_TOKEN``.
+
+    So a manifest cannot have another secret (``AWS_SECRET_ACCESS_KEY``...) sent as an API key.
+    """
+    if value is not None and not _KEY_VARIABLE.match(value):
+        raise ValueError(
+            "must name an environment variable ending in _API_KEY or _TOKEN "
+            "(e.g. RELAYDANCE_API_KEY): other variables may hold secrets that are not API keys"
+        )
     return value
 
 
@@ -89,7 +145,8 @@ class ProviderSettings(_Frozen):
     request_timeout_s: PositiveFloat | None = None
     max_response_bytes: PositiveInt | None = None
 
-    check_base_url = field_validator("base_url")(_http_url)
+    check_base_url = field_validator("base_url")(api_url)
+    check_api_key_env = field_validator("api_key_env")(key_variable)
 
     def merged(self, defaults: ProviderSettings) -> ProviderSettings:
         """Return these settings with every unset field taken from ``defaults``."""
@@ -107,7 +164,7 @@ class StorageSettings(_Frozen):
     #: How long presigned URLs stay valid: a number with a unit s, m, h or d (``24h``).
     presign_ttl: str = Field(default="24h", pattern=r"^\s*\d+(?:\.\d+)?\s*[smhd]?\s*$")
 
-    check_endpoint_url = field_validator("endpoint_url")(_http_url)
+    check_endpoint_url = field_validator("endpoint_url")(api_url)
 
 
 class DownloadSettings(_Frozen):

@@ -21,6 +21,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The developer's own ``~/.config/pipeline`` and ``PIPELINE_*`` never reach a test."""
+    saved = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
+        del os.environ[name]
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _fast_retries() -> Iterator[None]:
     """Retries keep their attempt counts (capped at 5) but skip the backoff sleeps."""

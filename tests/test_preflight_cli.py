@@ -12,6 +12,7 @@ from tests.conftest import S3
 from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+TRUST = "--trust-endpoints"  # the manifests point the providers at loopback fakes
 
 
 def _dead_port() -> int:
@@ -40,7 +41,7 @@ def test_an_unreachable_provider_stops_the_run_at_once_with_nothing_paid(tmp_pat
     )
     env = _clean_env(VENICE_API_KEY="sk-canary-0123456789abcdef")
     began = time.monotonic()
-    res = cli("run", "m.yaml", "--no-progress", cwd=tmp_path, env=env)
+    res = cli("run", "m.yaml", "--no-progress", TRUST, cwd=tmp_path, env=env)
     took = time.monotonic() - began
     assert res.returncode == 2, res.stderr
     assert "preflight: 1 problem, not starting" in res.stderr
@@ -52,7 +53,7 @@ def test_an_unreachable_provider_stops_the_run_at_once_with_nothing_paid(tmp_pat
     assert not (tmp_path / "jobs" / "offline").exists()  # nothing written, nothing half-made
     print(f"unreachable provider: exit 2 after {took:.1f} s")
 
-    waited = cli("run", "m.yaml", "--no-progress", "--wait", "1", cwd=tmp_path, env=env)
+    waited = cli("run", "m.yaml", "--no-progress", "--wait", "1", TRUST, cwd=tmp_path, env=env)
     assert waited.returncode == 2
     assert "waiting for venice to answer" in waited.stderr
 
@@ -65,12 +66,12 @@ def test_missing_storage_credentials_are_named_by_validate_and_run(tmp_path: Pat
         + "scenes:\n  - id: a\n    shots:\n      - {id: s1, prompt: storm, image: storm.jpg}\n"
     )
     env = _clean_env()
-    assert cli("validate", "m.yaml", cwd=tmp_path, env=env).returncode == 0  # offline: fine
-    checked = cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    assert cli("validate", "m.yaml", TRUST, cwd=tmp_path, env=env).returncode == 0  # offline: fine
+    checked = cli("validate", "m.yaml", "--preflight", TRUST, cwd=tmp_path, env=env)
     assert checked.returncode == 2
     for res in (
         checked,
-        cli("run", "m.yaml", "--simulate", "--no-progress", cwd=tmp_path, env=env),
+        cli("run", "m.yaml", "--simulate", "--no-progress", TRUST, cwd=tmp_path, env=env),
     ):
         assert res.returncode == 2, res.stderr
         assert "storage (auth)" in res.stderr
@@ -81,6 +82,6 @@ def test_missing_storage_credentials_are_named_by_validate_and_run(tmp_path: Pat
     assert not (tmp_path / "jobs" / "nocreds").exists()
 
     env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    good = cli("validate", "m.yaml", "--preflight", cwd=tmp_path, env=env)
+    good = cli("validate", "m.yaml", "--preflight", TRUST, cwd=tmp_path, env=env)
     assert "storage" not in good.stderr  # only the provider's missing key is left
     assert "SEEDANCE2_API_KEY" in good.stderr

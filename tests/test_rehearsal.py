@@ -29,6 +29,7 @@ def test_provider_rehearsal_finishes_on_every_simulator(tmp_path: Path, s3: S3) 
     text = text.replace("http://127.0.0.1:9000", s3.endpoint)
     sample.write_text(text)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env["PIPELINE_STORAGE_ENDPOINT_URL"] = s3.endpoint  # confirms the sample's endpoint
     for name in ("VENICE_API_KEY", "SEEDANCE2_API_KEY", "NEWAPI_API_KEY", "RELAYDANCE_API_KEY"):
         env.pop(name, None)
     res = subprocess.run(

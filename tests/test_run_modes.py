@@ -100,12 +100,12 @@ def test_a_killed_rehearsal_resumed_for_real_sends_nothing(
     _venice_manifest(tmp_path / "m.yaml", base_url)
     env = _env(VENICE_API_KEY="sk-real-key-1234567890")
     for args in (["resume", str(run_dir)], ["run", "m.yaml"], ["adopt", str(run_dir), "a-s0", "j"]):
-        res = cli(*args, "--no-progress", cwd=tmp_path, env=env)
+        res = cli(*args, "--no-progress", "--trust-endpoints", cwd=tmp_path, env=env)
         assert res.returncode == 2, res.stderr
         assert "is a rehearsal (started with --simulate)" in res.stderr
         assert "--jobs-dir" in res.stderr
         assert "Traceback" not in res.stderr
-    res = cli("cancel", str(run_dir), cwd=tmp_path, env=env)
+    res = cli("cancel", str(run_dir), "--trust-endpoints", cwd=tmp_path, env=env)
     assert res.returncode == 2, res.stderr
     assert hits == []  # not one request reached the "real" provider
     assert (run_dir / "checkpoint.jsonl").read_bytes() == before  # and nothing was written

@@ -63,7 +63,15 @@ def _kill_loop(args: list[str], cwd: Path, env: dict[str, str] | None, seed: int
 
 def _finish(run_dir: Path, cwd: Path, env: dict[str, str] | None) -> int:
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline", "resume", str(run_dir), "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "resume",
+            str(run_dir),
+            "--no-progress",
+            "--trust-endpoints",
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -182,7 +190,7 @@ def test_r01_kill9_fifty_times_with_a_provider_that_cannot(
 ) -> None:
     _sim_manifest(tmp_path / "kill.yaml", standing_sim, "killsim", SHOTS)
     env = _sim_env()
-    _kill_loop(["run", "kill.yaml", "--no-progress"], tmp_path, env, seed=2)
+    _kill_loop(["run", "kill.yaml", "--no-progress", "--trust-endpoints"], tmp_path, env, seed=2)
     run_dir = tmp_path / "jobs" / "killsim"
     assert _finish(run_dir, tmp_path, env) in (0, 1)  # 1: some shots need the user
     states = _check_files(run_dir)
@@ -210,8 +218,10 @@ def test_r05_file_size_limit_is_fail_stop_and_the_next_run_finishes(
 ) -> None:
     _sim_manifest(tmp_path / "full.yaml", standing_sim, "diskfull", 12)
     env = _sim_env()
+    command = [sys.executable, "-m", "pipeline", "run", "full.yaml", "--no-progress"]
+    command.append("--trust-endpoints")  # the manifest points at the standing simulator
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "full.yaml", "--no-progress"],
+        command,
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -232,7 +242,7 @@ def test_r05_file_size_limit_is_fail_stop_and_the_next_run_finishes(
     assert set(charged) <= intents  # no paid call without a durable intent
     assert len(intents) < 12  # it stopped submitting
     again = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "full.yaml", "--no-progress"],
+        command,
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -110,7 +110,7 @@ def test_r20_an_echoed_key_reaches_no_file_log_or_output(tmp_path: Path, hostile
         "      - {id: fails, prompt: a harbor}\n"
         "      - {id: refused, prompt: please refuse}\n"
     )
-    run = _cli("run", "m.yaml", "--no-progress", "-v", cwd=tmp_path)
+    run = _cli("run", "m.yaml", "--no-progress", "-v", "--trust-endpoints", cwd=tmp_path)
     assert run.returncode == 1, run.stderr  # both shots failed, as the provider said
     run_dir = tmp_path / "jobs" / "echo"
     status = _cli("status", str(run_dir), cwd=tmp_path)

@@ -63,7 +63,16 @@ async def test_r12_api_key_and_signed_urls_appear_nowhere_but_the_checkpoint(
             "RELAYDANCE_API_KEY": key,
             "NEWAPI_API_KEY": key,
         }
-        command = [sys.executable, "-m", "pipeline", "run", "m.yaml", "-v", "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "m.yaml",
+            "-v",
+            "--no-progress",
+            "--trust-endpoints",
+        ]
         res = await anyio.run_process(command, cwd=tmp_path, env=env, check=False)
         run_dir = tmp_path / "jobs" / "canary"
         status = await anyio.run_process(
