@@ -18,7 +18,7 @@ from types import MappingProxyType
 from pipeline.errors import JobFailed
 from pipeline.models import Download, JobHandle, JobStatus, MediaRef, ModelCaps, PollResult, Shot
 from pipeline.providers.base import ProviderContext, ProviderSpec
-from pipeline.render import tiny_mp4
+from pipeline.render.clips import tiny_mp4
 from pipeline.settings import ProviderSettings
 
 #: A real 5 s H.264 clip (160 px, 6 fps, a few kB): every fetched video is demuxed and its

@@ -19,7 +19,8 @@ Scenarios:
   replay        loading and replaying a 1,000,000-event checkpoint: seconds
   download      1 GB over loopback: our verified, hashed, fsynced download vs a plain aiohttp
                 read loop, throughput ratio and peak RSS
-  video_check   the playability check (pipeline.playable) of a ~260 MB high-bitrate H.264 MP4
+  video_check   the playability check (pipeline.transfer.playable) of a ~260 MB high-bitrate H.264
+  MP4
                 (130 MB with --quick): seconds per GB, and as a ratio to writing + hashing +
                 fsyncing the same file (write_verified without the check)
 """
@@ -82,8 +83,8 @@ async def _ours(
     where: str | None = None,
 ) -> dict[str, Any]:
     from benchmarks.bench_provider import BenchService, bench_spec
-    from pipeline.manifest import load_manifest
-    from pipeline.runner import RunOptions, execute
+    from pipeline.engine.runner import RunOptions, execute
+    from pipeline.manifest.loader import load_manifest
     from pipeline.settings import ProviderSettings
 
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-", dir=where) as tmp:
@@ -264,7 +265,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
     """
     import anyio
 
-    from pipeline.checkpoint import Record, encode
+    from pipeline.journal.checkpoint import Record, encode
     from pipeline.models import Event
 
     n = 1_000_000
@@ -275,9 +276,9 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
     child = (
         "import json, sys, time\n"
         "from pathlib import Path\n"
-        "from pipeline.checkpoint import load\n"
-        "from pipeline.snapshot import open_state, write_snapshot\n"
-        "from pipeline.state import RunState, folder\n"
+        "from pipeline.journal.checkpoint import load\n"
+        "from pipeline.journal.snapshot import open_state, write_snapshot\n"
+        "from pipeline.journal.state import RunState, folder\n"
         "path = Path(sys.argv[1])\n"
         "cpu0, t0 = time.process_time(), time.monotonic()\n"
         "if sys.argv[2] == 'cold':\n"
@@ -351,9 +352,9 @@ async def scenario_download(quick: bool) -> dict[str, Any]:
     import aiohttp
     from aiohttp import web
 
-    from pipeline.download import write_verified
     from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
     from pipeline.sim.common import serve
+    from pipeline.transfer.download import write_verified
 
     size = (256 if quick else 1024) * 1024 * 1024
     block = b"\x00\x00\x00\x18ftypisom" + b"\x00" * (1024 * 1024 - 12)
@@ -422,7 +423,7 @@ async def scenario_manifest(quick: bool) -> dict[str, Any]:
         "def hwm():\n"
         "    status = Path('/proc/self/status').read_text().split('VmHWM:')[1]\n"
         "    return int(status.split()[0]) / 1024\n"
-        "from pipeline.manifest import load_manifest\n"
+        "from pipeline.manifest.loader import load_manifest\n"
         "base = hwm()\n"
         "cpu0, t0 = time.process_time(), time.monotonic()\n"
         "m = load_manifest(sys.argv[1])\n"
@@ -484,7 +485,7 @@ async def scenario_video_check(quick: bool) -> dict[str, Any]:
     """The playability check's cost per GB, next to writing + hashing the same file.
 
     ``write_hash_s``: write_verified without the check (read from the page cache, hashed,
-    written, fsynced); ``check_s``: pipeline.playable.check of the written file in a worker
+    written, fsynced); ``check_s``: pipeline.transfer.playable.check of the written file in a worker
     thread, as the runner runs it (demux every packet, decode the first frame and the last
     group of pictures); ``demux_s``: the demuxing part alone; ``with_check_s``: write_verified
     with the check (``expect``), end to end.
@@ -492,9 +493,9 @@ async def scenario_video_check(quick: bool) -> dict[str, Any]:
     import anyio
     import av
 
-    from pipeline import playable
-    from pipeline.download import write_verified
     from pipeline.models import Download
+    from pipeline.transfer import playable
+    from pipeline.transfer.download import write_verified
 
     fps, frames, gop = 24, (240 if quick else 480), 250
     expected = playable.Expected(frames / fps, "bench")

@@ -210,7 +210,7 @@ class Download:
     """A byte stream of a finished video, yielded by ``Provider.fetch``.
 
     ``size`` is the announced length (Content-Length) or None; ``content_type`` the announced
-    type. The consumer (``pipeline.download``) enforces the size cap, hashes and verifies.
+    type. The consumer (``pipeline.transfer.download``) enforces the size cap, hashes and verifies.
     """
 
     chunks: AsyncIterator[bytes]

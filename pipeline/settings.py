@@ -2,8 +2,8 @@
 
 These are pydantic models (frozen, ``extra="forbid"``) so a typo in the YAML is an error with its
 file and line, never a silently ignored key. Environment variables are *not* read here: the
-manifest names the variable (``api_key_env``) and only ``pipeline.cli`` reads it, after
-:mod:`pipeline.endpoints` has checked that the user, not the manifest, chose it.
+manifest names the variable (``api_key_env``) and only ``pipeline.cli.main`` reads it, after
+:mod:`pipeline.cli.endpoints` has checked that the user, not the manifest, chose it.
 """
 
 from __future__ import annotations

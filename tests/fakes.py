@@ -30,7 +30,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
-from pipeline.render import tiny_mp4
+from pipeline.render.clips import tiny_mp4
 from pipeline.settings import ProviderSettings
 
 #: Seconds of the fake's clips unless a shot asks for another duration (the tests' manifests).

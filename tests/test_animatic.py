@@ -1,4 +1,4 @@
-"""Storyboard outputs on a real run: the animatic (pipeline.animatic) and the contact sheet.
+"""Storyboard outputs on a real run: the animatic (pipeline.outputs.animatic) and the contact sheet.
 
 One run of the local provider (real H.264 clips at 16:9, 9:16 and 21:9, a shot with two takes)
 is shared by the module; a shot added to the manifest afterwards was never run (pending).
@@ -16,20 +16,20 @@ import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from pipeline.animatic import expected_frames, plan_animatic, write_animatic
-from pipeline.checkpoint import FILE, load
-from pipeline.contact_sheet import (
+from pipeline.engine.runner import RunOptions, execute
+from pipeline.journal.checkpoint import FILE, load
+from pipeline.journal.state import RunState, ShotRecord, replay
+from pipeline.manifest.loader import Manifest, load_manifest
+from pipeline.models import ShotState
+from pipeline.outputs.animatic import expected_frames, plan_animatic, write_animatic
+from pipeline.outputs.contact_sheet import (
     ACCENT,
     BACKGROUND,
     MISSING_FILL,
     sheet_layout,
     write_contact_sheet,
 )
-from pipeline.manifest import Manifest, load_manifest
-from pipeline.models import ShotState
-from pipeline.render import ClipSpec, probe, render_clip
-from pipeline.runner import RunOptions, execute
-from pipeline.state import RunState, ShotRecord, replay
+from pipeline.render.clips import ClipSpec, probe, render_clip
 
 MANIFEST = """\
 version: 1

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import catalog
-from pipeline.cli import main
-from pipeline.manifest import load_manifest
-from pipeline.providers import PROVIDERS
+from pipeline.cli.main import main
+from pipeline.manifest.loader import load_manifest
+from pipeline.providers import PROVIDERS, catalog
 
 KEY = "sk-test-secret-123456"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import FILE, Checkpoint, encode, load, parse
 from pipeline.errors import CheckpointError, LockedError
+from pipeline.journal.checkpoint import FILE, Checkpoint, encode, load, parse
+from pipeline.journal.state import replay
 from pipeline.models import Event, ShotState
-from pipeline.state import replay
 
 
 async def write_log(run_dir: Path, shots: int = 4) -> list[int]:
@@ -180,7 +180,7 @@ async def test_short_write_is_a_torn_record_and_fail_stop(
 
 
 def test_encode_refuses_reserved_fields() -> None:
-    from pipeline.checkpoint import Record
+    from pipeline.journal.checkpoint import Record
 
     with pytest.raises(ValueError, match="reserved"):
         encode(Record(seq=1, ts="t", ev=Event.STATUS, shot="s", data={"seq": 5}))

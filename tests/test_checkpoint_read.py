@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import checkpoint_log
-from pipeline.checkpoint_log import (
+from pipeline.errors import CheckpointError
+from pipeline.journal import lines as checkpoint_log
+from pipeline.journal.lines import (
     FILE,
     Fold,
     Loaded,
@@ -26,9 +27,8 @@ from pipeline.checkpoint_log import (
     load,
     parse,
 )
-from pipeline.errors import CheckpointError
+from pipeline.journal.state import RunState, folder, replay
 from pipeline.models import Event
-from pipeline.state import RunState, folder, replay
 
 TS = "2026-11-20T10:00:00.000Z"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline.checkpoint import FILE, Checkpoint, load
 from pipeline.errors import CheckpointError
+from pipeline.journal.checkpoint import FILE, Checkpoint, load
 from pipeline.models import Event
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.animatic import expected_frames
-from pipeline.checkpoint import load
-from pipeline.manifest import load_manifest
-from pipeline.render import probe
-from pipeline.state import replay
+from pipeline.journal.checkpoint import load
+from pipeline.journal.state import replay
+from pipeline.manifest.loader import load_manifest
+from pipeline.outputs.animatic import expected_frames
+from pipeline.render.clips import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

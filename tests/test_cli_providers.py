@@ -12,12 +12,12 @@ from pathlib import Path
 import anyio
 
 from pipeline import sim
-from pipeline.checkpoint import FILE, load
-from pipeline.manifest import load_manifest
+from pipeline.engine.runner import RunOptions, cancel, execute
+from pipeline.journal.checkpoint import FILE, load
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event, ShotState
-from pipeline.runner import RunOptions, cancel, execute
-from pipeline.sim import seedance2 as seedance2_sim
 from pipeline.sim.common import LEDGER, SimConfig
+from pipeline.sim.seedance2 import app as seedance2_sim
 
 
 def _submitted(run_dir: Path) -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.manifest import load_manifest
-from pipeline.state import load_state
+from pipeline.cli.main import main
+from pipeline.journal.state import load_state
+from pipeline.manifest.loader import load_manifest
 from tests.conftest import tiny_png
 
 VENICE = """
@@ -236,7 +236,9 @@ def test_documented_examples_run_on_the_simulators(
 
 def test_a_shot_without_audio_sends_no_audio_field(tmp_path: Path) -> None:
     from pipeline.models import MediaRef, MediaRole
-    from pipeline.providers import newapi_codec, relaydance_codec, venice_codec
+    from pipeline.providers.newapi import codec as newapi_codec
+    from pipeline.providers.relaydance import codec as relaydance_codec
+    from pipeline.providers.venice import codec as venice_codec
 
     venice = {s.id: s for s in load_manifest(_manifest(tmp_path, "venice")).shots}
     assert "audio" not in venice_codec.build_submit(venice["venice-fast-t2v"], [])

@@ -1,4 +1,4 @@
-"""pipeline.download.write_verified: the one-hop path of small bodies, the write-behind thread of
+"""transfer.download.write_verified: the one-hop path of small bodies, the write-behind thread of
 large ones (bounded memory, early writeback, errors, cancellation), the part-file checks, and the
 playability check of both paths (``expect``)."""
 
@@ -17,11 +17,12 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline import download, fsutil
-from pipeline.download import write_verified
+from pipeline._util import fsutil
 from pipeline.errors import FetchError
 from pipeline.models import Artifact, Download
-from pipeline.playable import Expected, UnplayableVideo
+from pipeline.transfer import download
+from pipeline.transfer.download import write_verified
+from pipeline.transfer.playable import Expected, UnplayableVideo
 from tests.fakes import clip, padded
 
 #: What the fake's shots ask: 2 s, the default tolerance.

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ManifestError
-from pipeline.manifest import load_manifest
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import MediaRole
 
 HEAD = "version: 1\nname: t\n"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ManifestError
-from pipeline.manifest import load_manifest, read_yaml
+from pipeline.manifest.loader import load_manifest, read_yaml
 
 H = "version: 1\nname: t\n"
 SHOT = "scenes:\n  - id: a\n    shots:\n      - id: s1\n        prompt: hi\n"
@@ -70,7 +70,8 @@ RARE = {
     "tab": H + "scenes:\n\t- id: a\n",
 }
 ALL = {**FAST, **RARE}
-#: Valid YAML the manifest reader refuses on purpose (see ``pipeline.yaml_reader``), by message.
+#: Valid YAML the manifest reader refuses on purpose (see ``pipeline.manifest.yaml_reader``), by
+#: message.
 REFUSED = {"recursive alias": "not valid YAML: recursive alias"}
 
 

@@ -37,14 +37,14 @@ from pipeline.models import (
 )
 from pipeline.providers.base import ProviderContext
 from pipeline.providers.http import ApiResponse
-from pipeline.providers.newapi import (
+from pipeline.providers.newapi.adapter import (
     SPEC,
     NewApiProvider,
     check,
     gateway_root,
     request_error,
 )
-from pipeline.providers.newapi_codec import (
+from pipeline.providers.newapi.codec import (
     MODELS,
     STATUSES,
     CodecError,
@@ -55,10 +55,10 @@ from pipeline.providers.newapi_codec import (
     parse_status,
     parse_submit,
 )
-from pipeline.render import probe
+from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
-from pipeline.sim.newapi import QueryShape, make_app
-from pipeline.upload import INLINE, MediaResolver
+from pipeline.sim.newapi.app import QueryShape, make_app
+from pipeline.transfer.upload import INLINE, MediaResolver
 from tests import provider_helpers
 from tests.provider_helpers import (
     SUBMIT_FAULTS,

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from pipeline import sim
+from pipeline.engine.preflight import PreflightProblem, preflight, render_problems
 from pipeline.errors import NotSent, Rejected
-from pipeline.manifest import Manifest, load_manifest
+from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.models import Asset, MediaRole
-from pipeline.preflight import PreflightProblem, preflight, render_problems
 from pipeline.settings import StorageSettings
 from pipeline.sim.common import LEDGER
-from pipeline.storage import ObjectStorage, StorageError
-from pipeline.upload import UPLOAD, MediaResolver
+from pipeline.transfer.storage import ObjectStorage, StorageError
+from pipeline.transfer.upload import UPLOAD, MediaResolver
 from tests.conftest import S3, tiny_png
 
 NAMES = ("newapi", "relaydance", "seedance2", "venice")

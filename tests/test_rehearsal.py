@@ -11,11 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline import sim
-from pipeline.manifest import load_manifest
-from pipeline.render import probe
-from pipeline.runner import RunOptions, execute
-from pipeline.sim import venice as venice_sim
+from pipeline.engine.runner import RunOptions, execute
+from pipeline.manifest.loader import load_manifest
+from pipeline.render.clips import probe
 from pipeline.sim.common import LEDGER, SimConfig
+from pipeline.sim.venice import app as venice_sim
 from tests.conftest import S3
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
 from pipeline.models import Asset, JobHandle, JobStatus, MediaRef, MediaRole, PollResult, Shot
-from pipeline.providers.relaydance import SPEC, RelayDanceProvider
-from pipeline.providers.relaydance_codec import (
+from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
+from pipeline.providers.relaydance.codec import (
     STATUS_SYNONYMS,
     CodecError,
     build_submit,
@@ -31,11 +31,11 @@ from pipeline.providers.relaydance_codec import (
     parse_status,
     parse_submit,
 )
-from pipeline.render import probe
+from pipeline.render.clips import probe
 from pipeline.settings import Price
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
-from pipeline.sim.relaydance import BASE_PATH, STATE, make_app
-from pipeline.upload import INLINE, MediaResolver
+from pipeline.sim.relaydance.app import BASE_PATH, STATE, make_app
+from pipeline.transfer.upload import INLINE, MediaResolver
 from tests.provider_helpers import (
     SUBMIT_FAULTS,
     assert_refuses_use,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.checkpoint import load
-from pipeline.manifest import Manifest, load_manifest
+from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, RunResult, execute
+from pipeline.journal.checkpoint import load
+from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.models import ShotState
 from pipeline.providers.base import ProviderSpec
-from pipeline.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, RunResult, execute
 from tests.fakes import FakeService, fake_spec, video
 
 

@@ -32,12 +32,12 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers import seedance2_codec as codec
 from pipeline.providers.base import ProviderContext, SupportsCancel
-from pipeline.providers.seedance2 import SPEC, Seedance2Provider
-from pipeline.render import probe
-from pipeline.sim import seedance2 as sim
+from pipeline.providers.seedance2 import codec
+from pipeline.providers.seedance2.adapter import SPEC, Seedance2Provider
+from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
+from pipeline.sim.seedance2 import app as sim
 from tests import provider_helpers
 from tests.provider_helpers import (
     assert_refuses_use,

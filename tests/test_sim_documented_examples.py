@@ -24,8 +24,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.sim import newapi, relaydance, seedance2, venice
 from pipeline.sim.common import LEDGER, SimConfig
+from pipeline.sim.newapi import app as newapi
+from pipeline.sim.relaydance import app as relaydance
+from pipeline.sim.seedance2 import app as seedance2
+from pipeline.sim.venice import app as venice
 
 KEY = "sim-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

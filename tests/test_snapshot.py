@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import snapshot
-from pipeline.checkpoint import FILE, Checkpoint, Record, encode, load
+from pipeline.engine.runner import EXIT_OK
 from pipeline.errors import CheckpointError
+from pipeline.journal import snapshot
+from pipeline.journal.checkpoint import FILE, Checkpoint, Record, encode, load
+from pipeline.journal.snapshot import open_state, prefix_into, read_snapshot, write_snapshot
+from pipeline.journal.state import RunState, apply, folder, load_state, replay
 from pipeline.models import Event
-from pipeline.runner import EXIT_OK
-from pipeline.snapshot import open_state, prefix_into, read_snapshot, write_snapshot
-from pipeline.state import RunState, apply, folder, load_state, replay
 from tests.fakes import FakeService
 from tests.test_runner import run, run_dir_of, write_manifest
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.checkpoint import Record
+from pipeline.journal.checkpoint import Record
+from pipeline.journal.state import RunState, apply, folder, replay
 from pipeline.models import Event, ShotState
-from pipeline.state import RunState, apply, folder, replay
 
 
 def random_records(rng: random.Random, n: int) -> list[Record]:

@@ -22,14 +22,14 @@ import av
 import pytest
 from PIL import Image
 
-from pipeline.checkpoint import load
-from pipeline.manifest import Manifest, load_manifest
+from pipeline.engine.runner import RunOptions, execute
+from pipeline.journal.checkpoint import load
+from pipeline.journal.state import RunState, replay
+from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.models import ShotState
-from pipeline.posters import POSTERS, ensure_posters, poster_frame
-from pipeline.render import probe
-from pipeline.runner import RunOptions, execute
-from pipeline.state import RunState, replay
-from pipeline.storyboard import PAGE, write_storyboard
+from pipeline.outputs.posters import POSTERS, ensure_posters, poster_frame
+from pipeline.outputs.storyboard import PAGE, write_storyboard
+from pipeline.render.clips import probe
 
 EVIL = "Wide <script>alert('x')</script> & \"quotes\" </article>"
 MANIFEST = """\

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import FILE, encode, parse
+from pipeline.engine.runner import EXIT_OK, RunOptions, RunResult, execute
 from pipeline.errors import ManifestError
-from pipeline.manifest import load_manifest
+from pipeline.journal.checkpoint import FILE, encode, parse
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event
 from pipeline.providers.base import MediaPolicy, ProviderSpec
-from pipeline.runner import EXIT_OK, RunOptions, RunResult, execute
 from tests.conftest import S3, tiny_png
 from tests.fakes import FakeService, fake_spec
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from pipeline.download import write_verified
 from pipeline.errors import Ambiguous
 from pipeline.models import Artifact
 from pipeline.providers.urlfetch import CHUNK, UrlFetcher, UrlPolicy
 from pipeline.sim.common import serve
+from pipeline.transfer.download import write_verified
 
 BODY = random.Random(5).randbytes(3 * CHUNK + 12345)
 

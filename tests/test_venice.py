@@ -36,11 +36,11 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers import venice as venice_mod
 from pipeline.providers.base import SupportsCleanup, SupportsQuote
 from pipeline.providers.http import ApiResponse
-from pipeline.providers.venice import SPEC, VeniceProvider
-from pipeline.providers.venice_codec import (
+from pipeline.providers.venice import adapter as venice_mod
+from pipeline.providers.venice.adapter import SPEC, VeniceProvider
+from pipeline.providers.venice.codec import (
     CONSENT_FIELDS,
     MODELS,
     PRIVATE_MODELS,
@@ -58,10 +58,10 @@ from pipeline.providers.venice_codec import (
     parse_status,
     with_consent,
 )
-from pipeline.render import probe
+from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
-from pipeline.sim.venice import BASE_PATH, STATE, make_app
-from pipeline.upload import INLINE, MediaResolver
+from pipeline.sim.venice.app import BASE_PATH, STATE, make_app
+from pipeline.transfer.upload import INLINE, MediaResolver
 from tests import provider_helpers
 from tests.provider_helpers import assert_refuses_use, load_json, served_adapter
 

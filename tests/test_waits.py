@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runner
+from pipeline.engine import runner
+from pipeline.engine.runner import RunOptions, execute
 from pipeline.models import Shot, ShotState
-from pipeline.runner import RunOptions, execute
 from pipeline.settings import ProviderSettings
 from tests.fakes import FakeService, fake_spec
 from tests.test_runner import manifest_for, write_manifest

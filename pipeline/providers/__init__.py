@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from pipeline.providers.base import ProviderSpec
-from pipeline.providers.local import SPEC as LOCAL
-from pipeline.providers.newapi import SPEC as NEWAPI
-from pipeline.providers.relaydance import SPEC as RELAYDANCE
-from pipeline.providers.seedance2 import SPEC as SEEDANCE2
-from pipeline.providers.venice import SPEC as VENICE
+from pipeline.providers.local.adapter import SPEC as LOCAL
+from pipeline.providers.newapi.adapter import SPEC as NEWAPI
+from pipeline.providers.relaydance.adapter import SPEC as RELAYDANCE
+from pipeline.providers.seedance2.adapter import SPEC as SEEDANCE2
+from pipeline.providers.venice.adapter import SPEC as VENICE
 
 PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
     {spec.name: spec for spec in (LOCAL, VENICE, SEEDANCE2, NEWAPI, RELAYDANCE)}

@@ -91,7 +91,7 @@ class Provider(Protocol):
         ...
 
     def fetch(self, job: JobHandle, result: PollResult) -> AbstractAsyncContextManager[Download]:
-        """Open the finished video as a byte stream; ``pipeline.download`` writes and verifies it.
+        """Open the finished video as a byte stream; ``transfer.download`` writes and verifies it.
 
         Raises:
             FetchError: the URL expired (``expired=True``: poll again for a fresh one) or the

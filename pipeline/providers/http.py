@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import aiohttp
 
-from pipeline import redaction
+from pipeline._util import redaction
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
 from pipeline.settings import DownloadSettings, ProviderSettings
 
@@ -159,7 +159,7 @@ def bounded_response(limits: HttpLimits, provider: str) -> type[BoundedResponse]
 
 
 def redact(text: str) -> str:
-    """``text`` safe for messages: :func:`pipeline.redaction.redact`, and more.
+    """``text`` safe for messages: :func:`pipeline._util.redaction.redact`, and more.
 
     Besides registered secrets, credentials and URL query strings, any token-like word after
     "bearer" or "key" is masked (provider error texts sometimes quote them).

@@ -18,8 +18,11 @@ from types import MappingProxyType
 
 from aiohttp import web
 
-from pipeline.sim import newapi, relaydance, seedance2, venice
 from pipeline.sim.common import SimConfig, serve
+from pipeline.sim.newapi import app as newapi
+from pipeline.sim.relaydance import app as relaydance
+from pipeline.sim.seedance2 import app as seedance2
+from pipeline.sim.venice import app as venice
 
 #: The key every simulator accepts in ``--simulate`` mode (not a secret).
 SIM_KEY = "sim-key"

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from pipeline.media import sniff
-from pipeline.render import tiny_mp4
+from pipeline.manifest.media import sniff
+from pipeline.render.clips import tiny_mp4
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import sim
-from pipeline.manifest import Manifest, load_manifest
-from pipeline.runner import RunOptions, RunResult, execute
+from pipeline.engine.runner import RunOptions, RunResult, execute
+from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.sim import RunningSim
 
 FAST_POLLING = {"poll_min_s": 0.05, "poll_max_s": 0.2}

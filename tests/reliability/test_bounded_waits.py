@@ -20,16 +20,16 @@ import anyio
 import pytest
 from aiohttp import web
 
-from pipeline import retry
+from pipeline.engine import retry
+from pipeline.engine.guarded import GuardedCalls
+from pipeline.engine.limits import CallKind, PausedPastDeadline, ProviderGate
+from pipeline.engine.runner import RunOptions
 from pipeline.errors import Ambiguous, FetchError, RateLimited
-from pipeline.guarded import GuardedCalls
-from pipeline.limits import CallKind, PausedPastDeadline, ProviderGate
 from pipeline.models import JobHandle, ShotState
 from pipeline.providers.base import ProviderContext
 from pipeline.providers.http import HttpLimits
-from pipeline.providers.relaydance import SPEC, RelayDanceProvider
+from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
 from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
-from pipeline.runner import RunOptions
 from pipeline.settings import DownloadSettings
 from pipeline.sim.common import serve
 from tests.provider_helpers import make_shot
@@ -175,7 +175,7 @@ async def test_a_huge_retry_after_is_clamped_to_the_cap_and_logged_once(
 
         gate.pause = spy  # type: ignore[method-assign]
         calls = GuardedCalls(provider, gate)
-        with caplog.at_level(logging.WARNING, logger="pipeline.limits"):
+        with caplog.at_level(logging.WARNING, logger="pipeline.engine.limits"):
             with anyio.fail_after(HANG_GUARD_S):
                 handle = await submit(provider, calls)
     assert handle.job_id == "t2"

@@ -27,12 +27,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import sim
-from pipeline.checkpoint import FILE, load, parse
+from pipeline.engine.runner import RunOptions, execute
 from pipeline.errors import CheckpointError
-from pipeline.manifest import load_manifest
+from pipeline.journal.checkpoint import FILE, load, parse
+from pipeline.journal.state import replay
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event, ShotState
-from pipeline.runner import RunOptions, execute
-from pipeline.state import replay
 from tests.fakes import FakeService, fake_spec
 
 SHOTS = 20

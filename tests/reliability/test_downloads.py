@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 
 from pipeline import sim
+from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, execute
 from pipeline.errors import FetchError, NotSent
-from pipeline.manifest import load_manifest
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
 from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
-from pipeline.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, execute
-from pipeline.sim import seedance2 as seedance2_sim
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
+from pipeline.sim.seedance2 import app as seedance2_sim
 from tests.fakes import FakeService, clip, fake_spec, padded
 from tests.reliability.harness import manifest, options_for, run
 
@@ -226,7 +226,7 @@ async def test_r15_caps_hold_on_declared_streamed_and_decoded_sizes(tmp_path: Pa
     app.router.add_get("/declared.mp4", declared)
     app.router.add_get("/streamed.mp4", streamed)
     app.router.add_get("/gzipped.mp4", gzipped)
-    from pipeline.download import write_verified
+    from pipeline.transfer.download import write_verified
 
     async with serve(app) as origin:
         host = origin.split("//")[1]
@@ -252,9 +252,9 @@ async def test_r15_caps_hold_on_declared_streamed_and_decoded_sizes(tmp_path: Pa
 
 
 async def test_r06_large_bodies_are_hashed_and_written_in_order(tmp_path: Path) -> None:
-    from pipeline.download import write_verified
     from pipeline.models import Artifact, Download
-    from pipeline.playable import Expected
+    from pipeline.transfer.download import write_verified
+    from pipeline.transfer.playable import Expected
 
     # a real 2 s clip grown by a ``free`` box of noise: large, and still a playable video
     body = padded(clip(2), 13 * 1024 * 1024 + 17, seed=3)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import sim
+from pipeline.engine.runner import EXIT_OK, RunOptions, RunResult, execute
 from pipeline.errors import Ambiguous
-from pipeline.manifest import load_manifest
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
-from pipeline.runner import EXIT_OK, RunOptions, RunResult, execute
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from tests.fakes import FakeService, fake_spec
 from tests.reliability.harness import manifest, options_for, run

@@ -1,6 +1,6 @@
 """Only playable videos are ``done``: a hostile provider serving truncated, garbage and
 wrong-length MP4s. An unplayable result is fetched again (free) up to the retry limit, then the
-shot fails ``download_rejected``; it is never resubmitted (pipeline.playable)."""
+shot fails ``download_rejected``; it is never resubmitted (pipeline.transfer.playable)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import playable, retry
-from pipeline.manifest import load_manifest
+from pipeline.engine import retry
+from pipeline.engine.runner import RunOptions, RunResult, execute
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
-from pipeline.playable import Expected, Tolerance, UnplayableVideo
-from pipeline.runner import RunOptions, RunResult, execute
+from pipeline.transfer import playable
+from pipeline.transfer.playable import Expected, Tolerance, UnplayableVideo
 from tests.fakes import FakeService, clip, fake_spec, video
 
 #: Fetches of one shot before it fails: the fetch retry loop's attempts (no resubmit).

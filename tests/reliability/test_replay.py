@@ -14,12 +14,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pipeline.checkpoint import FILE, Checkpoint, Record, load, parse
-from pipeline.manifest import load_manifest
+from pipeline.engine.runner import RunOptions, execute
+from pipeline.journal.checkpoint import FILE, Checkpoint, Record, load, parse
+from pipeline.journal.state import replay
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event, ShotState
-from pipeline.runner import RunOptions, execute
-from pipeline.state import replay
-from pipeline.summary import status_json
+from pipeline.outputs.summary import status_json
 from tests.fakes import FakeService, fake_spec
 
 GOLDEN = Path(__file__).parent.parent / "data" / "golden"

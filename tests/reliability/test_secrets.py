@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import sim
+from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.stages import output_path
 from pipeline.errors import ManifestError
-from pipeline.manifest import load_manifest
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
-from pipeline.runner import RunOptions, execute
 from pipeline.sim.common import FAULTS, Fault, FaultKind, SimConfig
-from pipeline.stages import output_path
 from tests.fakes import FakeService, fake_spec
 
 

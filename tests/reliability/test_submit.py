@@ -10,12 +10,12 @@ import anyio
 import stamina
 
 from pipeline import sim
-from pipeline.checkpoint import FILE, load
+from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, adopt, execute
 from pipeline.errors import NotSent
-from pipeline.manifest import load_manifest
+from pipeline.journal.checkpoint import FILE, load
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event, ShotState
 from pipeline.providers.http import ApiClient
-from pipeline.runner import EXIT_ATTENTION, EXIT_OK, adopt, execute
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
 from tests.reliability.harness import manifest, options_for, run
 

@@ -1,0 +1,1 @@
+"""Small private helpers: file replacement and fsync, GC pauses, secret redaction."""

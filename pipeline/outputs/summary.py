@@ -1,0 +1,109 @@
+"""Human and machine views of a run's state: the end-of-run table and ``status --json``.
+
+One-time URLs and presigned query strings never appear here: only ids, states, paths and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline._util.redaction import redact
+from pipeline.journal.state import RunState, ShotRecord, counts
+from pipeline.models import ShotState
+
+_ATTENTION = (ShotState.FAILED, ShotState.NEEDS_RECONCILE)
+
+
+def status_json(
+    run_name: str, state: RunState, order: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The ``status --json`` object.
+
+    Returns:
+        ``{"run": str, "simulated": bool, "counts": {state: n}, "shots": [{"id", "state",
+        "provider", "model", "job_id", "output", "error"}]}``; ``simulated`` is True for a
+        ``--simulate`` rehearsal. with shots in ``order`` (default: first appearance).
+    """
+    ids = list(order) if order is not None else list(state.shots)
+    shots = [_shot_json(state.shots[i]) for i in ids if i in state.shots]
+    return {
+        "run": run_name,
+        "simulated": bool(state.simulated),
+        "counts": counts(state),
+        "shots": shots,
+    }
+
+
+def _shot_json(rec: ShotRecord) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "state": rec.state.value,
+        "provider": rec.provider,
+        "model": rec.model,
+        "job_id": rec.job.job_id if rec.job else None,
+        "output": rec.output,
+        "error": redact(rec.error) if rec.error else None,
+        "held": rec.held if _waiting(rec) else None,
+    }
+
+
+def _waiting(rec: ShotRecord) -> bool:
+    return rec.held is not None and rec.state in (ShotState.PENDING, ShotState.UPLOADING)
+
+
+def state_label(rec: ShotRecord) -> str:
+    """The state as ``status`` shows it; ``pending (budget)`` for a shot the guard held back.
+
+    The hold-back kinds are ``budget`` and ``price unknown``.
+    """
+    return f"pending ({rec.held})" if _waiting(rec) else rec.state.value
+
+
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, a dashed rule under the first (header) row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_table(state: RunState, order: Sequence[str] | None = None, *, max_rows: int = 40) -> str:
+    """A plain-text summary: counts per state, then one row per shot.
+
+    With more than ``max_rows`` shots only those needing attention (and not done) are listed.
+    """
+    ids = [i for i in (order if order is not None else state.shots) if i in state.shots]
+    recs = [state.shots[i] for i in ids]
+    if len(recs) > max_rows:
+        recs = [r for r in recs if r.state != ShotState.DONE][:max_rows]
+    parts = []
+    tally = {k: v for k, v in counts(state).items() if v}
+    if state.simulated:
+        parts.append("rehearsal (--simulate): simulated jobs and clips, nothing was paid")
+    parts.append("  ".join(f"{k}: {v}" for k, v in tally.items()) or "no shots")
+    if recs:
+        rows: list[tuple[str, ...]] = [("shot", "state", "provider/model", "job", "output / error")]
+        for rec in recs:
+            detail = rec.output if rec.state == ShotState.DONE else redact(rec.error or "")
+            rows.append(
+                (
+                    rec.id,
+                    state_label(rec),
+                    f"{rec.provider}/{rec.model}",
+                    (rec.job.job_id[:14] if rec.job else "-"),
+                    _clip(detail or "", 70),
+                )
+            )
+        parts.append(text_table(rows))
+    return "\n".join(parts)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def attention(state: RunState) -> list[ShotRecord]:
+    """Shots that ended failed or need a reconcile decision."""
+    return [r for r in state.shots.values() if r.state in _ATTENTION]

@@ -1,0 +1,64 @@
+"""What a director and a producer look at after a run, written into the run directory.
+
+``write_outputs(run_dir, manifest)`` (after every run and by ``pipeline storyboard RUN_DIR``)::
+
+    RUN_DIR/report.json        per shot: state, job, output, sha256, waits, polls, retries, costs
+    RUN_DIR/storyboard.html    one self-contained page: scenes, shot cards, posters, players
+    RUN_DIR/posters/<id>.jpg   a poster frame per finished video
+    RUN_DIR/contact-sheet.png  a grid of poster frames with shot ids
+    RUN_DIR/animatic.mp4       the chosen take of every shot in order, with scene slates
+
+Everything is derived from the checkpoint and the verified videos, so it can be rebuilt at any
+time; each file is written atomically, and the temporary files of a rebuild that was killed
+are removed at the start of the next (ten minutes after they were last written). Synchronous
+and CPU-bound: run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline._util.fsutil import sweep_temporaries
+from pipeline.journal.checkpoint import FILE, load
+from pipeline.journal.state import RunState, replay
+from pipeline.manifest.loader import Manifest
+from pipeline.outputs.animatic import write_animatic
+from pipeline.outputs.contact_sheet import write_contact_sheet
+from pipeline.outputs.picks import read_picks
+from pipeline.outputs.posters import POSTERS, ensure_posters
+from pipeline.outputs.report import write_report
+from pipeline.outputs.storyboard import write_storyboard
+
+log = logging.getLogger("pipeline")
+
+
+def write_outputs(run_dir: Path, manifest: Manifest) -> list[Path]:
+    """Rebuild every output of ``run_dir`` from its checkpoint; returns the files written.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read.
+        OSError: an output cannot be written.
+    """
+    for where in (run_dir, run_dir / POSTERS):  # what an interrupted rebuild left behind
+        for path in sweep_temporaries(where):
+            log.info("removed %s (left by an interrupted rebuild)", path)
+    records = load(run_dir / FILE, repair=False).records
+    state = replay(records)
+    order = [s.id for s in manifest.shots]
+    written = [write_report(run_dir, state, records, order)]
+    picks = read_picks(run_dir)
+    written.extend(_visual_outputs(run_dir, manifest, state, picks))
+    return written
+
+
+def _visual_outputs(
+    run_dir: Path, manifest: Manifest, state: RunState, picks: dict[str, int]
+) -> list[Path]:
+    """Posters, the storyboard page, the contact sheet and the animatic."""
+    ensure_posters(run_dir, state)
+    return [
+        write_storyboard(run_dir, manifest, state, picks=picks),
+        write_contact_sheet(run_dir, manifest, state, picks=picks),
+        write_animatic(run_dir, manifest, state, picks=picks),
+    ]

@@ -1,0 +1,1 @@
+"""``local``: offline previs renderer behind the provider interface."""

@@ -1,0 +1,1 @@
+"""New API gateway (OpenAI-style ``/v1/video/generations``): adapter and codec."""

@@ -1,0 +1,1 @@
+"""RelayDance task API: adapter and codec."""

@@ -1,0 +1,1 @@
+"""seedance2.ink Open API: adapter and codec."""

@@ -1,0 +1,1 @@
+"""Venice AI: adapter, codec (JSON in and out), model table and error mapping."""

@@ -1,0 +1,1 @@
+"""Offline rendering of previs clips (PyAV and Pillow), for ``local`` and the outputs."""

@@ -1,0 +1,1 @@
+"""Simulator of a New API gateway: app and rules."""

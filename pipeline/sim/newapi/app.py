@@ -1,0 +1,400 @@
+"""Simulator of a New-API-style gateway serving Vidu Q3.
+
+After the gateway's page https://docs.uniall.ai/zh-CN/models/video/vidu/create-task-old and
+New API's routes and DTOs (https://github.com/QuantumNous/new-api, router/relay-router.go,
+dto/openai_video.go, dto/task.go; query shapes: https://docs.newapi.pro/api/query-video).
+
+Routes (route names for fault injection in brackets)::
+
+    POST /v1/video/generations            [submit]   seed gateway body -> OpenAIVideo-style job
+    GET  /v1/video/generations/{task_id}  [poll]     legacy query, shape A, B or C
+    GET  /v1/videos/{task_id}             [video]    OpenAI video object (shape C)
+    GET  /v1/videos/{task_id}/content     [content]  MP4 bytes through the gateway (auth)
+    GET  /v1/models                       [models]   OpenAI model list
+    GET  /cdn/vidu/{task_id}.mp4?expires=&sig=  [fetch]  "upstream CDN" result URL (no auth)
+
+Behaviour: Bearer auth with an OpenAI-shaped 401; validation errors as task errors
+``{"code":"invalid_request","message","data":null}`` with 400; an unknown model answers
+``get_channel_failed`` with 503 [I: status]; insufficient quota answers 403
+``insufficient_user_quota`` [I]; every accepted submit is charged in ``app[LEDGER]`` and
+answered with ``X-New-Api-Other-Ratios`` (as New API does); statuses progress NOT_START ->
+SUBMITTED -> QUEUED -> IN_PROGRESS ("NN%") -> SUCCESS by :class:`~pipeline.sim.common.Timeline`;
+prompts containing ``config.fail_prompts`` end in FAILURE with the Vidu ``err_code`` and a
+ledger refund (New API refunds the quota of a failed task); unknown (or, with
+``not_exist_for_s``, too fresh) tasks answer 400 ``task_not_exist`` (New API's answer for
+unknown ids); result URLs are signed like a CDN and answer 403 once ``config.url_ttl_s``
+after the job finished have passed [I] (the URL is stored at completion, so polling again
+returns the same, stale URL, as a gateway's task record would [I]).
+
+Validation lives in :mod:`pipeline.sim.newapi.rules`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+from pipeline.sim.common import (
+    CONFIG,
+    LEDGER,
+    SimConfig,
+    Timeline,
+    bearer_token,
+    clip,
+    fetch_media,
+    new_app,
+    origin,
+)
+from pipeline.sim.newapi.rules import MODELS, duration_of, resolution_of, validate
+
+BASE_PATH = ""
+QueryShape = Literal["A", "B", "C"]
+
+#: Vidu err_code of a moderated prompt [I: the code name].
+FAIL_CODE = "AuditSubmitIllegal"
+_FAULT_CODES = {429: "rate_limit_exceeded", 500: "internal_server_error", 410: "gone"}  # [I]
+_RES_RATIO = {"540p": 0.5, "720p": 1.0, "1080p": 2.0}  # [I] X-New-Api-Other-Ratios values
+
+
+@dataclass(slots=True)
+class SimTask:
+    """One accepted task: what was asked, when, and whether it will fail."""
+
+    task_id: str
+    model: str
+    duration: int
+    aspect_ratio: str
+    created: float
+    action: str
+    fail: bool = False
+    refunded: bool = False
+
+
+@dataclass
+class GatewayState:
+    """All mutable simulator state (kept in the app, never in module globals).
+
+    Attributes:
+        query_shape: what the legacy query route answers ("A", "B" or "C").
+        not_exist_for_s: seconds a fresh task still answers 400 ``task_not_exist``.
+        quota_jobs: submits the account can pay for (None: unlimited); then 403.
+        tasks: every accepted task by id.
+    """
+
+    query_shape: QueryShape = "A"
+    not_exist_for_s: float = 0.0
+    quota_jobs: int | None = None
+    tasks: dict[str, SimTask] = field(default_factory=dict)
+
+
+STATE = web.AppKey("newapi_state", GatewayState)
+
+
+# ----- error envelopes -----------------------------------------------------------------------
+
+
+def _relay_body(status: int, message: str, code: str = "") -> dict[str, Any]:
+    return {"error": {"message": message, "type": "new_api_error", "param": "", "code": code}}
+
+
+def _fault_body(status: int, message: str) -> dict[str, Any]:
+    return _relay_body(status, message, _FAULT_CODES.get(status, ""))
+
+
+def relay_error(status: int, message: str, code: str = "") -> web.Response:
+    """An OpenAI-shaped relay error ``{"error":{message,type,param,code}}`` (New API's)."""
+    return web.json_response(_relay_body(status, message, code), status=status)
+
+
+def task_error(status: int, code: str, message: str) -> web.Response:
+    """A task error ``{"code","message","data":null}`` (New API ``dto.TaskError``)."""
+    return web.json_response({"code": code, "message": message, "data": None}, status=status)
+
+
+def _denied(request: web.Request) -> web.Response | None:
+    if bearer_token(request) == request.app[CONFIG].api_key:
+        return None
+    return relay_error(401, "invalid token (无效的令牌)", "invalid_token")  # wording [I]
+
+
+# ----- handlers ------------------------------------------------------------------------------
+
+
+def _action(body: dict[str, Any]) -> str:
+    if body.get("reference_image_urls"):
+        return "referenceGenerate"
+    if body.get("last_image"):
+        return "firstTailGenerate"
+    return "generate" if body.get("image") else "textGenerate"
+
+
+def _ratios_header(model: str, duration: int) -> str:
+    res = resolution_of(model)
+    return json.dumps({"seconds": duration / 5, "resolution": _RES_RATIO.get(res, 1.0)})
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /v1/video/generations: validate, charge, answer the OpenAIVideo-style job."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        body = await request.json()
+    except ValueError:
+        return task_error(400, "invalid_request", "request body is not valid JSON")
+    problem = validate(body)
+    if problem:
+        status, code, message = problem
+        return task_error(status, code, message)
+    images = [body.get("image"), body.get("last_image"), *(body.get("reference_image_urls") or [])]
+    unusable = await fetch_media(("image", u) for u in images if isinstance(u, str))
+    if unusable is not None:
+        return task_error(400, "invalid_request", f"cannot use image: {unusable}")
+    state, config = request.app[STATE], request.app[CONFIG]
+    if state.quota_jobs is not None and len(request.app[LEDGER]) >= state.quota_jobs:
+        return relay_error(
+            403, "user quota is not enough (用户额度不足)", "insufficient_user_quota"
+        )
+    task = SimTask(
+        task_id=f"task_{uuid.uuid4().hex[:24]}",
+        model=body["model"],
+        duration=duration_of(body.get("duration", 5)) or 5,
+        aspect_ratio=body.get("aspect_ratio", "16:9"),
+        created=time.time(),
+        action=_action(body),
+        fail=config.fail_prompts in body["prompt"],
+    )
+    state.tasks[task.task_id] = task
+    request.app[LEDGER].add(task.task_id, task.model, body)
+    answer = {
+        "id": task.task_id,
+        "task_id": task.task_id,
+        "object": "video.generation.job",
+        "model": task.model,
+        "status": "queued",
+        "progress": 0,
+        "created_at": int(task.created),
+    }
+    headers = {"X-New-Api-Other-Ratios": _ratios_header(task.model, task.duration)}
+    return web.json_response(answer, headers=headers)
+
+
+def _lookup(request: web.Request) -> SimTask | None:
+    state = request.app[STATE]
+    task = state.tasks.get(request.match_info["task_id"])
+    if task is None or time.time() - task.created < state.not_exist_for_s:
+        return None
+    return task
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    task: SimTask
+    phase: str  # "submitted", "queued", "running", "succeeded", "failed"
+    percent: int
+    url: str
+
+
+def _signature(task_id: str, expires: str, key: str) -> str:
+    return hashlib.sha256(f"{task_id}:{expires}:{key}".encode()).hexdigest()[:16]
+
+
+def _observe(request: web.Request, task: SimTask) -> _View:
+    """The task's state now; a failure is refunded in the ledger when first observed."""
+    config = request.app[CONFIG]
+    timeline = Timeline(task.created, config.latency_s)
+    phase, percent = timeline.phase(), int(timeline.progress() * 100)
+    if phase == "done":
+        if task.fail and not task.refunded:
+            task.refunded = True
+            request.app[LEDGER].refund(task.task_id)
+        phase = "failed" if task.fail else "succeeded"
+    elif phase == "queued" and percent < 10:
+        phase = "submitted"
+    url = ""
+    if phase == "succeeded":
+        expires = f"{task.created + config.latency_s + config.url_ttl_s:.3f}"
+        sig = _signature(task.task_id, expires, config.api_key)
+        url = f"{origin(request)}/cdn/vidu/{task.task_id}.mp4?expires={expires}&sig={sig}"
+    return _View(task, phase, percent, url)
+
+
+_A_STATUS = {
+    "submitted": "SUBMITTED",
+    "queued": "QUEUED",
+    "running": "IN_PROGRESS",
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+}
+_B_STATUS = {"submitted": "queued", "running": "processing"}
+_C_STATUS = {"submitted": "queued", "running": "in_progress", "succeeded": "completed"}
+
+
+def shape_a(view: _View) -> dict[str, Any]:
+    """Shape A: New API ``TaskResponse`` wrapper with the raw Vidu JSON inside (shape A)."""
+    task, done = view.task, view.phase in ("succeeded", "failed")
+    status = "NOT_START" if view.phase == "submitted" and view.percent < 5 else None
+    vidu_state = {"running": "processing", "succeeded": "success"}.get(view.phase, view.phase)
+    raw = {
+        "id": task.task_id,
+        "state": "queueing" if view.phase in ("submitted", "queued") else vidu_state,
+        "err_code": FAIL_CODE if view.phase == "failed" else "",
+        "creations": [{"id": "c1", "url": view.url, "cover_url": ""}] if view.url else [],
+    }
+    return {
+        "code": "success",
+        "message": "",
+        "data": {
+            "task_id": task.task_id,
+            "action": task.action,
+            "status": status or _A_STATUS[view.phase],
+            "progress": f"{100 if done else view.percent}%",
+            "fail_reason": FAIL_CODE if view.phase == "failed" else "",
+            "result_url": view.url,
+            "submit_time": int(task.created),
+            "start_time": int(task.created) + 1,
+            "finish_time": int(time.time()) if done else 0,
+            "platform": "vidu",
+            "data": raw,
+        },
+    }
+
+
+def shape_b(view: _View) -> dict[str, Any]:
+    """Shape B: ``{"code":"success","data":{task_id,status,url,format,error...}}`` (shape B)."""
+    failed = view.phase == "failed"
+    data = {
+        "task_id": view.task.task_id,
+        "status": _B_STATUS.get(view.phase, view.phase),
+        "url": view.url or None,
+        "format": "mp4",
+        "metadata": None,
+        "error": FAIL_CODE if failed else None,
+    }
+    return {"code": "success", "data": data}
+
+
+def shape_c(view: _View, config: SimConfig) -> dict[str, Any]:
+    """Shape C: the OpenAI ``video`` object, URL in ``metadata.url`` (shape C)."""
+    task, failed = view.task, view.phase == "failed"
+    done = view.phase in ("succeeded", "failed")
+    return {
+        "id": task.task_id,
+        "object": "video",
+        "model": task.model,
+        "status": _C_STATUS.get(view.phase, view.phase),
+        "progress": 100 if done else view.percent,
+        "created_at": int(task.created),
+        "completed_at": int(task.created + config.latency_s) if done else None,
+        "seconds": str(task.duration),
+        "metadata": {"url": view.url} if view.url else None,
+        "error": {"message": FAIL_CODE, "code": FAIL_CODE} if failed else None,
+    }
+
+
+def _not_exist() -> web.Response:
+    return task_error(400, "task_not_exist", "task_not_exist")  # New API's answer
+
+
+async def query(request: web.Request) -> web.Response:
+    """GET /v1/video/generations/{task_id}: the configured legacy shape (A, B or C)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    task = _lookup(request)
+    if task is None:
+        return _not_exist()
+    view, shape = _observe(request, task), request.app[STATE].query_shape
+    if shape == "B":
+        return web.json_response(shape_b(view))
+    if shape == "C":
+        return web.json_response(shape_c(view, request.app[CONFIG]))
+    return web.json_response(shape_a(view))
+
+
+async def video(request: web.Request) -> web.Response:
+    """GET /v1/videos/{task_id}: the OpenAI video object (shape C)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    task = _lookup(request)
+    if task is None:
+        return _not_exist()
+    return web.json_response(shape_c(_observe(request, task), request.app[CONFIG]))
+
+
+async def _mp4(task: SimTask) -> web.Response:
+    data = await asyncio.to_thread(clip, task.duration, task.aspect_ratio, "newapi")
+    return web.Response(body=data, content_type="video/mp4")
+
+
+async def content(request: web.Request) -> web.Response:
+    """GET /v1/videos/{task_id}/content: the video through the gateway (auth)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    task = _lookup(request)
+    if task is None:
+        return _not_exist()
+    if _observe(request, task).phase != "succeeded":
+        return relay_error(404, "video is not ready", "video_not_ready")  # [I]
+    return await _mp4(task)
+
+
+def _cdn_denied(message: str) -> web.Response:
+    xml = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"  # [I]
+    return web.Response(status=403, text=xml, content_type="application/xml")
+
+
+async def cdn(request: web.Request) -> web.Response:
+    """GET /cdn/vidu/{task_id}.mp4?expires=&sig=: a signed, expiring "upstream CDN" URL [I]."""
+    task = request.app[STATE].tasks.get(request.match_info["task_id"])
+    expires, sig = request.query.get("expires", ""), request.query.get("sig", "")
+    if task is None or sig != _signature(task.task_id, expires, request.app[CONFIG].api_key):
+        return _cdn_denied("Invalid signature")
+    if time.time() > float(expires):
+        return _cdn_denied("Request has expired")
+    return await _mp4(task)
+
+
+async def models(request: web.Request) -> web.Response:
+    """GET /v1/models: the OpenAI list of the models this token may use (Bearer required)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    data = [{"id": m, "object": "model", "created": 1760000000, "owned_by": "vidu"} for m in MODELS]
+    return web.json_response({"object": "list", "data": data, "success": True})
+
+
+async def invalid_url(request: web.Request) -> web.Response:
+    """Any other path: 404 ``Invalid URL (GET /v1/...)`` in the relay shape."""
+    return relay_error(404, f"Invalid URL ({request.method} {request.path})", "invalid_url")
+
+
+def make_app(
+    config: SimConfig,
+    *,
+    query_shape: QueryShape = "A",
+    not_exist_for_s: float = 0.0,
+    quota_jobs: int | None = None,
+) -> web.Application:
+    """The gateway simulator (routes and behaviour in the module docstring).
+
+    Args:
+        config: API key, job latency, failing prompt text, result URL lifetime.
+        query_shape: what ``GET /v1/video/generations/{id}`` answers (shape A, B or C).
+        not_exist_for_s: seconds a fresh task answers 400 ``task_not_exist``.
+        quota_jobs: how many submits the account can pay for; later ones get 403 (None: no limit).
+    """
+    app = new_app(config, _fault_body)
+    app[STATE] = GatewayState(query_shape, not_exist_for_s, quota_jobs)
+    app.router.add_post("/v1/video/generations", submit, name="submit")
+    app.router.add_get("/v1/video/generations/{task_id}", query, name="poll")
+    app.router.add_get("/v1/videos/{task_id}", video, name="video")
+    app.router.add_get("/v1/videos/{task_id}/content", content, name="content")
+    app.router.add_get("/v1/models", models, name="models")
+    app.router.add_get("/cdn/vidu/{task_id}.mp4", cdn, name="fetch")
+    app.router.add_route("*", "/{tail:.*}", invalid_url, name="invalid_url")
+    return app

@@ -1,0 +1,1 @@
+"""Simulator of the RelayDance task API: app, rules and task store."""

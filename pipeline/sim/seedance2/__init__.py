@@ -1,0 +1,1 @@
+"""Simulator of the seedance2.ink Open API: app and rules."""
