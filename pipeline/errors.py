@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
-
-from typing_extensions import Unpack
+from typing import TypedDict, Unpack
 
 
 class PipelineError(Exception):

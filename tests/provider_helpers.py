@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pipeline.models import JobHandle, JobStatus, PollResult, Shot
 from pipeline.providers.base import Provider, ProviderContext, ProviderSpec
-from pipeline.providers.http import HttpAdapter
+from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.sim import SIMULATORS
 from pipeline.sim.common import FaultKind, serve
 

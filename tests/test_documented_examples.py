@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.journal.state import load_state
+from pipeline.journal.snapshot import load_state
 from pipeline.manifest.loader import load_manifest
 from tests.conftest import tiny_png
 

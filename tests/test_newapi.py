@@ -35,7 +35,7 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers.base import ProviderContext
+from pipeline.providers.base import INLINE, ProviderContext
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.newapi.adapter import (
     SPEC,
@@ -58,7 +58,7 @@ from pipeline.providers.newapi.codec import (
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.newapi.app import QueryShape, make_app
-from pipeline.transfer.upload import INLINE, MediaResolver
+from pipeline.transfer.upload import MediaResolver
 from tests import provider_helpers
 from tests.provider_helpers import (
     SUBMIT_FAULTS,

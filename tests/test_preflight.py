@@ -14,10 +14,11 @@ from pipeline.engine.preflight import PreflightProblem, preflight, render_proble
 from pipeline.errors import NotSent, Rejected
 from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.models import Asset, MediaRole
+from pipeline.providers.base import UPLOAD
 from pipeline.settings import StorageSettings
 from pipeline.sim.common import LEDGER
 from pipeline.transfer.storage import ObjectStorage, StorageError
-from pipeline.transfer.upload import UPLOAD, MediaResolver
+from pipeline.transfer.upload import MediaResolver
 from tests.conftest import S3, tiny_png
 
 NAMES = ("newapi", "relaydance", "seedance2", "venice")

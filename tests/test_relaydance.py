@@ -21,6 +21,7 @@ from aiohttp import web
 
 from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
 from pipeline.models import Asset, JobHandle, JobStatus, MediaRef, MediaRole, PollResult, Shot
+from pipeline.providers.base import INLINE
 from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
 from pipeline.providers.relaydance.codec import (
     STATUS_SYNONYMS,
@@ -35,7 +36,7 @@ from pipeline.render.clips import probe
 from pipeline.settings import Price
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
 from pipeline.sim.relaydance.app import BASE_PATH, STATE, make_app
-from pipeline.transfer.upload import INLINE, MediaResolver
+from pipeline.transfer.upload import MediaResolver
 from tests.provider_helpers import (
     SUBMIT_FAULTS,
     assert_refuses_use,

@@ -17,8 +17,14 @@ from pipeline.engine.runner import EXIT_OK
 from pipeline.errors import CheckpointError
 from pipeline.journal import snapshot
 from pipeline.journal.checkpoint import FILE, Checkpoint, Record, encode, load
-from pipeline.journal.snapshot import open_state, prefix_into, read_snapshot, write_snapshot
-from pipeline.journal.state import RunState, apply, folder, load_state, replay
+from pipeline.journal.snapshot import (
+    load_state,
+    open_state,
+    prefix_into,
+    read_snapshot,
+    write_snapshot,
+)
+from pipeline.journal.state import RunState, apply, folder, replay
 from pipeline.models import Event
 from tests.fakes import FakeService
 from tests.test_runner import run, run_dir_of, write_manifest

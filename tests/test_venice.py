@@ -36,7 +36,7 @@ from pipeline.models import (
     PollResult,
     Shot,
 )
-from pipeline.providers.base import SupportsCleanup, SupportsQuote
+from pipeline.providers.base import INLINE, SupportsCleanup, SupportsQuote, inline_size
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.venice import adapter as venice_mod
 from pipeline.providers.venice.adapter import SPEC, VeniceProvider
@@ -50,7 +50,6 @@ from pipeline.providers.venice.codec import (
     build_quote,
     build_submit,
     caps_from_constraints,
-    data_url_size,
     normalise_status,
     parse_error,
     parse_queue,
@@ -61,7 +60,7 @@ from pipeline.providers.venice.codec import (
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.venice.app import BASE_PATH, STATE, make_app
-from pipeline.transfer.upload import INLINE, MediaResolver
+from pipeline.transfer.upload import MediaResolver
 from tests import provider_helpers
 from tests.provider_helpers import assert_refuses_use, load_json, served_adapter
 
@@ -305,7 +304,7 @@ def test_with_consent_adds_exactly_three_trues() -> None:
 
 
 def test_sizes() -> None:
-    assert data_url_size(10, "image/png") == len("data:image/png;base64,") + 16
+    assert inline_size(10, "image/png") == len("data:image/png;base64,") + 16
     assert body_size({"a": "é"}) == len(json.dumps({"a": "é"}).encode())
 
 

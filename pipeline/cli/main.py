@@ -22,20 +22,20 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import anyio
 
-from pipeline import __version__, sim
+from pipeline import __version__, api, sim
 from pipeline._util.redaction import RedactingFormatter, redact, register
-from pipeline.cli import endpoints
+from pipeline.cli import endpoints, models_view
 from pipeline.engine.plan import Plan, make_plan, render_plan
 from pipeline.engine.preflight import preflight, render_problems
 from pipeline.engine.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
-from pipeline.engine.repair import lost_log_message, repair
+from pipeline.engine.repair import repair
 from pipeline.engine.runner import (
     EXIT_ATTENTION,
     EXIT_CHECKPOINT,
@@ -47,16 +47,15 @@ from pipeline.engine.runner import (
     RunResult,
     adopt,
     cancel,
-    execute,
     provider_settings,
 )
 from pipeline.errors import CheckpointError, LockedError, ManifestError, UsageError
-from pipeline.journal.state import RunState, load_state
+from pipeline.journal.snapshot import load_state
 from pipeline.manifest.loader import Manifest, load_manifest, print_warnings
 from pipeline.outputs.picks import set_pick
 from pipeline.outputs.summary import attention, render_table, status_json
 from pipeline.outputs.write import write_outputs
-from pipeline.providers import PROVIDERS, catalog
+from pipeline.providers import PROVIDERS
 from pipeline.sim.common import SimConfig
 
 CHECKPOINT = "checkpoint.jsonl"
@@ -282,7 +281,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "models":
-        return catalog.models_command(args, os.environ)
+        return models_view.command(args, os.environ)
     if args.command == "validate":
         return _validate(args)
     if args.command == "status":
@@ -294,16 +293,16 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "plan":
         return _plan(args)
     if args.command == "pick":
-        manifest = _manifest_of(args.run_dir)
+        manifest = api.manifest_of(args.run_dir)
         picks = set_pick(args.run_dir, manifest, args.shot, args.take)
         print(f"{args.shot}: take {picks[args.shot]} chosen")
         return _outputs(args.run_dir, manifest)
     if args.command == "storyboard":
-        return _outputs(args.run_dir, _manifest_of(args.run_dir))
+        return _outputs(args.run_dir, api.manifest_of(args.run_dir))
     if args.command == "repair":
         return _repair(args.run_dir, args.manifest)
     if args.command == "adopt":
-        manifest = _trusted(_manifest_of(args.run_dir), args)
+        manifest = _trusted(api.manifest_of(args.run_dir), args)
         anyio.run(
             partial(
                 adopt,
@@ -317,7 +316,7 @@ def _command(args: argparse.Namespace) -> int:
         print(f"{args.shot}: adopted job {args.job_id}; polling it now")
         return _run(manifest, args.run_dir, args)
     if args.command == "resume":
-        manifest = _trusted(_manifest_of(args.run_dir), args)
+        manifest = _trusted(api.manifest_of(args.run_dir), args)
         return _run(manifest, args.run_dir, args)
     manifest = load_manifest(args.manifest, strict=args.strict)
     print_warnings(manifest)
@@ -359,44 +358,6 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_INPUT if problems else EXIT_OK
 
 
-def _read_state(run_dir: Path) -> tuple[str | None, RunState]:
-    state = _load_run(run_dir)
-    return state.manifest, state
-
-
-def _load_run(run_dir: Path) -> RunState:
-    """The replayed state of ``run_dir``.
-
-    Raises:
-        UsageError: ``run_dir`` does not exist or holds no checkpoint.
-        CheckpointError: the checkpoint cannot be read safely.
-    """
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        lost = lost_log_message(run_dir)
-        if lost is not None:
-            raise CheckpointError(lost)
-        what = (
-            "does not exist"
-            if not run_dir.exists()
-            else f"is not a run directory (no {CHECKPOINT})"
-        )
-        raise UsageError(f"{run_dir} {what}; run directories are made by `pipeline run MANIFEST`")
-    return load_state(path)
-
-
-def _manifest_of(run_dir: Path) -> Manifest:
-    manifest_path, _ = _read_state(run_dir)
-    if not manifest_path:
-        lost = lost_log_message(run_dir)
-        raise CheckpointError(lost or f"{run_dir / CHECKPOINT} does not name its manifest")
-    if not Path(manifest_path).is_file():
-        raise ManifestError.single(
-            manifest_path, None, "", "the run's manifest is gone; restore it or run another"
-        )
-    return load_manifest(manifest_path)
-
-
 def _repair(run_dir: Path, manifest_arg: Path | None) -> int:
     """``pipeline repair``: restore shots as done from their verified videos; nothing is paid."""
     if not run_dir.is_dir():
@@ -417,7 +378,7 @@ def _repair(run_dir: Path, manifest_arg: Path | None) -> int:
 
 
 def _status(run_dir: Path, *, as_json: bool) -> int:
-    state = _load_run(run_dir)
+    state = api.status(run_dir)
     if as_json:
         print(json.dumps(status_json(run_dir.name, state), indent=None))
     else:
@@ -427,7 +388,7 @@ def _status(run_dir: Path, *, as_json: bool) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     run_dir, shots = args.run_dir, args.shot
-    manifest = _trusted(_manifest_of(run_dir), args)
+    manifest = _trusted(api.manifest_of(run_dir), args)
     options = RunOptions(api_keys=_api_keys(manifest), simulate=args.simulate)
     result = anyio.run(cancel, manifest, run_dir, options, frozenset(shots) if shots else None)
     print(render_table(result.state, [s.id for s in result.shots]))
@@ -464,7 +425,17 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
         preflight=True,
         wait_s=args.wait,
     )
-    result = anyio.run(_execute, manifest, run_dir, options, args.simulate)
+    result = anyio.run(
+        partial(
+            api.run,
+            manifest,
+            run_dir,
+            options=options,
+            simulate=args.simulate,
+            outputs=False,
+            announce=_announce,
+        )
+    )
     _print_result(result, run_dir)
     if (run_dir / CHECKPOINT).exists():
         _outputs(run_dir, manifest, quiet=True)
@@ -510,28 +481,9 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: Poll the simulators often: their jobs take seconds, not minutes.
-SIM_POLLING = {"poll_min_s": 0.2, "poll_max_s": 1.0}
-
-
-async def _execute(
-    manifest: Manifest, run_dir: Path, options: RunOptions, simulate: bool
-) -> RunResult:
-    if not simulate:
-        return await execute(manifest, run_dir, options)
-    names = {s.provider for s in manifest.shots}
-    async with sim.running(names) as sims:
-        if sims:
-            where = ", ".join(f"{n} at {r.base_url}" for n, r in sorted(sims.items()))
-            print(f"rehearsal (no account, no spend): {where}", file=sys.stderr)
-        options = replace(
-            options,
-            simulate=True,
-            base_urls={**options.base_urls, **{n: r.base_url for n, r in sims.items()}},
-            api_keys={**options.api_keys, **dict.fromkeys(sims, sim.SIM_KEY)},
-            overrides={n: SIM_POLLING for n in sims},
-        )
-        return await execute(manifest, run_dir, options)
+def _announce(urls: Mapping[str, str]) -> None:
+    where = ", ".join(f"{name} at {url}" for name, url in sorted(urls.items()))
+    print(f"rehearsal (no account, no spend): {where}", file=sys.stderr)
 
 
 async def _serve_simulators(host: str, port: int, latency: float) -> int:

@@ -15,10 +15,20 @@ from typing import Any
 
 import anyio
 
+from pipeline import sim
 from pipeline._util import redaction
 from pipeline.cli import endpoints
 from pipeline.providers import PROVIDERS
-from pipeline.providers.catalog import Catalog, CatalogError, ModelInfo, cache_path, load, refresh
+from pipeline.providers.base import ProviderSpec
+from pipeline.providers.catalog import (
+    ENDPOINTS,
+    Catalog,
+    CatalogError,
+    ModelInfo,
+    cache_path,
+    load,
+    refresh,
+)
 from pipeline.settings import api_url
 
 # ----- the `pipeline models` command -----------------------------------------------------------
@@ -97,6 +107,18 @@ def render(catalog: Catalog, origin: str) -> str:
     return f"{catalog.provider}: {origin}\n" + "\n".join(lines)
 
 
+async def _refresh(
+    spec: ProviderSpec, base_url: str | None, key: str | None, simulate: bool
+) -> Catalog:
+    """Refresh ``spec``'s catalog from its API, or from its simulator when ``simulate``."""
+    if spec.name not in ENDPOINTS:
+        raise CatalogError("no models endpoint; its table is built in")
+    if not simulate:
+        return await refresh(spec, base_url=base_url, api_key=key)
+    async with sim.running([spec.name]) as sims:
+        return await refresh(spec, base_url=sims[spec.name].base_url, api_key=sim.SIM_KEY)
+
+
 def command(args: Any, environ: Mapping[str, str] | None = None) -> int:
     """``pipeline models PROVIDER [--refresh] [--json] [--base-url URL] [--simulate]``.
 
@@ -129,14 +151,8 @@ def command(args: Any, environ: Mapping[str, str] | None = None) -> int:
         return 2
     try:
         if getattr(args, "refresh", False):
-            catalog = anyio.run(
-                lambda: refresh(
-                    spec,
-                    base_url=base_url,
-                    api_key=key,
-                    simulate=getattr(args, "simulate", False),
-                )
-            )
+            simulate = getattr(args, "simulate", False)
+            catalog = anyio.run(_refresh, spec, base_url, key, simulate)
             origin = f"fetched {catalog.fetched_at}, cached in {cache_path(spec.name)}"
         else:
             catalog = load(spec)

@@ -24,13 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline._util.table import text_table
 from pipeline.engine import pricing
 from pipeline.engine.runner import RunOptions, provider_settings
 from pipeline.journal.checkpoint import FILE
-from pipeline.journal.state import RunState, load_state
+from pipeline.journal.snapshot import load_state
+from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot, ShotState
-from pipeline.outputs.summary import text_table
 from pipeline.providers.base import ProviderContext, SupportsQuote
 
 log = logging.getLogger("pipeline")

@@ -43,7 +43,6 @@ from pipeline.providers.seedance2.codec import api_base
 from pipeline.providers.venice.codec import build_quote
 from pipeline.settings import ProviderSettings, StorageSettings
 from pipeline.transfer.storage import ObjectStorage, StorageError
-from pipeline.transfer.upload import needs_storage
 
 Kind = Literal["unreachable", "auth", "config"]
 
@@ -222,7 +221,7 @@ def render_problems(problems: Sequence[PreflightProblem]) -> str:
 def _uploads(manifest: Manifest, registry: Mapping[str, ProviderSpec]) -> bool:
     """Some shot's local files go through object storage."""
     return any(
-        s.provider in registry and needs_storage(registry[s.provider].media, s)
+        s.provider in registry and registry[s.provider].media.needs_storage(s)
         for s in manifest.shots
     )
 

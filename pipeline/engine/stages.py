@@ -216,7 +216,7 @@ class ShotMachine:
         if not assets:
             return []
         self.ctx.observer.transition(self.shot, ShotState.UPLOADING)
-        mode = upload.mode_for(self.ctx.policies[self.shot.provider], self.shot)
+        mode = self.ctx.policies[self.shot.provider].mode_for(self.shot)
         try:
             return [await self._prepare(asset, mode) for asset in assets]
         except Rejected as exc:  # e.g. storage credentials missing or refused: nothing was paid

@@ -324,7 +324,7 @@ def prefix_into(state: RunState, log_path: Path) -> PrefixHook:
 def open_state(path: Path) -> tuple[RunState, Loaded]:
     """Replay the log at ``path`` read-only, starting from its snapshot when that is usable.
 
-    What :func:`pipeline.journal.state.load_state` does (no lock, no repair of a torn tail). The
+    What :func:`pipeline.journal.snapshot.load_state` does (no lock, no repair of a torn tail). The
     state
     equals the full replay's; ``Loaded.good_bytes``/``last_seq`` describe the whole log.
 
@@ -355,3 +355,15 @@ async def after_run(ckpt: Checkpoint, state: RunState) -> None:
         await anyio.to_thread.run_sync(_write_for, ckpt, state)
     except Exception as exc:  # derived data: a failure must not fail the run
         log.warning("could not write the state snapshot of %s: %s", ckpt.run_dir, exc)
+
+
+def load_state(path: Path) -> RunState:
+    """Replay the log at ``path`` as it is read, read-only (no lock, no repair of a torn tail).
+
+    Starts from the log's state snapshot when it has a usable one, then folds only the records
+    after it (:func:`open_state`; the same state as a full replay).
+
+    Raises:
+        CheckpointError: unreadable file, mid-file corruption, or a newer format version.
+    """
+    return open_state(path)[0]

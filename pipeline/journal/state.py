@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline._util.gcutil import gc_paused
@@ -309,17 +308,3 @@ def counts(state: RunState) -> dict[str, int]:
     for rec in state.shots.values():
         out[rec.state.value] += 1
     return out
-
-
-def load_state(path: Path) -> RunState:
-    """Replay the log at ``path`` as it is read, read-only (no lock, no repair of a torn tail).
-
-    Starts from the log's state snapshot when it has a usable one, then folds only the records
-    after it (:func:`pipeline.journal.snapshot.open_state`; the same state as a full replay).
-
-    Raises:
-        CheckpointError: unreadable file, mid-file corruption, or a newer format version.
-    """
-    from pipeline.journal.snapshot import open_state  # it builds on this module
-
-    return open_state(path)[0]

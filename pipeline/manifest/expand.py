@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.manifest.capcheck import check_caps, check_media
-from pipeline.manifest.loader import Loc, ManifestHead, Problems, SceneHead, ShotEntries, ShotSpec
 from pipeline.manifest.media import FileInfo, inspect_file, role_of
+from pipeline.manifest.schema import Loc, ManifestHead, Problems, SceneHead, ShotEntries, ShotSpec
 from pipeline.models import Asset, MediaRole, Shot
 from pipeline.providers import catalog
 from pipeline.providers.base import ProviderSpec

@@ -42,7 +42,7 @@ from pipeline.outputs.contact_sheet import (
     shot_video,
     text_width,
 )
-from pipeline.render.clips import _font
+from pipeline.render.text import load_font
 
 ANIMATIC = "animatic.mp4"
 
@@ -289,8 +289,8 @@ def _slate(segment: Segment, size: tuple[int, int]) -> Image.Image:
     missing = segment.kind != "slate"
     card = Image.new("RGB", size, (0, 0, 0) if missing else (18, 19, 23))
     draw = ImageDraw.Draw(card)
-    big = _font(max(10, height // (14 if missing else 7)))
-    small = _font(max(8, height // 24))
+    big = load_font(max(10, height // (14 if missing else 7)))
+    small = load_font(max(8, height // 24))
     big_size = int(getattr(big, "size", 10))
     room = width - width // 8
     if missing:

@@ -35,7 +35,7 @@ from pipeline._util.fsutil import replacing
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot, ShotState
-from pipeline.render.clips import _font
+from pipeline.render.text import load_font
 
 SHEET = "contact-sheet.png"
 
@@ -300,10 +300,10 @@ def _missing_cell(
 ) -> None:
     left, top, right, bottom = box
     draw.rectangle([left, top, right - 1, bottom - 1], fill=MISSING_FILL.get(reason, (36, 37, 44)))
-    big, small = _font(22), _font(13)
+    big, small = load_font(22), load_font(13)
     colour = STATE_COLOURS.get(reason, MUTED)
     draw_text(draw, (left + 14, top + 14), fit_text(shot.id, big, THUMB_W - 28), big, TEXT)
-    draw_text(draw, (left + 14, top + 48), reason.replace("_", " "), _font(18), colour)
+    draw_text(draw, (left + 14, top + 48), reason.replace("_", " "), load_font(18), colour)
     rec = state.shots.get(shot.id)
     if rec is not None and rec.error:
         draw_text(
@@ -315,12 +315,13 @@ def _label(
     draw: ImageDraw.ImageDraw, box: Box, shot: Shot, takes: int, reason: str, chosen: bool
 ) -> None:
     left, top, _, _ = box
-    draw_text(draw, (left + 2, top + 7), fit_text(shot.id, _font(16), THUMB_W - 4), _font(16), TEXT)
+    label = load_font(16)
+    draw_text(draw, (left + 2, top + 7), fit_text(shot.id, label, THUMB_W - 4), label, TEXT)
     detail = [f"{shot.duration} s", shot.aspect_ratio]
     if shot.take is not None:
         detail.insert(0, f"take {shot.take}/{takes}")
     x = left + 2
-    small = _font(13)
+    small = load_font(13)
     line = " · ".join(detail)
     draw_text(draw, (x, top + 28), line, small, MUTED)
     x += text_width(line + " · ", small)
@@ -335,14 +336,14 @@ def _label(
 def _title(
     draw: ImageDraw.ImageDraw, layout: SheetLayout, manifest: Manifest, reasons: Mapping[str, str]
 ) -> None:
-    draw_text(draw, (MARGIN, MARGIN - 4), manifest.name, _font(32), TEXT)
+    draw_text(draw, (MARGIN, MARGIN - 4), manifest.name, load_font(32), TEXT)
     shots = len(group_takes(manifest.shots))
     counts: dict[str, int] = {}
     for reason in reasons.values():
         counts[reason] = counts.get(reason, 0) + 1
     parts = [f"{shots} shots", f"{len(manifest.shots)} takes", f"{len(manifest.scenes)} scenes"]
     parts += [f"{n} {r.replace('_', ' ')}" for r, n in counts.items()]
-    draw_text(draw, (MARGIN, MARGIN + 40), " · ".join(parts), _font(15), MUTED)
+    draw_text(draw, (MARGIN, MARGIN + 40), " · ".join(parts), load_font(15), MUTED)
     width = layout.size[0]
     draw.rectangle(
         [MARGIN, MARGIN + TITLE_H - 14, width - MARGIN, MARGIN + TITLE_H - 13], fill=(60, 62, 70)
@@ -354,11 +355,11 @@ def _scene_headers(draw: ImageDraw.ImageDraw, layout: SheetLayout, manifest: Man
         left, top, right, _ = box
         shots = [s for s in manifest.shots if s.scene == scene]
         seconds = sum(chosen_take(t, None).duration for t in group_takes(shots).values())
-        font = _font(20)
+        font = load_font(20)
         name = f"{index}  {scene}"
         draw_text(draw, (left, top + 6), name, font, ACCENT)
         info = f"{len(group_takes(shots))} shots · {seconds} s"
-        small = _font(14)
+        small = load_font(14)
         info_w = text_width(info, small)
         draw_text(draw, (right - info_w, top + 11), info, small, MUTED)
         rule_left = left + text_width(name, font) + 14

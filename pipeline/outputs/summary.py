@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline._util.redaction import redact
+from pipeline._util.table import text_table
 from pipeline.journal.state import RunState, ShotRecord, counts
 from pipeline.models import ShotState
 
@@ -58,14 +59,6 @@ def state_label(rec: ShotRecord) -> str:
     The hold-back kinds are ``budget`` and ``price unknown``.
     """
     return f"pending ({rec.held})" if _waiting(rec) else rec.state.value
-
-
-def text_table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart, a dashed rule under the first (header) row."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def render_table(state: RunState, order: Sequence[str] | None = None, *, max_rows: int = 40) -> str:

@@ -36,6 +36,33 @@ class MediaPolicy:
     max_inline_bytes: int = 0
     inline_kinds: tuple[str, ...] = ("image", "video", "audio")
 
+    def mode_for(self, shot: Shot) -> str:
+        """How ``shot``'s local files reach the provider.
+
+        Returns :data:`FILE`, :data:`INLINE` or :data:`UPLOAD` (object storage, presigned URLs).
+        """
+        if self.file_urls:
+            return FILE
+        local = [a for a in shot.assets if a.path is not None]
+        total = sum(inline_size(a.size or 0, a.mime) for a in local)
+        kinds_ok = all((a.mime or "").split("/")[0] in self.inline_kinds for a in local)
+        if self.data_urls and kinds_ok and total <= self.max_inline_bytes:
+            return INLINE
+        return UPLOAD
+
+    def needs_storage(self, shot: Shot) -> bool:
+        """True when ``shot`` has local files that must go through object storage."""
+        return any(a.path is not None for a in shot.assets) and self.mode_for(shot) == UPLOAD
+
+
+#: How a shot's local files reach a provider (:meth:`MediaPolicy.mode_for`).
+INLINE, UPLOAD, FILE = "inline", "upload", "file"
+
+
+def inline_size(size: int, mime: str | None) -> int:
+    """Bytes a file of ``size`` bytes takes as a ``data:`` URL."""
+    return len(f"data:{mime or 'application/octet-stream'};base64,") + 4 * ((size + 2) // 3)
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderContext:
@@ -185,7 +212,6 @@ class ProviderSpec:
         factory: builds the adapter for a run.
         models: capability table per model id.
         defaults: default settings (base URL, key variable, limits, poll bounds).
-        local_media: unused (superseded by ``media``; kept while adapters migrate).
         needs_api_key: whether a missing key is an error before the run starts.
         check: provider-specific offline checks run by ``pipeline validate`` (see ShotCheck).
         media: how local media files reach the provider (file, data URL, or storage upload).
@@ -198,7 +224,6 @@ class ProviderSpec:
     factory: ProviderFactory
     models: Mapping[str, ModelCaps]
     defaults: ProviderSettings
-    local_media: bool = True
     needs_api_key: bool = True
     check: ShotCheck | None = None
     credits: Callable[[Shot], float | None] | None = None

@@ -388,36 +388,21 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def refresh(
-    spec: ProviderSpec, *, base_url: str | None, api_key: str | None, simulate: bool = False
-) -> Catalog:
-    """Fetch ``spec``'s model list (from its simulator when ``simulate``), cache it, merge it.
+async def refresh(spec: ProviderSpec, *, base_url: str | None, api_key: str | None) -> Catalog:
+    """Fetch ``spec``'s model list, cache it, merge it with the built-in table.
 
     Raises:
         CatalogError: see :func:`fetch`; also no base URL, or a missing required key.
     """
     if spec.name not in ENDPOINTS:
         raise CatalogError("no models endpoint; its table is built in")
-    if simulate:
-        from pipeline import sim
-
-        async with sim.running([spec.name]) as sims:
-            found = await fetch(spec.name, sims[spec.name].base_url, sim.SIM_KEY)
-    else:
-        base = base_url or spec.defaults.base_url
-        if not base:
-            raise CatalogError("no default base URL: pass --base-url")
-        if api_key is None and ENDPOINTS[spec.name].needs_key:
-            env = spec.defaults.api_key_env or "the provider's key variable"
-            raise CatalogError(f"no API key: set {env}")
-        found = await fetch(spec.name, base, api_key)
+    base = base_url or spec.defaults.base_url
+    if not base:
+        raise CatalogError("no default base URL: pass --base-url")
+    if api_key is None and ENDPOINTS[spec.name].needs_key:
+        env = spec.defaults.api_key_env or "the provider's key variable"
+        raise CatalogError(f"no API key: set {env}")
+    found = await fetch(spec.name, base, api_key)
     fetched_at = now_iso()
     write_cache(spec.name, found, fetched_at)
     return Catalog(spec.name, merge(spec, found), fetched_at)
-
-
-def models_command(args: Any, environ: Mapping[str, str] | None = None) -> int:
-    """Run ``pipeline models`` (:func:`pipeline.cli.models_view.command`); returns the exit code."""
-    from pipeline.cli.models_view import command
-
-    return command(args, environ)

@@ -33,16 +33,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import Any, ClassVar, cast
 
 import aiohttp
 
 from pipeline._util import redaction
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
 from pipeline.settings import DownloadSettings, ProviderSettings
-
-if TYPE_CHECKING:  # urlfetch imports this module
-    from pipeline.providers.urlfetch import UrlFetcher
 
 #: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
 _BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
@@ -99,7 +96,6 @@ class HttpLimits:
 
 
 #: Default timeouts (of :class:`HttpLimits` defaults) for sessions built without settings.
-DEFAULT_TIMEOUT = HttpLimits().api_timeout()
 
 
 class BoundedResponse(aiohttp.ClientResponse):
@@ -359,62 +355,3 @@ class ApiClient:
 def bearer(api_key: str | None) -> dict[str, str]:
     """``Authorization: Bearer <key>`` headers (empty when there is no key)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-class HttpAdapter:
-    """The resource lifecycle every HTTP adapter shares (anyio ``AsyncResource`` style).
-
-    An adapter owns two sessions: ``api``, the authenticated provider API, and ``urls``, the
-    credential-free fetcher of result links. ``async with`` returns the adapter and closes both
-    on exit; after :meth:`aclose` every stage method refuses to run (httpx ``ClientState``).
-    Adapters call :meth:`_check_open` first in each public method.
-
-    Args:
-        api: the provider API client.
-        urls: the download fetcher for result URLs.
-    """
-
-    #: A free GET (path under the base URL) whose success shows the provider answers again;
-    #: used by the circuit breaker's half-open probe (``SupportsProbe``). Never a paid call.
-    PROBE_PATH = "/models"
-
-    def __init__(self, api: ApiClient, urls: UrlFetcher) -> None:
-        api.adopt(urls.policy.limits)  # the provider's settings, via ``policy_for(ctx)``
-        self.api = api
-        self.urls = urls
-        self._closed = False
-
-    async def probe(self) -> None:
-        """One free request (``GET {base}{PROBE_PATH}``); returns when the provider answers.
-
-        Raises:
-            NotSent, Ambiguous, RateLimited, Rejected: the provider still fails (as mapped by
-                :func:`status_error`).
-        """
-        self._check_open()
-        resp = await self.api.request("GET", self.PROBE_PATH)
-        if not 200 <= resp.status < 300:
-            raise status_error(resp, resp.text(), provider=self.api.provider)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the API and download sessions; the adapter refuses further use. Idempotent."""
-        self._closed = True
-        try:
-            await self.api.aclose()
-        finally:
-            await self.urls.aclose()
-
-    def _check_open(self) -> None:
-        """Refuse use after :meth:`aclose`.
-
-        Raises:
-            RuntimeError: the adapter is closed.
-        """
-        if self._closed:
-            raise RuntimeError(f"{type(self).__name__} is closed: used after aclose()")

@@ -20,13 +20,13 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 
 import av
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from pipeline._util.fsutil import replacing
+from pipeline.render.text import load_font
 
 #: Short side in pixels per resolution name (``720p`` -> 1280x720 at 16:9).
 RESOLUTIONS = {"240p": 240, "360p": 360, "480p": 480, "540p": 540, "720p": 720, "1080p": 1080}
@@ -107,11 +107,6 @@ def frame_size(
     return _even(long_side * ratio), _even(long_side)
 
 
-@lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=max(8, size))
-
-
 def _palette(seed: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     hue = random.Random(seed).random()
     dark = colorsys.hsv_to_rgb(hue, 0.55, 0.22)
@@ -131,8 +126,8 @@ def _title_card(spec: ClipSpec) -> Image.Image:
         shade = int(28 * (y / h))
         draw.line([(0, y), (w, y)], fill=tuple(max(0, c - shade) for c in dark), width=2)
     margin = max(6, w // 20)
-    title_font = _font(max(10, min(h // 9, w // 12)))
-    body_font = _font(max(8, min(h // 17, w // 24)))
+    title_font = load_font(max(10, min(h // 9, w // 12)))
+    body_font = load_font(max(8, min(h // 17, w // 24)))
     title_size = getattr(title_font, "size", 10)
     draw.rectangle(
         [margin, margin, margin + max(3, w // 80), margin + int(title_size * 1.15)], fill=accent
@@ -196,7 +191,7 @@ class _CameraMove:
 
 def _burn_in(frame: Image.Image, label: str, index: int, fps: int) -> None:
     size = max(8, min(frame.width, frame.height) // 22)
-    font = _font(size)
+    font = load_font(size)
     seconds, sub = divmod(index, fps)
     text = f"{label}  {seconds // 60:02d}:{seconds % 60:02d}:{sub:02d}"
     draw = ImageDraw.Draw(frame)

@@ -305,9 +305,8 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
         await runner.cleanup()
 
 
-#: Longest a simulator waits for one media URL, and the most it reads (bytes).
+#: Longest a simulator waits for one media URL (s).
 MEDIA_TIMEOUT_S = 10.0
-MEDIA_MAX_BYTES = 64 * 1024**2
 #: Host names of this machine: the only media hosts a simulator can actually reach.
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 

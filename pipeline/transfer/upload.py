@@ -19,71 +19,14 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import anyio
 
-from pipeline.errors import ManifestError, NotSent, Rejected
-from pipeline.models import Asset, MediaRef, Shot
-from pipeline.providers.base import MediaPolicy
+from pipeline.errors import NotSent, Rejected
+from pipeline.models import Asset, MediaRef
+from pipeline.providers.base import FILE, INLINE
 from pipeline.transfer.storage import ObjectStorage, StorageError, object_name
-
-INLINE, UPLOAD, FILE, REMOTE = "inline", "upload", "file", "remote"
-
-
-def inline_size(size: int, mime: str | None) -> int:
-    """Bytes a file of ``size`` bytes takes as a ``data:`` URL."""
-    return len(f"data:{mime or 'application/octet-stream'};base64,") + 4 * ((size + 2) // 3)
-
-
-def mode_for(policy: MediaPolicy, shot: Shot) -> str:
-    """How this shot's local files reach the provider: ``file``, ``inline`` or ``upload``."""
-    if policy.file_urls:
-        return FILE
-    local = [a for a in shot.assets if a.path is not None]
-    total = sum(inline_size(a.size or 0, a.mime) for a in local)
-    kinds_ok = all((a.mime or "").split("/")[0] in policy.inline_kinds for a in local)
-    if policy.data_urls and kinds_ok and total <= policy.max_inline_bytes:
-        return INLINE
-    return UPLOAD
-
-
-def needs_storage(policy: MediaPolicy, shot: Shot) -> bool:
-    """True when the shot has local files that must go through object storage."""
-    return any(a.path is not None for a in shot.assets) and mode_for(policy, shot) == UPLOAD
-
-
-def check_storage(
-    shots: Sequence[Shot], policies: dict[str, MediaPolicy], has: bool, file: str
-) -> None:
-    """Refuse a manifest whose shots need object storage when none is configured.
-
-    Raises:
-        ManifestError: naming each such shot's line.
-    """
-    if has:
-        return
-    issues = []
-    for shot in shots:
-        policy = policies.get(shot.provider)
-        if policy is not None and needs_storage(policy, shot):
-            issues.append(shot)
-    if issues:
-        from pipeline.errors import ManifestIssue
-
-        raise ManifestError(
-            [
-                ManifestIssue(
-                    file,
-                    s.line,
-                    "storage",
-                    f"{s.id}: {s.provider} needs public URLs for local files (too large to inline "
-                    "or not accepted inline); add `storage: {url: s3://bucket/prefix}`",
-                )
-                for s in issues
-            ]
-        )
 
 
 @dataclass

@@ -38,7 +38,6 @@ from pipeline.models import (
     Download,
     JobHandle,
     MediaRef,
-    MediaRole,
     ModelCaps,
     PollResult,
     Shot,
@@ -47,12 +46,12 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
-    HttpAdapter,
     bearer,
     redact,
     retry_after,
     status_error,
 )
+from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.newapi.codec import (
     MODELS,
     NAME,
@@ -77,7 +76,6 @@ NOT_EXIST_GRACE_S = 60.0
 DATA_URL_MAX_BYTES = 10 * 1024**2
 #: Image types sent inline [I: Vidu upstream accepts Base64 PNG/JPEG/WebP images].
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
-IMAGE_ROLES = frozenset({MediaRole.IMAGE, MediaRole.END_IMAGE, MediaRole.REFERENCE_IMAGE})
 #: Task-error codes that are definite even with a 5xx status: the gateway answered itself and
 #: refunded the pre-consumed quota [C §3.4 relay_task.go].
 DEFINITE_CODES = frozenset({"get_channel_failed", "fail_to_fetch_task"})

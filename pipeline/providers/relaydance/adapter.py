@@ -42,12 +42,12 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
-    HttpAdapter,
     bearer,
     map_http_errors,
     redact,
 )
 from pipeline.providers.http import status_error as generic_status_error
+from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.relaydance.codec import (
     CORE_METADATA,
     CodecError,

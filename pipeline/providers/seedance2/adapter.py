@@ -40,12 +40,12 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
-    HttpAdapter,
     bearer,
     redact,
     retry_after,
     status_error,
 )
+from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.seedance2 import codec
 from pipeline.providers.urlfetch import UrlFetcher, policy_for
 from pipeline.settings import ProviderSettings

@@ -53,11 +53,11 @@ from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
-    HttpAdapter,
     bearer,
     map_http_errors,
     redact,
 )
+from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
 from pipeline.providers.venice.codec import (
     DEFAULT_BASE_URL,

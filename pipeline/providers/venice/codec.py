@@ -153,11 +153,6 @@ def body_size(body: Mapping[str, Any]) -> int:
     return len(json.dumps(body).encode())
 
 
-def data_url_size(raw_bytes: int, mime: str) -> int:
-    """Length in bytes of the ``data:<mime>;base64,...`` URL of a ``raw_bytes`` file."""
-    return len(f"data:{mime};base64,") + 4 * ((raw_bytes + 2) // 3)
-
-
 # ----- answers -----------------------------------------------------------------------------
 
 
