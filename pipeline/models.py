@@ -57,7 +57,7 @@ class Event(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """A provider job's status, normalised across providers (docs/providers.md §6)."""
+    """A provider job's status, normalised across providers (docs/providers/README.md §6)."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -1,4 +1,4 @@
-"""newapi adapter: codec on recorded bodies (docs/providers.md §3), adapter against the sim."""
+"""newapi adapter: codec on recorded bodies (newapi.md §3), adapter against the sim."""
 
 from __future__ import annotations
 
@@ -585,7 +585,7 @@ async def test_failed_prompt_reports_reason_and_gateway_refunds(tmp_path: Path) 
         assert final.status == JobStatus.FAILED
         assert final.raw_status == "FAILURE"
         assert final.message == "AuditSubmitIllegal"
-        assert final.refunded is None  # the answer does not say so [I]
+        assert final.refunded is None  # the answer does not say so [inferred]
         assert app[LEDGER].charges[0].refunded  # but the gateway did refund
 
 

@@ -83,7 +83,7 @@ async def test_plan_reports_new_changed_unchanged_done_orphaned(tmp_path: Path) 
     assert by_id["a-s4"].status == "new"
     assert by_id["a-r1"].usd is None  # unknown, never $0
     assert by_id["a-r1"].source == "unknown"
-    assert by_id["a-d1"].credits == 40  # seedance-2.0, 5 s, 720p, text-to-video [D]
+    assert by_id["a-d1"].credits == 40  # seedance-2.0, 5 s, 720p, text-to-video [documented]
     assert by_id["a-d1"].usd == 0.4
     totals = plan.totals()
     assert totals["unknown"] == 1

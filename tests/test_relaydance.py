@@ -1,7 +1,8 @@
-"""RelayDance: codec on recorded bodies (docs/providers.md §4, §3.3), adapter against the sim.
+"""RelayDance: codec on recorded bodies (relaydance.md §4, newapi.md §3.3), adapter against the sim.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations

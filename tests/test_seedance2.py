@@ -1,4 +1,4 @@
-"""seedance2.ink: codec on recorded bodies (docs/providers.md §2), adapter against the simulator."""
+"""seedance2.ink: codec on recorded bodies (seedance2.md §2), adapter against the simulator."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Venice adapter: codec on recorded bodies (tests/data/venice) and adapter vs simulator.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ def test_caps_from_recorded_models_entry() -> None:
     entry = load("models_video")["data"][0]
     caps = caps_from_constraints(entry)
     assert (caps.min_image_short_side, caps.image_aspect_range) == (300, (0.4, 2.5))
-    # Video/audio reference limits and file sizes are documented, not in /models [D §1.4].
+    # Video/audio reference limits and file sizes are documented, not in /models [venice.md §1.4].
     table = dataclasses.replace(
         MODELS["seedance-1-5-pro-image-to-video-basic"],
         max_media_bytes=None,

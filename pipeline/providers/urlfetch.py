@@ -16,8 +16,9 @@ Result URLs come from a remote service, so they are untrusted input (README "Rel
   a body that drips is cut within about one window (a retryable :class:`FetchError`);
 - 403/404/410 mean "expired": the runner refreshes the URL by polling, never by resubmitting.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ async def fetch_media(items: Iterable[tuple[str | None, str]]) -> str | None:
         items: ``(kind, url)`` pairs; ``kind`` is ``"image"``, ``"video"``, ``"audio"`` or None
             (any of them). ``data:`` URLs are decoded; http(s) URLs on loopback (object storage
             such as moto, or another local server) are downloaded. Other hosts cannot be reached
-            from a sandbox, so the simulator trusts them [I].
+            from a sandbox, so the simulator trusts them [inferred].
 
     Returns:
         None when every URL served media of the declared kind, else what went wrong.

@@ -1,4 +1,4 @@
-"""``newapi``: an OpenAI-style New API gateway serving Vidu Q3 (docs/providers.md §3).
+"""``newapi``: an OpenAI-style New API gateway serving Vidu Q3 (docs/providers/newapi.md §3).
 
 Thin I/O shell over :mod:`pipeline.providers.newapi.codec`. Routes used (§3.1), appended to the
 gateway root in ``providers.newapi.base_url`` (no default: every gateway has its own host)::
@@ -8,14 +8,16 @@ gateway root in ``providers.newapi.base_url`` (no default: every gateway has its
     GET  /v1/videos/{task_id}/content      proxied MP4 (auth), when no usable result URL
 
 Money rules (README, resume semantics): the gateway pre-consumes quota at submit and refunds
-it when the upstream submit fails [C relay_task.go], so a definite error answer means "not charged"
+it when the upstream submit fails [seen in code: relay_task.go], so a definite error answer means
+"not charged"
 (``Rejected``); 429 is ``RateLimited``; resets, timeouts after send, other 5xx and unexpected 2xx
 are ``Ambiguous``. The gateway takes no client reference, so ``key`` is not sent and there is no
 reconcile. Result URLs (signed upstream CDN URLs that expire, §3.4) are fetched without the API
 key; an expired one falls back to the gateway's content proxy.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -70,19 +72,20 @@ GENERATIONS = "/v1/video/generations"
 VIDEOS = "/v1/videos"
 CHUNK = 1 << 20
 #: A fresh task may answer 400 ``task_not_exist`` for a while (§3.5.5); after this many seconds
-#: the answer is believed [I].
+#: the answer is believed [inferred].
 NOT_EXIST_GRACE_S = 60.0
-#: Largest local image sent inline as a ``data:`` URL [I] (object-storage uploads come later).
+#: Largest local image sent inline as a ``data:`` URL [inferred] (object-storage uploads come
+#: later).
 DATA_URL_MAX_BYTES = 10 * 1024**2
 #: Image types sent inline [I: Vidu upstream accepts Base64 PNG/JPEG/WebP images].
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 #: Task-error codes that are definite even with a 5xx status: the gateway answered itself and
-#: refunded the pre-consumed quota [C §3.4 relay_task.go].
+#: refunded the pre-consumed quota [newapi.md §3.4 relay_task.go].
 DEFINITE_CODES = frozenset({"get_channel_failed", "fail_to_fetch_task"})
 
 
 def gateway_root(base_url: str) -> str:
-    """The gateway root from ``base_url``; a trailing ``/v1`` is tolerated and removed [I]."""
+    """The gateway root from ``base_url``; a trailing ``/v1`` is removed [inferred]."""
     root = base_url.rstrip("/")
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
@@ -333,7 +336,7 @@ def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
       model to use instead;
     - ``-offpeak`` models refuse an explicit ``audio: false`` (off-peak is unavailable without
       audio); unset audio is the gateway's default, as in its documented off-peak example;
-    - an end frame needs a first frame (Vidu start-end2video takes both) [I].
+    - an end frame needs a first frame (Vidu start-end2video takes both) [inferred].
     """
     issues: list[tuple[str, str]] = []
     fixed = caps.resolutions[0] if caps.resolutions else None
@@ -364,12 +367,12 @@ SPEC = ProviderSpec(
     defaults=ProviderSettings(
         base_url=None,  # every gateway has its own host: the user must set it
         api_key_env="NEWAPI_API_KEY",
-        max_in_flight=4,  # [I] admin-configurable per gateway (§3.4)
-        requests_per_minute=30.0,  # [I] §3.4: limits exist, values are per gateway
-        polls_per_minute=120.0,  # [I]
-        poll_min_s=5.0,  # [I] Vidu Q3 jobs take minutes
-        poll_max_s=30.0,  # [I]
-        poll_deadline_s=3600.0,  # [I]
+        max_in_flight=4,  # [inferred] admin-configurable per gateway (§3.4)
+        requests_per_minute=30.0,  # [inferred] §3.4: limits exist, values are per gateway
+        polls_per_minute=120.0,  # [inferred]
+        poll_min_s=5.0,  # [inferred] Vidu Q3 jobs take minutes
+        poll_max_s=30.0,  # [inferred]
+        poll_deadline_s=3600.0,  # [inferred]
     ),
     # Local images inline as data URLs [I: Vidu upstream accepts Base64 images]; larger
     # requests go through object storage as presigned https URLs.

@@ -1,4 +1,4 @@
-"""Pure codec of a New-API-style gateway serving Vidu Q3 (docs/providers.md §3). No I/O here.
+"""Pure codec of a New-API-style gateway serving Vidu Q3 (docs/providers/newapi.md §3). No I/O here.
 
 Request building, status normalisation and error-body parsing for the legacy
 ``/v1/video/generations`` family, tested on recorded bodies in ``tests/data/newapi/``:
@@ -14,8 +14,9 @@ Request building, status normalisation and error-body parsing for the legacy
 The capability table :data:`MODELS` lives here too (pure data shared by the adapter's
 ``SPEC`` and the simulator).
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -33,22 +34,25 @@ from pipeline.models import JobStatus, MediaRef, MediaRole, ModelCaps, PollResul
 
 NAME = "newapi"
 
-#: Vidu Q3: 1-16 s [C §3.2 modelstream/runpod/novita docs].
+#: Vidu Q3: 1-16 s [newapi.md §3.2 modelstream/runpod/novita docs].
 DURATIONS = tuple(range(1, 17))
-#: 16:9, 9:16, 1:1 [C §3.2]; 4:3 and 3:4 exist "on some routes" [C §3.2] -- put on the
-#: ``viduq3p`` (pro) family only [I].
+#: 16:9, 9:16, 1:1 [newapi.md §3.2]; 4:3 and 3:4 exist "on some routes" [newapi.md §3.2] -- put on
+#: the
+#: ``viduq3p`` (pro) family only [inferred].
 RATIOS = ("16:9", "9:16", "1:1")
 RATIOS_PRO = (*RATIOS, "4:3", "3:4")
-#: Prompt <= 2000 characters [C §3.2] (5000 in subject mode, not used here).
+#: Prompt <= 2000 characters [newapi.md §3.2] (5000 in subject mode, not used here).
 MAX_PROMPT = 2000
-#: Reference images: up to 7 [I] (Vidu reference2video takes several; the count is not in §3).
+#: Reference images: up to 7 [inferred] (Vidu reference2video takes several; the count is not in
+#: §3).
 MAX_REFS = 7
 OFFPEAK_SUFFIX = "-offpeak"
 
 
 def _caps(resolution: str, ratios: tuple[str, ...]) -> ModelCaps:
-    # Resolution is encoded in the model id [C §3.2, quirk §3.5.6]; end frame via ``last_image``
-    # and native audio [C §3.2 "native audio on by default"].
+    # Resolution is encoded in the model id [newapi.md §3.2, quirk §3.5.6]; end frame via
+    # ``last_image``
+    # and native audio [newapi.md §3.2 "native audio on by default"].
     return ModelCaps(
         durations=DURATIONS,
         aspect_ratios=ratios,
@@ -66,9 +70,9 @@ def _table() -> dict[str, ModelCaps]:
     for res in ("540p", "720p", "1080p"):
         models[f"viduq3p-{res}"] = _caps(res, RATIOS_PRO)  # [seed doc §3.2]
     for res in ("540p", "720p", "1080p"):
-        models[f"viduq3t-{res}"] = _caps(res, RATIOS)  # viduq3t-* named in §3.2; caps [I]
-    models["viduq3p-mix-720p"] = _caps("720p", RATIOS)  # [seed doc §3.2]; caps [I]
-    # "-offpeak variants" [seed doc §3.2]; which models have one and the suffix position [I].
+        models[f"viduq3t-{res}"] = _caps(res, RATIOS)  # viduq3t-* named in §3.2; caps [inferred]
+    models["viduq3p-mix-720p"] = _caps("720p", RATIOS)  # [seed doc §3.2]; caps [inferred]
+    # "-offpeak variants" [seed doc §3.2]; which models have one and the suffix position [inferred].
     for res in ("540p", "720p", "1080p"):
         models[f"viduq3p-{res}{OFFPEAK_SUFFIX}"] = _caps(res, RATIOS_PRO)
     return models
@@ -84,8 +88,8 @@ STATUSES: Mapping[str, JobStatus] = MappingProxyType(
         "not_start": JobStatus.QUEUED,
         "submitted": JobStatus.QUEUED,
         "queued": JobStatus.QUEUED,
-        "queueing": JobStatus.QUEUED,  # Vidu upstream [C §3.3]
-        "created": JobStatus.QUEUED,  # Vidu upstream [C §3.3]
+        "queueing": JobStatus.QUEUED,  # Vidu upstream [newapi.md §3.3]
+        "created": JobStatus.QUEUED,  # Vidu upstream [newapi.md §3.3]
         "in_progress": JobStatus.RUNNING,
         "processing": JobStatus.RUNNING,
         "success": JobStatus.SUCCEEDED,
@@ -93,8 +97,8 @@ STATUSES: Mapping[str, JobStatus] = MappingProxyType(
         "completed": JobStatus.SUCCEEDED,
         "failure": JobStatus.FAILED,
         "failed": JobStatus.FAILED,
-        "cancelled": JobStatus.CANCELLED,  # not documented for New API (§6 "—") [I]
-        "canceled": JobStatus.CANCELLED,  # [I]
+        "cancelled": JobStatus.CANCELLED,  # not documented for New API (§6 "—") [inferred]
+        "canceled": JobStatus.CANCELLED,  # [inferred]
     }
 )
 
@@ -110,7 +114,8 @@ class _Lenient(BaseModel):
 class SubmitResponse(_Lenient):
     """Submit 200 (§3.2): ``{id, task_id, object, model, status, progress, created_at}``.
 
-    ``task_id`` is "compat with old interface" [C dto/openai_video.go]; either may come alone.
+    ``task_id`` is "compat with old interface" [seen in code: dto/openai_video.go]; either may come
+    alone.
     """
 
     id: str | int | None = None
@@ -144,7 +149,7 @@ class TaskView(_Lenient):
 
 
 class TaskErrorBody(_Lenient):
-    """Task error ``{"code": "<string>", "message", "data": null}`` [C dto.TaskError §3.4]."""
+    """Task error ``{"code": "<string>", "message", "data": null}`` [newapi.md §3.4]."""
 
     code: str
     message: str | None = None
@@ -152,7 +157,7 @@ class TaskErrorBody(_Lenient):
 
 
 class OpenAIErrorDetail(_Lenient):
-    """The inner object of a relay error ``{"error": {message, type, param, code}}`` [C §3.4]."""
+    """The inner object of ``{"error": {message, type, param, code}}`` [newapi.md §3.4]."""
 
     message: str | None = None
     type: str | None = None
@@ -161,7 +166,7 @@ class OpenAIErrorDetail(_Lenient):
 
 
 class OpenAIErrorBody(_Lenient):
-    """Relay error envelope (401 bad token, 404 bad URL, 501 ``api_not_implemented``) [C §3.4]."""
+    """Relay error envelope (401 token, 404 URL, 501 ``api_not_implemented``) [newapi.md §3.4]."""
 
     error: OpenAIErrorDetail
 
@@ -272,7 +277,7 @@ def normalise_status(raw: str) -> JobStatus:
 def parse_progress(value: object) -> float | None:
     """Progress as 0.0-1.0 from ``"NN%"`` (TaskDto) or an int 0-100 (``/v1/videos``) (§3.5.3).
 
-    Numbers are read as percent [I]; unreadable values give None.
+    Numbers are read as percent [inferred]; unreadable values give None.
     """
     if value is None or isinstance(value, bool):
         return None
@@ -304,7 +309,7 @@ def _http_url(value: object) -> str | None:
 
 
 def _raw_url(raw: Any) -> str | None:
-    """URL inside the raw upstream JSON of shape A (Vidu ``creations[0].url``) [C §3.3]."""
+    """URL inside the raw upstream JSON of shape A (Vidu ``creations[0].url``) [newapi.md §3.3]."""
     if not isinstance(raw, dict):
         return None
     creations = raw.get("creations")
@@ -349,7 +354,7 @@ def parse_status(payload: Any) -> PollResult:
         PollResult with the normalised status, ``raw_status`` as sent, ``progress`` 0.0-1.0,
         ``result_url`` (see :func:`find_result_url`), ``message`` (failure reason:
         ``fail_reason``, ``error``/``error.message``, or Vidu ``err_code``) and ``refunded`` None
-        for failures (the gateway's refund is not visible in the answer [I]).
+        for failures (the gateway's refund is not visible in the answer [inferred]).
 
     Raises:
         CodecError: the body has no status (e.g. an error body answered with 200).

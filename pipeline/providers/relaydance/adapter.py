@@ -1,20 +1,24 @@
-"""``relaydance``: the RelayDance gateway (docs/providers.md §4), a New-API-based video API.
+"""``relaydance``: the RelayDance gateway (relaydance.md §4), a New-API-based video API.
 
 ::
 
     POST {base}/video/generations            submit -> {task_id, status: "submitted"}
     GET  {base}/video/generations/{task_id}  poll   -> {task_id, status, url, format, metadata}
-    GET  result ``url``                      temporary signed URL (~30 min [C]); no credentials
-    GET  {base}/videos/{task_id}/content     bytes proxy with the API key [C §4.1] (fallback)
+    GET  result ``url``                      temporary signed URL (~30 min [seen in code]); no
+    credentials
+    GET  {base}/videos/{task_id}/content     bytes proxy with the API key [relaydance.md §4.1]
+    (fallback)
 
 The wire format lives in :mod:`pipeline.providers.relaydance.codec`; this module is the I/O shell.
 Money rules: 400/401/403/404 at submit are definite refusals (Rejected), 429 is RateLimited, and
 anything else that may have reached the gateway (5xx, resets, timeouts, an unparsable 2xx) is
-Ambiguous. RelayDance documents "failed requests are not billed" for 5xx [D §4.5], but a 5xx
+Ambiguous. RelayDance documents "failed requests are not billed" for 5xx [relaydance.md §4.5], but
+a 5xx
 produced after the request was received can still have created the task, so it stays Ambiguous.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ from pipeline.settings import ProviderSettings
 
 NAME = "relaydance"
 
-#: Seconds after submit during which 400/403/404 on the status route are transient [C §4.3].
+#: Seconds after submit during which 400/403/404 on the status route are transient [relaydance.md
+#: §4.3].
 TRANSIENT_S = 60.0
 #: Largest total of inline data URLs per request (bytes) [I: gateways cap JSON near 10-20 MB].
 MAX_DATA_URL_BYTES = 10 * 1024 * 1024
@@ -97,7 +102,7 @@ class RelayDanceProvider(HttpAdapter):
     # ----- submit -----------------------------------------------------------------------------
 
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
-        """Create the task (the one paid call) [D §4.2].
+        """Create the task (the one paid call) [relaydance.md §4.2].
 
         ``key`` is not sent: RelayDance documents no client reference or idempotency field.
 
@@ -140,7 +145,7 @@ class RelayDanceProvider(HttpAdapter):
         return price.per_job_usd
 
     def _error(self, resp: ApiResponse, *, shot: str = "", model: str = "") -> ProviderError:
-        """Classify a non-2xx answer [D §4.5] (generic mapping refined for 403)."""
+        """Classify a non-2xx answer [relaydance.md §4.5] (generic mapping refined for 403)."""
         info = parse_error(resp.body)
         message = info.message or resp.text() or f"HTTP {resp.status}"
         if resp.status == 403:
@@ -157,11 +162,11 @@ class RelayDanceProvider(HttpAdapter):
     # ----- poll -------------------------------------------------------------------------------
 
     async def poll(self, job: JobHandle) -> PollResult:
-        """Ask once for the task's status [D §4.3]; never sleeps.
+        """Ask once for the task's status [relaydance.md §4.3]; never sleeps.
 
         Raises:
             Ambiguous: 400/403/404 within ``TRANSIENT_S`` of submit (the task is not visible yet
-                [C §4.3]), a 5xx, or an unparsable answer: poll again.
+                [relaydance.md §4.3]), a 5xx, or an unparsable answer: poll again.
             JobFailed: the task is unknown (404 / ``task_not_exist``) long after submit.
             RateLimited, NotSent, Rejected: as the generic mapping (401: the key went bad).
         """
@@ -195,8 +200,10 @@ class RelayDanceProvider(HttpAdapter):
     async def fetch(self, job: JobHandle, result: PollResult) -> AsyncIterator[Download]:
         """Stream the video: the signed ``url`` without credentials, else the content proxy.
 
-        The signed URL expires (~30 min [C §4.3]); when it answers expired (or is missing), the
-        bytes are taken from ``/videos/{id}/content`` with the API key [C §4.1, quirk §4.6.4].
+        The signed URL expires (~30 min [relaydance.md §4.3]); when it answers expired (or is
+        missing), the
+        bytes are taken from ``/videos/{id}/content`` with the API key [relaydance.md §4.1, quirk
+        §4.6.4].
 
         Raises:
             FetchError: both ways failed; ``expired=True`` when the video is gone (poll again).
@@ -244,20 +251,22 @@ async def _read_small(resp: aiohttp.ClientResponse) -> bytes:
 
 def _caps(*, audio: bool, seconds: int = 12, resolutions: tuple[str, ...] = ()) -> ModelCaps:
     return ModelCaps(
-        # 4-12 s [C §4.2 client lists]; Seedance 2.0 takes 4-15 s, the FAQ's overall cap, as on
+        # 4-12 s [relaydance.md §4.2 client lists]; Seedance 2.0 takes 4-15 s, the FAQ's overall
+        # cap, as on
         # every other provider (https://docs.venice.ai/models/seedance-2-0)
         durations=tuple(range(4, seconds + 1)),
         # metadata.ratio "16:9", "9:16", "1:1"; the documented reference example sends "1:1"
         # with seedance-1-5-pro-with-audio (https://relaydance.com/docs/api-reference/generate-video)
         aspect_ratios=("16:9", "9:16", "1:1"),
         resolutions=resolutions or ("480p", "720p", "1080p"),  # baked ids checked by _check
-        max_prompt_chars=5000,  # [I] not documented; the gateway answers 400 (not charged)
-        first_frame=True,  # role first_frame [C §4.2]
-        end_frame=True,  # role last_frame [C §4.2]
-        max_reference_images=9,  # [D §4.2]
-        max_reference_videos=3,  # [D §4.2]
-        max_reference_audio=3,  # [D §4.2]
-        audio=audio,  # generate_audio on Seedance 2.0 [D §4.2]; 1.5 audio is in the id [C]
+        max_prompt_chars=5000,  # [inferred] not documented; the gateway answers 400 (not charged)
+        first_frame=True,  # role first_frame [relaydance.md §4.2]
+        end_frame=True,  # role last_frame [relaydance.md §4.2]
+        max_reference_images=9,  # [relaydance.md §4.2]
+        max_reference_videos=3,  # [relaydance.md §4.2]
+        max_reference_audio=3,  # [relaydance.md §4.2]
+        # generate_audio on Seedance 2.0 [relaydance.md §4.2]; 1.5 audio is in the id [seen in code]
+        audio=audio,
     )
 
 
@@ -281,7 +290,8 @@ def _check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
         issues.append(
             (
                 "references",
-                "reference images cannot be combined with first/last-frame images [D §4.2]",
+                "reference images cannot be combined with first/last-frame images "
+                "[relaydance.md §4.2]",
             )
         )
     baked = baked_resolution(shot.model)
@@ -300,7 +310,8 @@ def _check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
     return issues
 
 
-#: Defaults [D §4.1 base URL]; limits are [I]: RelayDance publishes no numbers [D FAQ].
+#: Defaults [relaydance.md §4.1 base URL]; limits are [inferred]: RelayDance publishes no numbers
+#: [documented: FAQ].
 DEFAULTS = ProviderSettings(
     base_url="https://relaydance.com/v1",
     api_key_env="RELAYDANCE_API_KEY",

@@ -1,20 +1,23 @@
-"""RelayDance wire format (docs/providers.md §4): request building and response parsing, no I/O.
+"""RelayDance wire format (relaydance.md §4): request building and response parsing, no I/O.
 
 RelayDance is a New-API-based gateway. Its documented surface (§4.2-§4.5) is small, but what a
 client receives in practice also follows New API's other task shapes (§3.3), so the parsers here
 accept all of them:
 
-- doc shape [D §4.3]: ``{task_id, status, url, format, metadata}``;
-- New API ``TaskDto`` wrapper [C §3.3 A/B]: ``{code, message, data: {task_id, status, progress:
+- doc shape [relaydance.md §4.3]: ``{task_id, status, url, format, metadata}``;
+- New API ``TaskDto`` wrapper [newapi.md §3.3 A/B]: ``{code, message, data: {task_id, status,
+progress:
   "30%", fail_reason, result_url | url, data: {raw upstream}}}``;
-- OpenAI video object [C §3.3 C]: ``{id, object: "video", status, progress: 0-100,
+- OpenAI video object [newapi.md §3.3 seen in code]: ``{id, object: "video", status, progress:
+0-100,
   metadata: {url}, error: {message, code}}``.
 
 Statuses are normalised through :data:`STATUS_SYNONYMS` (case-insensitive; unknown strings mean
-RUNNING, docs/providers.md §6).
+RUNNING, docs/providers/README.md §6).
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -34,23 +37,25 @@ class CodecError(ValueError):
     """A response body does not have the shape the codec needs (the shell maps it to Ambiguous)."""
 
 
-#: Provider status string (lower-case) -> normalised status (docs/providers.md §6 RelayDance +
-#: New API columns). ``cancelled`` is not documented for RelayDance; New API forks may send it [I].
+#: Provider status string (lower-case) -> normalised status (docs/providers/README.md §6 RelayDance
+#: +
+#: New API columns). ``cancelled`` is not documented for RelayDance; New API forks may send it
+#: [inferred].
 STATUS_SYNONYMS: Mapping[str, JobStatus] = {
-    "submitted": JobStatus.QUEUED,  # [D §4.3]
-    "queued": JobStatus.QUEUED,  # [C §3.3 B/C]
-    "not_start": JobStatus.QUEUED,  # [C §3.3 A]
-    "pending": JobStatus.QUEUED,  # [I]
-    "running": JobStatus.RUNNING,  # [D §4.3]
-    "in_progress": JobStatus.RUNNING,  # [C §3.3 A/C]
-    "processing": JobStatus.RUNNING,  # [C §3.3 B]
-    "succeeded": JobStatus.SUCCEEDED,  # [D §4.3]
-    "success": JobStatus.SUCCEEDED,  # [C §3.3 A]
-    "completed": JobStatus.SUCCEEDED,  # [C §3.3 C]
-    "failed": JobStatus.FAILED,  # [D §4.3]
-    "failure": JobStatus.FAILED,  # [C §3.3 A]
-    "cancelled": JobStatus.CANCELLED,  # [I]
-    "canceled": JobStatus.CANCELLED,  # [I]
+    "submitted": JobStatus.QUEUED,  # [relaydance.md §4.3]
+    "queued": JobStatus.QUEUED,  # [newapi.md §3.3 B/seen in code]
+    "not_start": JobStatus.QUEUED,  # [newapi.md §3.3 A]
+    "pending": JobStatus.QUEUED,  # [inferred]
+    "running": JobStatus.RUNNING,  # [relaydance.md §4.3]
+    "in_progress": JobStatus.RUNNING,  # [newapi.md §3.3 A/seen in code]
+    "processing": JobStatus.RUNNING,  # [newapi.md §3.3 B]
+    "succeeded": JobStatus.SUCCEEDED,  # [relaydance.md §4.3]
+    "success": JobStatus.SUCCEEDED,  # [newapi.md §3.3 A]
+    "completed": JobStatus.SUCCEEDED,  # [newapi.md §3.3 seen in code]
+    "failed": JobStatus.FAILED,  # [relaydance.md §4.3]
+    "failure": JobStatus.FAILED,  # [newapi.md §3.3 A]
+    "cancelled": JobStatus.CANCELLED,  # [inferred]
+    "canceled": JobStatus.CANCELLED,  # [inferred]
 }
 
 
@@ -69,7 +74,7 @@ class UrlObject(TypedDict):
 
 
 class ContentItem(TypedDict):
-    """One ``metadata.content[]`` item [D §4.2; frame roles C]. Exactly one ``*_url`` key is set."""
+    """One ``metadata.content[]`` item, exactly one ``*_url`` key set [relaydance.md §4.2]."""
 
     type: Literal["image_url", "video_url", "audio_url"]
     role: str
@@ -79,7 +84,7 @@ class ContentItem(TypedDict):
 
 
 class SubmitBody(TypedDict):
-    """``POST /v1/video/generations`` body [D §4.2]; ``seconds`` is a *string* (quirk §4.6.1)."""
+    """``POST /v1/video/generations`` body [relaydance.md §4.2]; ``seconds`` is a string."""
 
     model: str
     prompt: str
@@ -87,7 +92,8 @@ class SubmitBody(TypedDict):
     metadata: dict[str, Any]
 
 
-#: Manifest role -> (content type, RelayDance role) [D §4.2 reference roles; C frame roles].
+#: Manifest role -> (content type, RelayDance role) [relaydance.md §4.2 reference roles; seen in
+#: code frame roles].
 CONTENT_ROLES: Mapping[MediaRole, tuple[Literal["image_url", "video_url", "audio_url"], str]] = {
     MediaRole.IMAGE: ("image_url", "first_frame"),
     MediaRole.END_IMAGE: ("image_url", "last_frame"),
@@ -109,7 +115,7 @@ def baked_resolution(model: str) -> str | None:
 
 
 def takes_audio_flag(model: str) -> bool:
-    """Whether ``metadata.generate_audio`` applies: Seedance 2.0 models only [D §4.2]."""
+    """Whether ``metadata.generate_audio`` applies: Seedance 2.0 only [relaydance.md §4.2]."""
     return model.startswith("doubao-seedance-2-0")
 
 
@@ -122,7 +128,7 @@ def content_item(ref: MediaRef) -> ContentItem:
 
 
 def build_submit(shot: Shot, media: Sequence[MediaRef]) -> SubmitBody:
-    """The submit request body for ``shot`` [D §4.2].
+    """The submit request body for ``shot`` [relaydance.md §4.2].
 
     The prompt is passed through unchanged (it cites reference images as ``@image1``… in
     ``content`` order). Everything vendor-specific, including ``shot.extra`` and its
@@ -146,7 +152,7 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> SubmitBody:
     if shot.audio is not None and takes_audio_flag(shot.model):
         metadata["generate_audio"] = shot.audio  # unset: left out, the provider's default
     if shot.seed is not None:
-        metadata["seed"] = shot.seed  # [I] merged into the upstream body by New API (§3.2)
+        metadata["seed"] = shot.seed  # [inferred] merged into the upstream body by New API (§3.2)
     if media:
         metadata["content"] = [content_item(ref) for ref in media]
     return {
@@ -165,7 +171,7 @@ class _Lenient(BaseModel):
 
 
 class TaskError(_Lenient):
-    """``error`` of a task [C §3.3 C]: ``{message, code}``."""
+    """``error`` of a task [newapi.md §3.3 seen in code]: ``{message, code}``."""
 
     message: str = ""
     code: str | int | None = None
@@ -190,7 +196,7 @@ class Task(_Lenient):
 
 
 class SubmitReply(_Lenient):
-    """Submit answer [D §4.2]: ``{task_id, status: "submitted"}`` (New API may add ``id``)."""
+    """Submit answer ``{task_id, status: "submitted"}``, maybe with ``id`` [relaydance.md §4.2]."""
 
     task_id: str | None = None
     id: str | None = None
@@ -251,7 +257,7 @@ def _progress(value: float | str | None) -> float | None:
 
 
 def _upstream_url(raw: Any) -> str | None:
-    """``creations[0].url`` of a raw Vidu-style upstream body [C §3.3 A]."""
+    """``creations[0].url`` of a raw Vidu-style upstream body [newapi.md §3.3 A]."""
     if isinstance(raw, dict):
         creations = raw.get("creations")
         if isinstance(creations, list) and creations and isinstance(creations[0], dict):
@@ -270,7 +276,7 @@ def result_url(task: Task) -> str | None:
 
 
 def failure_reason(task: Task) -> str:
-    """Reason text: ``error.message`` -> ``fail_reason`` -> ``message`` [C §4.3]."""
+    """Reason text: ``error.message`` -> ``fail_reason`` -> ``message`` [relaydance.md §4.3]."""
     error = task.error.message if isinstance(task.error, TaskError) else task.error
     for text in (error, task.fail_reason, task.message):
         if text:
@@ -281,7 +287,7 @@ def failure_reason(task: Task) -> str:
 def parse_status(payload: Any) -> PollResult:
     """One poll answer as a :class:`PollResult`.
 
-    ``refunded`` is True for failed jobs: "failed (not billed)" [D §4.3].
+    ``refunded`` is True for failed jobs: "failed (not billed)" [relaydance.md §4.3].
 
     Raises:
         CodecError: the payload is not a task object.
@@ -309,7 +315,7 @@ class ApiErrorInfo:
 
 
 def parse_error(body: bytes) -> ApiErrorInfo:
-    """Read an error body [D §4.5 ``{"error": {message, type}}``; C §3.4 ``{code, message}``].
+    """Read an error body, ``{"error": {message, type}}`` or ``{code, message}`` (§4.5).
 
     Never raises: a body of another shape becomes its (shortened) text.
     """

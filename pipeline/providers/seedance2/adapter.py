@@ -1,4 +1,4 @@
-"""``seedance2``: the seedance2.ink Open API adapter (docs/providers.md §2), a thin I/O shell.
+"""``seedance2``: the seedance2.ink Open API adapter (seedance2.md §2), a thin I/O shell.
 
 Request building and response parsing live in :mod:`pipeline.providers.seedance2.codec`; this
 module sends, receives and maps outcomes onto :mod:`pipeline.errors` by the money rules:
@@ -13,12 +13,14 @@ connect refused / DNS / connect timeout                NotSent
 2xx ``success: false`` with an unknown code            charged: reconcile, never blind retry)
 =====================================================  ==========================================
 
-Credits are charged at submit [D §2.3] and returned as ``creditsCharged`` (``JobHandle.credits``).
-Result videos are public R2 URLs [D §2.4] fetched with a credential-free
+Credits are charged at submit [seedance2.md §2.3] and returned as ``creditsCharged``
+(``JobHandle.credits``).
+Result videos are public R2 URLs [seedance2.md §2.4] fetched with a credential-free
 :class:`~pipeline.providers.urlfetch.UrlFetcher`, never with the API session.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Seedance2Provider(HttpAdapter):
     # ----- submit / poll ------------------------------------------------------------------------
 
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
-        """Create the task (the one paid call) [D §2.3]; ``key`` goes to ``metadata.client_ref``.
+        """Create the task (the paid call) [seedance2.md §2.3]; ``key`` is ``metadata.client_ref``.
 
         Returns:
             The handle: ``job_id`` = ``requestId``, ``credits`` = ``creditsCharged``.
@@ -90,7 +92,8 @@ class Seedance2Provider(HttpAdapter):
                 (refused before sending). Ambiguous: the task may exist and be charged.
         """
         self._check_open()
-        for ref in media:  # public https only [D §2.3, §2.6]; loopback http in --simulate
+        # public https only [seedance2.md §2.3, §2.6]; loopback http in --simulate
+        for ref in media:
             problem = codec.media_url_problem(ref.url, allow_http=self._simulate)
             if problem is not None:
                 raise Rejected(problem, provider=NAME, shot=shot.id)
@@ -125,7 +128,7 @@ class Seedance2Provider(HttpAdapter):
         )
 
     async def poll(self, job: JobHandle) -> PollResult:
-        """Ask once for the task's status [D §2.4]. Never sleeps.
+        """Ask once for the task's status [seedance2.md §2.4]. Never sleeps.
 
         Raises:
             JobFailed: the provider has no such task (404 / ``not_found``).
@@ -150,7 +153,7 @@ class Seedance2Provider(HttpAdapter):
 
     @asynccontextmanager
     async def fetch(self, job: JobHandle, result: PollResult) -> AsyncIterator[Download]:
-        """Stream ``output.url`` (public R2 URL, no auth [D §2.4]) without the API credentials.
+        """Stream ``output.url`` (public, no auth [seedance2.md §2.4]) without the API credentials.
 
         Raises:
             FetchError: no URL, or it expired (``expired=True``: poll again), or refused.
@@ -167,7 +170,7 @@ class Seedance2Provider(HttpAdapter):
     # ----- cancel (SupportsCancel) ----------------------------------------------------------------
 
     async def cancel(self, job: JobHandle) -> None:
-        """Cancel a queued or processing task [D §2.5].
+        """Cancel a queued or processing task [seedance2.md §2.5].
 
         Raises:
             Rejected: the task cannot be cancelled (``"cannot be cancelled: already <status>"``
@@ -264,17 +267,17 @@ SPEC = ProviderSpec(
     factory=Seedance2Provider,
     models=codec.MODELS,
     defaults=ProviderSettings(
-        base_url=codec.DEFAULT_BASE_URL,  # [D §2.1]
+        base_url=codec.DEFAULT_BASE_URL,  # [seedance2.md §2.1]
         api_key_env="SEEDANCE2_API_KEY",  # issue 3
-        max_in_flight=4,  # [I] account concurrency not documented
-        requests_per_minute=30,  # [I] rate limits not documented (§2.5)
-        polls_per_minute=60,  # [I]
-        poll_min_s=5.0,  # [I] no execution-time hint in the API
-        poll_max_s=30.0,  # [I]
-        poll_deadline_s=1800.0,  # [I] 30 minutes per task
+        max_in_flight=4,  # [inferred] account concurrency not documented
+        requests_per_minute=30,  # [inferred] rate limits not documented (§2.5)
+        polls_per_minute=60,  # [inferred]
+        poll_min_s=5.0,  # [inferred] no execution-time hint in the API
+        poll_max_s=30.0,  # [inferred]
+        poll_deadline_s=1800.0,  # [inferred] 30 minutes per task
     ),
-    media=MediaPolicy(),  # public https URLs only, no data: URLs [D §2.3, §2.6]: upload
-    needs_api_key=True,  # Bearer sd2_live_<key> [D §2.1]
+    media=MediaPolicy(),  # public https URLs only, no data: URLs [seedance2.md §2.3, §2.6]: upload
+    needs_api_key=True,  # Bearer sd2_live_<key> [seedance2.md §2.1]
     check=codec.check,
     credits=codec.estimate_credits,
     default_model=codec.DEFAULT_MODEL,

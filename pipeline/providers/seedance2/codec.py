@@ -1,13 +1,13 @@
-"""Pure codec of the seedance2.ink Open API (docs/providers.md §2): request bodies, typed answers.
+"""Pure codec of the seedance2.ink Open API (seedance2.md §2): request bodies, typed answers.
 
 No I/O here. The I/O shell (:mod:`pipeline.providers.seedance2.adapter`) sends what
 :func:`build_submit`
 builds and feeds the JSON it receives to :func:`parse_submit`, :func:`parse_status` and
 :func:`parse_error`; these raise :class:`Failure` for a ``success: false`` envelope (the
-envelope is checked before anything else, docs/providers.md §2.6 quirk 4) and :class:`Malformed` for
-anything that is not the documented shape.
+envelope is checked before anything else, docs/providers/seedance2.md §2.6 quirk 4) and
+:class:`Malformed` for anything that is not the documented shape.
 
-Wire shapes (camelCase, docs/providers.md §2.1/§2.3/§2.4 [D])::
+Wire shapes (camelCase, docs/providers/seedance2.md §2.1/§2.3/§2.4 [documented])::
 
     POST /api/open/v1/video/generations
       {"model", "prompt", "mediaUrls"?, "aspectRatio"?, "duration"? (int), "resolution"?,
@@ -19,8 +19,9 @@ Wire shapes (camelCase, docs/providers.md §2.1/§2.3/§2.4 [D])::
           "error": {"code", "message"} | null}
     errors: {"success": false, "error": {"code": "unauthorized", "message": "Invalid API key"}}
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -38,18 +39,18 @@ from pipeline.models import JobStatus, MediaRef, MediaRole, ModelCaps, PollResul
 from pipeline.providers.http import redact
 
 NAME = "seedance2"
-#: Default base URL; the documented paths live under :data:`API_PREFIX` [D §2.1].
+#: Default base URL; the documented paths live under :data:`API_PREFIX` [seedance2.md §2.1].
 DEFAULT_BASE_URL = "https://www.seedance2.ink"
 API_PREFIX = "/api/open/v1"
 SUBMIT_PATH = "video/generations"
-#: ``mediaUrls`` takes 1-5 URLs [D §2.3].
+#: ``mediaUrls`` takes 1-5 URLs [seedance2.md §2.3].
 MAX_MEDIA_URLS = 5
 
 
 # ----- capabilities -----------------------------------------------------------------------------
 
-_RATIOS = ("16:9", "9:16", "1:1")  # [D §2.3 aspectRatio]
-_RESOLUTIONS = ("480p", "720p", "1080p")  # [D §2.3 resolution: all three models]
+_RATIOS = ("16:9", "9:16", "1:1")  # [seedance2.md §2.3 aspectRatio]
+_RESOLUTIONS = ("480p", "720p", "1080p")  # [seedance2.md §2.3 resolution: all three models]
 
 
 def _caps(durations: tuple[int, ...]) -> ModelCaps:
@@ -57,25 +58,27 @@ def _caps(durations: tuple[int, ...]) -> ModelCaps:
         durations=durations,
         aspect_ratios=_RATIOS,
         resolutions=_RESOLUTIONS,
-        max_prompt_chars=2000,  # [I] length limit not documented (§2.3); a conservative pick
-        first_frame=True,  # [D §2.3 image-to-video page: 1 image -> first frame]
-        end_frame=True,  # [D §2.3: 2 images -> first + last frame]
-        # mediaUrls holds 1-5 items of any documented type [D §2.3]; the total (frames included)
+        max_prompt_chars=2000,  # [inferred] length limit not documented (§2.3); a conservative pick
+        first_frame=True,  # [seedance2.md §2.3 image-to-video page: 1 image -> first frame]
+        end_frame=True,  # [seedance2.md §2.3: 2 images -> first + last frame]
+        # mediaUrls holds 1-5 items of any documented type [seedance2.md §2.3]; the total (frames
+        # included)
         # is enforced by check() below, since ModelCaps counts each kind on its own.
         max_reference_images=MAX_MEDIA_URLS,
-        max_reference_videos=MAX_MEDIA_URLS,  # [D §2.3 video .mp4/.mov/.m4v: motion/shot]
-        max_reference_audio=MAX_MEDIA_URLS,  # [D §2.3 audio .mp3/.wav: rhythm]
-        requires_image=False,  # [D §2.2: T2V = same POST without mediaUrls]
-        audio=False,  # [I] no audio switch is documented
+        # [seedance2.md §2.3 video .mp4/.mov/.m4v: motion/shot]
+        max_reference_videos=MAX_MEDIA_URLS,
+        max_reference_audio=MAX_MEDIA_URLS,  # [seedance2.md §2.3 audio .mp3/.wav: rhythm]
+        requires_image=False,  # [seedance2.md §2.2: T2V = same POST without mediaUrls]
+        audio=False,  # [inferred] no audio switch is documented
     )
 
 
-#: Capability table per model id [D §2.3 model/duration rows; §2.6 quirk 3].
+#: Capability table per model id [seedance2.md §2.3 model/duration rows; §2.6 quirk 3].
 MODELS: Mapping[str, ModelCaps] = MappingProxyType(
     {
-        "seedance-2.0": _caps(tuple(range(4, 16))),  # 4-15 s [D §2.3]
-        "seedance-2.0-fast": _caps(tuple(range(4, 16))),  # 4-15 s [D §2.3]
-        "seedance-1.5-pro": _caps((5, 10)),  # 5 or 10 s only [D §2.3, §2.6 quirk 3]
+        "seedance-2.0": _caps(tuple(range(4, 16))),  # 4-15 s [seedance2.md §2.3]
+        "seedance-2.0-fast": _caps(tuple(range(4, 16))),  # 4-15 s [seedance2.md §2.3]
+        "seedance-1.5-pro": _caps((5, 10)),  # 5 or 10 s only [seedance2.md §2.3, §2.6 quirk 3]
     }
 )
 DEFAULT_MODEL = "seedance-2.0"
@@ -84,10 +87,10 @@ DEFAULT_MODEL = "seedance-2.0"
 def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
     """Offline rules :class:`ModelCaps` cannot express (a ``ShotCheck``, see providers/base.py).
 
-    - first frame + end frame + references together are at most 5 ``mediaUrls`` [D §2.3];
+    - first frame + end frame + references together are at most 5 ``mediaUrls`` [seedance2.md §2.3];
     - an end frame needs a first frame: the mode is inferred from the order of the media, so a
-      lone end frame would be taken as a first frame [D §2.3 image-to-video page];
-    - ``data:`` URLs are refused [D §2.6 quirk 2].
+      lone end frame would be taken as a first frame [seedance2.md §2.3 image-to-video page];
+    - ``data:`` URLs are refused [seedance2.md §2.6 quirk 2].
 
     Returns:
         ``(field, message)`` pairs; empty when the shot is fine.
@@ -116,13 +119,13 @@ def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
 def media_url_problem(url: str, *, allow_http: bool = False) -> str | None:
     """Why ``url`` cannot go into ``mediaUrls`` (None: it can).
 
-    Only public https URLs are accepted and ``data:`` URLs are refused [D §2.3, §2.6 quirk 2];
-    ``allow_http`` admits plain http (the loopback simulators in ``--simulate`` mode).
+    Only public https URLs are accepted and ``data:`` URLs are refused [seedance2.md §2.3, §2.6
+    quirk 2]; ``allow_http`` admits plain http (the loopback simulators in ``--simulate`` mode).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "data":
-        return "seedance2.ink takes no data: URLs in mediaUrls (docs/providers.md §2.6); use https"
+        return "seedance2.ink takes no data: URLs in mediaUrls (seedance2.md §2.6); use https"
     if parts.hostname and (scheme == "https" or (scheme == "http" and allow_http)):
         return None
     return f"seedance2.ink takes only public https URLs in mediaUrls (§2.3): {redact(url)}"
@@ -143,28 +146,29 @@ def api_base(base_url: str) -> str:
 
 
 def task_path(request_id: str) -> str:
-    """Path of a task's status resource (``requestId`` percent-encoded) [D §2.2]."""
+    """Path of a task's status resource (``requestId`` percent-encoded) [seedance2.md §2.2]."""
     return f"{SUBMIT_PATH}/{quote(request_id, safe='')}"
 
 
 def cancel_path(request_id: str) -> str:
-    """Path of a task's cancel action [D §2.2]."""
+    """Path of a task's cancel action [seedance2.md §2.2]."""
     return f"{task_path(request_id)}/cancel"
 
 
 def order_media(media: Sequence[MediaRef]) -> list[MediaRef]:
-    """First frame, then end frame, then references in their given order [D §2.3 mode inference]."""
+    """First frame, then end frame, then references in their given order [seedance2.md §2.3]."""
     return sorted(media, key=lambda ref: _ROLE_RANK.get(ref.role, 2))
 
 
 def build_submit(
     shot: Shot, media: Sequence[MediaRef], *, key: str | None = None
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /api/open/v1/video/generations`` [D §2.3].
+    """The JSON body of ``POST /api/open/v1/video/generations`` [seedance2.md §2.3].
 
     ``duration`` is an integer (§2.6 quirk 1); ``mediaUrls`` is present only with media (T2V vs
     I2V is decided by its presence, quirk 2); ``key`` goes into ``metadata.client_ref`` (metadata
-    is stored and echoed [D]). ``shot.extra`` is merged last and verbatim (e.g. ``webhookUrl``);
+    is stored and echoed [documented]). ``shot.extra`` is merged last and verbatim (e.g.
+    ``webhookUrl``);
     a ``metadata`` mapping in it is merged with the client reference. ``shot.seed`` and
     ``shot.audio`` have no documented field and are not sent.
 
@@ -203,7 +207,7 @@ class _Wire(BaseModel):
 
 
 class ApiError(_Wire):
-    """The ``error`` object of the envelope: ``{code, message}`` [D §2.1; on tasks I §2.4]."""
+    """The ``error`` object of the envelope: ``{code, message}`` [seedance2.md §2.1, §2.4]."""
 
     code: str = "unknown"
     message: str = ""
@@ -215,7 +219,7 @@ class ApiError(_Wire):
 
 
 class SubmitResponse(_Wire):
-    """A successful submit answer [D §2.3]; ``credits_charged`` is known up front (quirk 5)."""
+    """A successful submit answer [seedance2.md §2.3]; ``credits_charged`` is known up front."""
 
     success: StrictBool
     request_id: str = Field(alias="requestId", min_length=1)
@@ -224,14 +228,14 @@ class SubmitResponse(_Wire):
 
 
 class Output(_Wire):
-    """``output`` of a task: ``{"type": "video", "url": …}`` (public R2 URL, no auth) [D §2.4]."""
+    """A task's ``output``: ``{"type": "video", "url": …}``, public, no auth [seedance2.md §2.4]."""
 
     type: str | None = None
     url: str | None = None
 
 
 class Task(_Wire):
-    """A task as ``GET …/{requestId}`` (and the webhook [I §2.5]) returns it [D §2.4].
+    """A task as ``GET …/{requestId}`` (and the webhook, inferred) returns it [seedance2.md §2.4].
 
     Only the fields the adapter uses are typed; ``status`` stays untyped so an odd value is an
     unknown status (RUNNING), not a malformed answer. ``error`` is read by :func:`parse_error`.
@@ -264,8 +268,10 @@ class ErrorKind(StrEnum):
     UNKNOWN = "unknown"  #: cannot tell: the request may have had an effect
 
 
-#: Codes that are definite refusals. Only ``unauthorized`` is documented [D §2.1]; the others are
-#: the usual names of validation/balance errors [I §2.5]. Any ``invalid_*`` code counts too.
+#: Codes that are definite refusals. Only ``unauthorized`` is documented [seedance2.md §2.1]; the
+#: others are
+#: the usual names of validation/balance errors [inferred; seedance2.md §2.5]. Any ``invalid_*``
+#: code counts too.
 REJECT_CODES = frozenset(
     {
         "unauthorized",
@@ -281,8 +287,9 @@ REJECT_CODES = frozenset(
         "content_policy",
     }
 )
-RATE_CODES = frozenset({"rate_limited", "rate_limit_exceeded", "too_many_requests"})  # [I §2.5]
-NOT_FOUND_CODES = frozenset({"not_found", "task_not_found", "request_not_found"})  # [I]
+# [inferred; seedance2.md §2.5]
+RATE_CODES = frozenset({"rate_limited", "rate_limit_exceeded", "too_many_requests"})
+NOT_FOUND_CODES = frozenset({"not_found", "task_not_found", "request_not_found"})  # [inferred]
 
 
 def classify(code: str) -> ErrorKind:
@@ -297,8 +304,9 @@ def classify(code: str) -> ErrorKind:
     return ErrorKind.UNKNOWN
 
 
-#: Status synonyms, matched case-insensitively. The five documented values [D §2.4] plus
-#: common spellings [I §6]; anything else is RUNNING (the runner's deadline bounds it).
+#: Status synonyms, matched case-insensitively. The five documented values [seedance2.md §2.4] plus
+#: common spellings [inferred; README.md §6]; anything else is RUNNING (the runner's deadline
+#: bounds it).
 STATUS_SYNONYMS: Mapping[str, JobStatus] = MappingProxyType(
     {
         "queued": JobStatus.QUEUED,
@@ -348,7 +356,7 @@ def parse_error(payload: Any) -> ApiError | None:
 
 
 def check_envelope(payload: Any) -> dict[str, Any]:
-    """Check ``success`` before anything else [D §2.6 quirk 4].
+    """Check ``success`` before anything else [seedance2.md §2.6 quirk 4].
 
     Returns:
         The payload, when ``success`` is true.
@@ -365,7 +373,7 @@ def check_envelope(payload: Any) -> dict[str, Any]:
 
 
 def parse_submit(payload: Any) -> SubmitResponse:
-    """Parse a submit answer [D §2.3].
+    """Parse a submit answer [seedance2.md §2.3].
 
     Raises:
         Failure: ``success: false``.
@@ -382,9 +390,9 @@ def parse_status(payload: Any) -> PollResult:
     """Parse a task (``GET …/{requestId}`` or a webhook body) into a :class:`PollResult`.
 
     ``succeeded`` carries ``output.url`` as ``result_url``; a ``succeeded`` task without a URL
-    is reported as RUNNING (the URL is expected on a later poll [I]). ``failed`` carries
+    is reported as RUNNING (the URL is expected on a later poll [inferred]). ``failed`` carries
     ``error`` as the message; whether it was refunded is not documented, so ``refunded`` is
-    None [I §2.3].
+    None [inferred; seedance2.md §2.3].
 
     Raises:
         Failure: ``success: false``.
@@ -409,19 +417,21 @@ def parse_status(payload: Any) -> PollResult:
 
 
 #: Credits per second of video per model: seedance-2.0's 8/s is the documented price (40 credits
-#: for text-to-video 5 s 720p, 64 with media) [D §2.3]; the other two rates are [I].
+#: for text-to-video 5 s 720p, 64 with media) [seedance2.md §2.3]; the other two rates are
+#: [inferred].
 CREDITS_PER_SECOND: Mapping[str, float] = {
     "seedance-2.0": 8.0,
     "seedance-2.0-fast": 5.0,
     "seedance-1.5-pro": 6.0,
 }
-#: Price factor per resolution [I] and with media (image-to-video: 64 / 40 = 1.6) [D §2.3].
+#: Price factor per resolution [inferred] and with media (image-to-video: 64 / 40 = 1.6)
+#: [seedance2.md §2.3].
 RESOLUTION_FACTOR: Mapping[str, float] = {"480p": 0.6, "720p": 1.0, "1080p": 1.5}
 MEDIA_FACTOR = 1.6
 
 
 def credits_for(model: str, duration: int, resolution: str, with_media: bool) -> int:
-    """Credits a task costs, e.g. 40 for seedance-2.0 text-to-video 5 s 720p [D §2.3].
+    """Credits a task costs, e.g. 40 for seedance-2.0 text-to-video 5 s 720p [seedance2.md §2.3].
 
     Raises:
         KeyError: unknown model or resolution.

@@ -1,4 +1,4 @@
-"""``venice``: the Venice AI video API (docs/providers.md §1), as a thin I/O shell over the codec.
+"""``venice``: the Venice AI video API (venice.md §1), as a thin I/O shell over the codec.
 
 Flow: ``quote`` (free) -> ``queue`` (charged) -> ``retrieve`` until done -> bytes -> ``complete``.
 Venice quirks handled here (§1.12):
@@ -13,13 +13,14 @@ Venice quirks handled here (§1.12):
   says ``consent: seedance``, otherwise refused with the policy text;
 - no idempotency key exists, and non-429 4xx count against an error budget (30 s lockout),
   so nothing here retries; 4xx on queue are definite (:class:`Rejected`), 5xx and broken
-  answers are :class:`Ambiguous` [D §1.11].
+  answers are :class:`Ambiguous` [venice.md §1.11].
 
 The mapping of Venice's error answers lives in :mod:`pipeline.providers.venice.errors`, the model
 table in :mod:`pipeline.providers.venice.models`.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ class VeniceProvider(HttpAdapter):
     # ----- submit ------------------------------------------------------------------------------
 
     async def submit(self, shot: Shot, media: Sequence[MediaRef], *, key: str) -> JobHandle:
-        """``POST /video/queue`` (the charged call) [D §1.4].
+        """``POST /video/queue`` (the charged call) [venice.md §1.4].
 
         Venice has no idempotency key or client reference, so ``key`` is not sent. A 409
         needs_consent is answered once with :func:`with_consent` when ``shot.consent ==
-        "seedance"`` [D §1.5].
+        "seedance"`` [venice.md §1.5].
 
         Raises:
             Rejected: the body would exceed 35 MB, or a 4xx (400/401/402/403/409/413/422...).
@@ -136,7 +137,8 @@ class VeniceProvider(HttpAdapter):
         if 400 <= resp.status < 600:
             err = parse_error(resp.json())
             hint = HINTS.get(resp.status, "")
-            if resp.status == 402 and err.message == "Authentication required":  # x402 [D §1.1]
+            # x402 [venice.md §1.1]
+            if resp.status == 402 and err.message == "Authentication required":
                 hint = "no credentials were sent: set VENICE_API_KEY"
             raise venice_error(resp, err, hint, shot.id)
         if resp.status != 200:
@@ -165,11 +167,12 @@ class VeniceProvider(HttpAdapter):
 
         Returns:
             SUCCEEDED for a binary answer or ``COMPLETED`` (with the stored ``download_url``);
-            RUNNING/QUEUED with ``eta_s`` and ``progress`` while processing [D §1.6].
+            RUNNING/QUEUED with ``eta_s`` and ``progress`` while processing [venice.md §1.6].
 
         Raises:
             JobFailed: 422 content policy (``refunded`` from ``credits_refunded``), 404 media
-                gone (refunded unknown), 500 inference failed (refunded unknown) [D §1.6, I].
+                gone (refunded unknown), 500 inference failed (refunded unknown) [venice.md §1.6,
+                inferred].
             RateLimited: 429. Ambiguous: 503 or another 5xx, a broken or unreadable answer.
             Rejected: another 4xx (400/401/402/403).
         """
@@ -227,7 +230,8 @@ class VeniceProvider(HttpAdapter):
         """Open the finished video as a stream.
 
         Private models: ``GET download_url`` without credentials (:class:`UrlFetcher`);
-        others: ``POST /video/retrieve`` again and stream its ``video/mp4`` body [D §1.6, §1.8].
+        others: ``POST /video/retrieve`` again and stream its ``video/mp4`` body [venice.md §1.6,
+        §1.8].
 
         Raises:
             FetchError: not a video answer, too large, or gone (``expired=True`` for 404/410).
@@ -269,7 +273,7 @@ class VeniceProvider(HttpAdapter):
     # ----- optional protocols ------------------------------------------------------------------
 
     async def quote(self, shot: Shot) -> float:
-        """``POST /video/quote``: the USD price of ``shot`` (free, no job) [D §1.3].
+        """``POST /video/quote``: the USD price of ``shot`` (free, no job) [venice.md §1.3].
 
         Raises:
             Rejected: 4xx (invalid parameters, region). RateLimited: 429.
@@ -287,7 +291,7 @@ class VeniceProvider(HttpAdapter):
     async def cleanup(self, job: JobHandle) -> None:
         """Revoke a private ``download_url`` (DELETE, no key), then ``POST /video/complete``.
 
-        Order as recommended: GET -> DELETE url -> complete [D §1.8]; an already revoked or
+        Order as recommended: GET -> DELETE url -> complete [venice.md §1.8]; an already revoked or
         expired link (404/410) counts as done.
 
         Raises:
@@ -313,7 +317,7 @@ class VeniceProvider(HttpAdapter):
 def _check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
     """Rules :class:`ModelCaps` cannot express.
 
-    Reference audio must be paired with at least one reference image or video [D §1.4].
+    Reference audio must be paired with at least one reference image or video [venice.md §1.4].
     """
     roles = {ref.role for ref in shot.references}
     if MediaRole.REFERENCE_AUDIO in roles and not roles & {
@@ -329,17 +333,18 @@ SPEC = ProviderSpec(
     factory=VeniceProvider,
     models=MODELS,
     defaults=ProviderSettings(
-        base_url=DEFAULT_BASE_URL,  # [D §1.1]
+        base_url=DEFAULT_BASE_URL,  # [venice.md §1.1]
         api_key_env="VENICE_API_KEY",
-        max_in_flight=10,  # no documented job concurrency limit [I]
-        requests_per_minute=40,  # video queue 40 req/min [D §1.11]
-        polls_per_minute=120,  # video retrieve 120 req/min [D §1.11]
-        poll_min_s=5.0,  # [I] jobs take minutes (average_execution_time ~145 s in §1.6)
-        poll_max_s=30.0,  # [I]
-        poll_deadline_s=3600.0,  # [I]
+        max_in_flight=10,  # no documented job concurrency limit [inferred]
+        requests_per_minute=40,  # video queue 40 req/min [venice.md §1.11]
+        polls_per_minute=120,  # video retrieve 120 req/min [venice.md §1.11]
+        poll_min_s=5.0,  # [inferred] jobs take minutes (average_execution_time ~145 s in §1.6)
+        poll_max_s=30.0,  # [inferred]
+        poll_deadline_s=3600.0,  # [inferred]
     ),
-    # data: URLs for image/end frames [D §1.4], audio/video [D §1.4 audio_url, video_url];
-    # for the reference arrays the spec says "URL" only: data URLs assumed there too [I].
+    # data: URLs for image/end frames [venice.md §1.4], audio/video [venice.md §1.4 audio_url,
+    # video_url];
+    # for the reference arrays the spec says "URL" only: data URLs assumed there too [inferred].
     media=MediaPolicy(data_urls=True, max_inline_bytes=MAX_INLINE_BYTES),
     needs_api_key=True,
     check=_check,

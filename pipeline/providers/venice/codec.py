@@ -1,4 +1,4 @@
-"""Pure codec of the Venice AI video API (docs/providers.md §1). No I/O here.
+"""Pure codec of the Venice AI video API (docs/providers/venice.md §1). No I/O here.
 
 - :data:`MODELS` / :data:`VENICE_MODELS`: the capability table (re-exported from
   :mod:`pipeline.providers.venice.models`), shared by the adapter's ``SPEC`` and the simulator
@@ -12,8 +12,9 @@
 
 Everything is tested on recorded bodies in ``tests/data/venice/``.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from pipeline.providers.venice.models import VENICE_MODELS as VENICE_MODELS
 from pipeline.providers.venice.models import VeniceModel as VeniceModel
 
 NAME = "venice"
-#: Base URL [D §1.1].
+#: Base URL [venice.md §1.1].
 DEFAULT_BASE_URL = "https://api.venice.ai/api/v1"
-#: A JSON body above 35 MB is refused with 413 [D §1.1]; MB read as MiB [I].
+#: A JSON body above 35 MB is refused with 413 [venice.md §1.1]; MB read as MiB [inferred].
 MAX_BODY_BYTES = 35 * 1024 * 1024
 #: Largest total of a request's data URLs: the body cap minus room for the prompt (<= 20000
-#: characters, escaped) and the other fields [I].
+#: characters, escaped) and the other fields [inferred].
 MAX_INLINE_BYTES = MAX_BODY_BYTES - 256 * 1024
 #: The consent flow name a shot opts into with ``consent: seedance`` (§1.5).
 SEEDANCE_CONSENT = "seedance"
-#: The three attestations, exactly; anything missing, false or extra is a 400 [D §1.5].
+#: The three attestations, exactly; anything missing, false or extra is a 400 [venice.md §1.5].
 CONSENT_FIELDS = (
     "confirmed_terms_and_privacy",
     "confirmed_legal_right",
@@ -51,9 +52,11 @@ CONSENT_FIELDS = (
 )
 
 
-#: Status synonyms, lower-cased: the spec's PROCESSING/COMPLETED [D §1.6], the Seedance guide's
-#: queued/running/failed and the upscaling guide's completed [D §1.6 doc inconsistencies], plus
-#: the cross-provider words of §6 [I]. Anything else counts as running (§6).
+#: Status synonyms, lower-cased: the spec's PROCESSING/COMPLETED [venice.md §1.6], the Seedance
+#: guide's
+#: queued/running/failed and the upscaling guide's completed [venice.md §1.6 doc inconsistencies],
+#: plus
+#: the cross-provider words of §6 [inferred]. Anything else counts as running (§6).
 STATUSES: Mapping[str, JobStatus] = MappingProxyType(
     {
         "queued": JobStatus.QUEUED,
@@ -88,7 +91,7 @@ def normalise_status(raw: str) -> JobStatus:
 
 
 def duration_field(seconds: int) -> str:
-    """Venice's duration enum: a string with an ``s`` suffix, e.g. ``"5s"`` [D §1.4, §1.12.5]."""
+    """Venice's duration enum: a string with an ``s`` suffix, ``"5s"`` [venice.md §1.4, §1.12.5]."""
     return f"{seconds}s"
 
 
@@ -96,7 +99,7 @@ def _params(shot: Shot) -> dict[str, Any]:
     model = VENICE_MODELS.get(shot.model)
     body: dict[str, Any] = {"model": shot.model, "duration": duration_field(shot.duration)}
     ratios = model.caps.aspect_ratios if model else (shot.aspect_ratio,)
-    if shot.aspect_ratio and ratios:  # omitted where the model takes none [D §1.4, §1.9]
+    if shot.aspect_ratio and ratios:  # omitted where the model takes none [venice.md §1.4, §1.9]
         body["aspect_ratio"] = shot.aspect_ratio
     resolutions = model.caps.resolutions if model else (shot.resolution,)
     if shot.resolution and resolutions:
@@ -107,7 +110,7 @@ def _params(shot: Shot) -> dict[str, Any]:
 
 
 def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
-    """The ``POST /video/queue`` body for ``shot`` [D §1.4].
+    """The ``POST /video/queue`` body for ``shot`` [venice.md §1.4].
 
     ``duration`` is ``"<n>s"``; ``aspect_ratio`` / ``resolution`` are left out for models whose
     caps have none; ``audio`` is sent only when the shot sets it, and only to audio-configurable
@@ -115,7 +118,7 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
     (https://docs.venice.ai/api-reference/endpoint/video/queue). Media go to
     ``image_url`` / ``end_image_url`` (the first of each role) and the ``reference_*_urls``
     arrays by :class:`MediaRole`. ``shot.extra`` (e.g. ``negative_prompt``) is merged last,
-    verbatim. ``shot.seed`` is not sent: the queue schema has no seed field [D §1.4].
+    verbatim. ``shot.seed`` is not sent: the queue schema has no seed field [venice.md §1.4].
 
     Returns:
         The JSON body as a dict (not yet checked against :data:`MAX_BODY_BYTES`).
@@ -132,15 +135,15 @@ def build_submit(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
 
 
 def with_consent(body: Mapping[str, Any]) -> dict[str, Any]:
-    """``body`` plus ``consents.seedance`` with exactly the three ``true`` fields [D §1.5]."""
+    """``body`` plus ``consents.seedance`` with the three ``true`` fields [venice.md §1.5]."""
     return {**body, "consents": {SEEDANCE_CONSENT: dict.fromkeys(CONSENT_FIELDS, True)}}
 
 
 def build_quote(shot: Shot) -> dict[str, Any]:
-    """The ``POST /video/quote`` body: pricing inputs only [D §1.3].
+    """The ``POST /video/quote`` body: pricing inputs only [venice.md §1.3].
 
-    Quote accepts ``aspect_ratio`` even for models that reject it on queue [D §1.3], so it is
-    sent whenever the shot has one.
+    Quote accepts ``aspect_ratio`` even for models that reject it on queue [venice.md §1.3], so it
+    is sent whenever the shot has one.
     """
     body = _params(shot)
     if shot.aspect_ratio:
@@ -161,7 +164,7 @@ class _Model(BaseModel):
 
 
 class QueueAnswer(_Model):
-    """``POST /video/queue`` 200 body [D §1.4]: ``download_url`` only for private models."""
+    """``POST /video/queue`` 200 body [venice.md §1.4]: ``download_url`` only for private models."""
 
     model: str
     queue_id: str
@@ -169,9 +172,9 @@ class QueueAnswer(_Model):
 
 
 class StatusAnswer(_Model):
-    """``POST /video/retrieve`` JSON body [D §1.6]; times in milliseconds.
+    """``POST /video/retrieve`` JSON body [venice.md §1.6]; times in milliseconds.
 
-    ``url`` appears only in the upscaling guide's lowercase ``completed`` shape [D §1.6].
+    ``url`` appears only in the upscaling guide's lowercase ``completed`` shape [venice.md §1.6].
     """
 
     status: str
@@ -197,7 +200,7 @@ def parse_queue(payload: Any) -> QueueAnswer:
 
 
 def parse_quote(payload: Any) -> float:
-    """The USD price of a ``{"quote": 0.35}`` body [D §1.3].
+    """The USD price of a ``{"quote": 0.35}`` body [venice.md §1.3].
 
     Raises:
         ValueError: no numeric ``quote`` field.
@@ -209,7 +212,7 @@ def parse_quote(payload: Any) -> float:
 
 
 def parse_status(payload: Any, *, download_url: str | None = None) -> PollResult:
-    """A JSON retrieve body as :class:`PollResult` [D §1.6].
+    """A JSON retrieve body as :class:`PollResult` [venice.md §1.6].
 
     ``eta_s`` is ``average_execution_time - execution_duration`` in seconds (the average is a
     P80 estimate in ms) and ``progress`` their ratio. ``COMPLETED`` (private models) succeeds
@@ -248,10 +251,10 @@ class VeniceError:
         message: the ``error`` text (``error.message`` when nested), plus ``details``.
         code: ``code`` / ``error.code`` / ``error.type`` (``needs_consent``,
             ``PAYLOAD_TOO_LARGE``, ``PAYMENT_REQUIRED``, ``provider_content_policy``...).
-        credits_refunded: 422 on retrieve: whether the charge was refunded [D §1.6].
-        recommended_model: 422 on retrieve: the model Venice suggests instead [D §1.6].
-        policy_text / consent_version / face_media_roles / docs_url: 409 needs_consent [D §1.5].
-        suggested_prompt: 422 ContentViolationError [D §1.10].
+        credits_refunded: 422 on retrieve: whether the charge was refunded [venice.md §1.6].
+        recommended_model: 422 on retrieve: the model Venice suggests instead [venice.md §1.6].
+        policy_text / consent_version / face_media_roles / docs_url: 409 needs_consent [venice.md
+        §1.5]. suggested_prompt: 422 ContentViolationError [venice.md §1.10].
     """
 
     message: str
@@ -266,12 +269,12 @@ class VeniceError:
 
     @property
     def needs_consent(self) -> bool:
-        """True for the 409 Seedance face-consent answer [D §1.5]."""
+        """True for the 409 Seedance face-consent answer [venice.md §1.5]."""
         return self.code == "needs_consent"
 
 
 def _details(value: Any, prefix: str = "") -> list[str]:
-    """Flatten DetailedError ``details`` (zod-style dict, or a plain string) [D §1.10]."""
+    """Flatten DetailedError ``details`` (zod-style dict, or a plain string) [venice.md §1.10]."""
     if isinstance(value, str):
         return [value] if value else []
     if not isinstance(value, dict):
@@ -336,13 +339,15 @@ def _seconds(values: Sequence[Any]) -> tuple[int, ...]:
 
 
 def caps_from_constraints(entry: Mapping[str, Any]) -> ModelCaps:
-    """A ``GET /models?type=video`` entry as :class:`ModelCaps` [D §1.9 ModelResponse, wire C].
+    """A ``GET /models?type=video`` entry as :class:`ModelCaps` [venice.md §1.9].
 
     Only ``"<n>s"`` durations are kept (``"auto"``, ``"-1"``, ``"1 gen"`` have no length); the
-    prompt cap defaults to 2500 [D §1.9]; ``model_type`` ``image-to-video`` means a first frame
-    is required unless the id is a reference-to-video one [C §1.9]. Reference counts are not in
+    prompt cap defaults to 2500 [venice.md §1.9]; ``model_type`` ``image-to-video`` means a first
+    frame
+    is required unless the id is a reference-to-video one [venice.md §1.9]. Reference counts are
+    not in
     the constraints and stay 0. Reference image limits (``reference_image_min_short_side_pixels``,
-    ``reference_image_{min,max}_aspect_ratio``) are read when present [C §1.9].
+    ``reference_image_{min,max}_aspect_ratio``) are read when present [venice.md §1.9].
     """
     spec = entry.get("model_spec") or {}
     cons = spec.get("constraints") or {}

@@ -1,11 +1,12 @@
-"""How Venice's error answers become :mod:`pipeline.errors` (docs/providers.md §1.10, §1.11).
+"""How Venice's error answers become :mod:`pipeline.errors` (docs/providers/venice.md §1.10, §1.11).
 
 The generic status mapping (:func:`~pipeline.providers.http.status_error`) refined with
 Venice's wait times (Retry-After, the ``x-ratelimit-*`` reset headers, the 30 s error-budget
 lockout), hints for definite queue refusals, and the 409 Seedance face-consent refusal.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.errors import ProviderError, RateLimited, Rejected
 from pipeline.providers.http import ApiResponse, redact, retry_after, status_error
 from pipeline.providers.venice.codec import NAME, VeniceError
 
-#: Hints appended to definite queue refusals [D §1.4 queue errors, §1.10].
+#: Hints appended to definite queue refusals [venice.md §1.4 queue errors, §1.10].
 HINTS = {
     400: "invalid request (nothing charged)",
     401: "authentication failed or the model is Pro-only: check VENICE_API_KEY and the plan",
@@ -28,7 +29,8 @@ HINTS = {
     415: "unsupported media type",
     422: "content policy or media constraint (nothing charged)",
 }
-#: The error-budget lockout lasts 30 s [D §1.11]; overloaded 429 defaults to 30 s [D §1.11].
+#: The error-budget lockout lasts 30 s [venice.md §1.11]; overloaded 429 defaults to 30 s
+#: [venice.md §1.11].
 _LOCKOUT_S = 30.0
 
 
@@ -37,7 +39,7 @@ def reset_seconds(raw: Mapping[str, str], now: float) -> float | None:
 
     The error budget (``x-ratelimit-remaining``/``-resets``) or the request limit
     (``-remaining-requests``/``-reset-requests``), whichever says 0 remain; the reset is a Unix
-    time in seconds or milliseconds (both are documented) [D §1.11].
+    time in seconds or milliseconds (both are documented) [venice.md §1.11].
     """
     headers = {k.lower(): v for k, v in raw.items()}
     pairs = (
@@ -53,7 +55,7 @@ def reset_seconds(raw: Mapping[str, str], now: float) -> float | None:
         except ValueError:
             stamp = None
         if stamp is not None:
-            stamp = stamp / 1000.0 if stamp > 1e11 else stamp  # ms vs s [D §1.11]
+            stamp = stamp / 1000.0 if stamp > 1e11 else stamp  # ms vs s [venice.md §1.11]
             return max(0.0, stamp - now)
     return None
 
@@ -62,7 +64,7 @@ def wait_of(resp: ApiResponse, err: VeniceError) -> float | None:
     """How long a 429 asks us to wait, in seconds.
 
     Retry-After, else the reset headers, else 30 s when the body names the error-budget lockout
-    or an overloaded model [D §1.11].
+    or an overloaded model [venice.md §1.11].
     """
     wait = retry_after(resp.headers)
     if wait is None:

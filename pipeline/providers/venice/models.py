@@ -1,4 +1,4 @@
-"""The Venice video model table (docs/providers.md §1.4, §1.9), shared by the adapter and simulator.
+"""The Venice video model table (venice.md §1.4, §1.9), shared by the adapter and simulator.
 
 :data:`VENICE_MODELS` holds every model with its :class:`~pipeline.models.ModelCaps` and the
 Venice-only facts: which models are *private* (their queue answer carries a one-time
@@ -6,8 +6,9 @@ Venice-only facts: which models are *private* (their queue answer carries a one-
 :data:`MODELS` is the capability view the adapter's ``SPEC`` uses. Re-exported by
 :mod:`pipeline.providers.venice.codec`.
 
-Tags on provider facts: ``[D §n]`` documented by the provider, ``[C §n]`` seen in real
-client or gateway code, ``[I]`` inferred; ``§n`` is a section of ``docs/providers.md``.
+Provider facts cite ``[<provider>.md §n]``, a section of ``docs/providers/<provider>.md``
+(its heading says whether the provider documents it or it was seen in real code);
+``[inferred]`` marks a choice no source confirms.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import MappingProxyType
 
 from pipeline.models import ModelCaps
 
-#: Default per-model prompt cap when ``prompt_character_limit`` is absent [D §1.4, §1.9].
+#: Default per-model prompt cap when ``prompt_character_limit`` is absent [venice.md §1.4, §1.9].
 DEFAULT_PROMPT_LIMIT = 2500
 
 
@@ -30,12 +31,13 @@ class VeniceModel:
     Attributes:
         caps: what the model accepts (durations in seconds, ratios, resolutions, references).
         private: a Grok Imagine *private* model: the queue answer adds a one-time
-            ``download_url`` and retrieve never streams bytes [D §1.4, §1.6, §1.8].
-        audio_configurable: the request may carry ``audio`` [D §1.4 "only for
+            ``download_url`` and retrieve never streams bytes [venice.md §1.4, §1.6, §1.8].
+        audio_configurable: the request may carry ``audio`` [venice.md §1.4 "only for
             audio-configurable models", §1.9 ``audio_configurable``].
         face_consent: an unlisted Seedance id that answers 409 needs_consent for face media
-            [D §1.5].
-        model_type: ``text-to-video`` or ``image-to-video`` as ``/models`` reports it [C §1.9].
+            [venice.md §1.5].
+        model_type: ``text-to-video`` or ``image-to-video`` as ``/models`` reports it [venice.md
+        §1.9].
     """
 
     caps: ModelCaps
@@ -45,8 +47,9 @@ class VeniceModel:
     model_type: str = "text-to-video"
 
 
-# Wan 2.7 (docs.venice.ai/models/wan-2-7-video, newer than docs/providers.md): 5/10/15 s,
-# 720p/1080p, 16:9 9:16 1:1, audio selectable (silent price table) [I]; default prompt cap [D §1.4].
+# Wan 2.7 (docs.venice.ai/models/wan-2-7-video, newer than docs/providers/): 5/10/15 s,
+# 720p/1080p, 16:9 9:16 1:1, audio selectable (silent price table) [inferred]; default prompt cap
+# [venice.md §1.4].
 _WAN = ModelCaps(
     durations=(5, 10, 15),
     aspect_ratios=("16:9", "9:16", "1:1"),
@@ -55,16 +58,17 @@ _WAN = ModelCaps(
     first_frame=False,
     audio=True,
 )
-# Seedance 2.0: 4-15 s, 480p-4k [I docs.venice.ai/models/seedance-2-0]; ratios [I]; references
-# <= 9 images / 3 videos / 3 audio [D §1.4 Seedance 2.0 family caps].
+# Seedance 2.0: 4-15 s, 480p-4k [inferred: docs.venice.ai/models/seedance-2-0]; ratios [inferred];
+# references
+# <= 9 images / 3 videos / 3 audio [venice.md §1.4 Seedance 2.0 family caps].
 _SEEDANCE_DURATIONS = tuple(range(4, 16))
 _SEEDANCE_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
 _SEEDANCE_RES = ("480p", "720p", "1080p")
 
 
 # Input media limits of the Seedance family: reference images >= 300 px short side and
-# 0.4-2.5 aspect [C §1.9 constraints]; reference videos 2-15 s each, 15 s in all, <= 50 MB;
-# audio <= 30 s [D §1.4].
+# 0.4-2.5 aspect [venice.md §1.9 constraints]; reference videos 2-15 s each, 15 s in all, <= 50 MB;
+# audio <= 30 s [venice.md §1.4].
 def _seedance_media(caps: ModelCaps) -> ModelCaps:
     return dataclasses.replace(
         caps,
@@ -135,8 +139,8 @@ def _seedance_family() -> dict[str, VeniceModel]:
     return out
 
 
-# Grok Imagine (private): 1-15 s, 480p/720p [I docs.venice.ai/models/grok-imagine-video];
-# ratios [I]; audio always generated (price table "with audio") [I].
+# Grok Imagine (private): 1-15 s, 480p/720p [inferred: docs.venice.ai/models/grok-imagine-video];
+# ratios [inferred]; audio always generated (price table "with audio") [inferred].
 _GROK = ModelCaps(
     durations=tuple(range(1, 16)),
     aspect_ratios=("16:9", "9:16", "1:1"),
@@ -146,11 +150,11 @@ _GROK = ModelCaps(
 )
 
 _TABLE: dict[str, VeniceModel] = {
-    "wan-2-7-text-to-video": VeniceModel(_WAN, audio_configurable=True),  # id [D §1.4]
-    "wan-2-7-image-to-video": VeniceModel(  # id and caps [I]
+    "wan-2-7-text-to-video": VeniceModel(_WAN, audio_configurable=True),  # id [venice.md §1.4]
+    "wan-2-7-image-to-video": VeniceModel(  # id and caps [inferred]
         ModelCaps(
             durations=_WAN.durations,
-            aspect_ratios=(),  # the frame decides the ratio [I]
+            aspect_ratios=(),  # the frame decides the ratio [inferred]
             resolutions=_WAN.resolutions,
             first_frame=True,
             requires_image=True,
@@ -160,7 +164,7 @@ _TABLE: dict[str, VeniceModel] = {
         model_type="image-to-video",
     ),
     **_seedance_family(),
-    "seedance-1-5-pro-image-to-video-basic": VeniceModel(  # constraints verbatim [C §1.9]
+    "seedance-1-5-pro-image-to-video-basic": VeniceModel(  # constraints verbatim [venice.md §1.9]
         _seedance_media(
             ModelCaps(
                 durations=(4, 5, 6),
@@ -175,8 +179,8 @@ _TABLE: dict[str, VeniceModel] = {
         audio_configurable=True,
         model_type="image-to-video",
     ),
-    "grok-imagine-text-to-video-private": VeniceModel(_GROK, private=True),  # id [D §1.4]
-    "grok-imagine-image-to-video-private": VeniceModel(  # id [D §1.4]; caps [I]
+    "grok-imagine-text-to-video-private": VeniceModel(_GROK, private=True),  # id [venice.md §1.4]
+    "grok-imagine-image-to-video-private": VeniceModel(  # id [venice.md §1.4]; caps [inferred]
         ModelCaps(
             durations=_GROK.durations,
             aspect_ratios=(),
@@ -188,13 +192,13 @@ _TABLE: dict[str, VeniceModel] = {
         private=True,
         model_type="image-to-video",
     ),
-    "grok-imagine-reference-to-video-private": VeniceModel(  # id [D §1.4]; caps [I]
+    "grok-imagine-reference-to-video-private": VeniceModel(  # id [venice.md §1.4]; caps [inferred]
         ModelCaps(
             durations=_GROK.durations,
             aspect_ratios=_GROK.aspect_ratios,
             resolutions=_GROK.resolutions,
             first_frame=False,
-            max_reference_images=4,  # [I]
+            max_reference_images=4,  # [inferred]
             audio=True,
         ),
         private=True,
@@ -206,5 +210,5 @@ _TABLE: dict[str, VeniceModel] = {
 VENICE_MODELS: Mapping[str, VeniceModel] = MappingProxyType(_TABLE)
 #: Capability table per model id, for ``ProviderSpec.models``.
 MODELS: Mapping[str, ModelCaps] = MappingProxyType({k: v.caps for k, v in _TABLE.items()})
-#: Models whose queue answer carries a one-time ``download_url`` [D §1.4].
+#: Models whose queue answer carries a one-time ``download_url`` [venice.md §1.4].
 PRIVATE_MODELS = frozenset(k for k, v in _TABLE.items() if v.private)

@@ -16,15 +16,15 @@ Routes (route names for fault injection in brackets)::
 Behaviour: Bearer auth with an OpenAI-shaped 401; validation errors as task errors
 ``{"code":"invalid_request","message","data":null}`` with 400; an unknown model answers
 ``get_channel_failed`` with 503 [I: status]; insufficient quota answers 403
-``insufficient_user_quota`` [I]; every accepted submit is charged in ``app[LEDGER]`` and
+``insufficient_user_quota`` [inferred]; every accepted submit is charged in ``app[LEDGER]`` and
 answered with ``X-New-Api-Other-Ratios`` (as New API does); statuses progress NOT_START ->
 SUBMITTED -> QUEUED -> IN_PROGRESS ("NN%") -> SUCCESS by :class:`~pipeline.sim.common.Timeline`;
 prompts containing ``config.fail_prompts`` end in FAILURE with the Vidu ``err_code`` and a
 ledger refund (New API refunds the quota of a failed task); unknown (or, with
 ``not_exist_for_s``, too fresh) tasks answer 400 ``task_not_exist`` (New API's answer for
 unknown ids); result URLs are signed like a CDN and answer 403 once ``config.url_ttl_s``
-after the job finished have passed [I] (the URL is stored at completion, so polling again
-returns the same, stale URL, as a gateway's task record would [I]).
+after the job finished have passed [inferred] (the URL is stored at completion, so polling again
+returns the same, stale URL, as a gateway's task record would [inferred]).
 
 Validation lives in :mod:`pipeline.sim.newapi.rules`.
 """
@@ -59,8 +59,8 @@ QueryShape = Literal["A", "B", "C"]
 
 #: Vidu err_code of a moderated prompt [I: the code name].
 FAIL_CODE = "AuditSubmitIllegal"
-_FAULT_CODES = {429: "rate_limit_exceeded", 500: "internal_server_error", 410: "gone"}  # [I]
-_RES_RATIO = {"540p": 0.5, "720p": 1.0, "1080p": 2.0}  # [I] X-New-Api-Other-Ratios values
+_FAULT_CODES = {429: "rate_limit_exceeded", 500: "internal_server_error", 410: "gone"}  # [inferred]
+_RES_RATIO = {"540p": 0.5, "720p": 1.0, "1080p": 2.0}  # [inferred] X-New-Api-Other-Ratios values
 
 
 @dataclass(slots=True)
@@ -121,7 +121,7 @@ def task_error(status: int, code: str, message: str) -> web.Response:
 def _denied(request: web.Request) -> web.Response | None:
     if bearer_token(request) == request.app[CONFIG].api_key:
         return None
-    return relay_error(401, "invalid token (无效的令牌)", "invalid_token")  # wording [I]
+    return relay_error(401, "invalid token (无效的令牌)", "invalid_token")  # wording [inferred]
 
 
 # ----- handlers ------------------------------------------------------------------------------
@@ -340,17 +340,17 @@ async def content(request: web.Request) -> web.Response:
     if task is None:
         return _not_exist()
     if _observe(request, task).phase != "succeeded":
-        return relay_error(404, "video is not ready", "video_not_ready")  # [I]
+        return relay_error(404, "video is not ready", "video_not_ready")  # [inferred]
     return await _mp4(task)
 
 
 def _cdn_denied(message: str) -> web.Response:
-    xml = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"  # [I]
+    xml = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"  # [inferred]
     return web.Response(status=403, text=xml, content_type="application/xml")
 
 
 async def cdn(request: web.Request) -> web.Response:
-    """GET /cdn/vidu/{task_id}.mp4?expires=&sig=: a signed, expiring "upstream CDN" URL [I]."""
+    """GET /cdn/vidu/{task_id}.mp4?expires=&sig=: a signed, expiring CDN URL [inferred]."""
     task = request.app[STATE].tasks.get(request.match_info["task_id"])
     expires, sig = request.query.get("expires", ""), request.query.get("sig", "")
     if task is None or sig != _signature(task.task_id, expires, request.app[CONFIG].api_key):

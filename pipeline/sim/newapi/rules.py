@@ -17,12 +17,12 @@ from typing import Any
 #: Vidu Q3 ``duration``: "允许值:1 到 16" (1 to 16 seconds).
 DURATIONS = range(1, 17)
 #: Ratios: 16:9, 9:16 and 1:1 on every Vidu Q3 route; 4:3 and 3:4 on some routes, here the
-#: ``viduq3p`` pro family [I]. (The page only shows 16:9.)
+#: ``viduq3p`` pro family [inferred]. (The page only shows 16:9.)
 RATIOS = ("16:9", "9:16", "1:1")
 RATIOS_PRO = (*RATIOS, "4:3", "3:4")
 #: Prompt cap: Vidu Q3 takes at most 2000 characters [I: not on the gateway page].
 MAX_PROMPT = 2000
-#: Reference images of the ``mix`` mode: at most 7 (Vidu's reference-to-video limit) [I].
+#: Reference images of the ``mix`` mode: at most 7 (Vidu's reference-to-video limit) [inferred].
 MAX_REFS = 7
 OFFPEAK_SUFFIX = "-offpeak"
 
@@ -32,7 +32,7 @@ def _table() -> dict[str, tuple[str, ...]]:
 
     The ids are the page's model list (viduq3p-540p/720p/1080p, viduq3t-540p/720p/1080p) plus
     its examples (``viduq3p-mix-720p``, ``viduq3p-1080p-offpeak``); off-peak variants of the
-    other pro resolutions [I].
+    other pro resolutions [inferred].
     """
     models: dict[str, tuple[str, ...]] = {}
     for res in ("540p", "720p", "1080p"):
@@ -128,8 +128,8 @@ def _check_extra(body: dict[str, Any], model: str) -> str | None:
 def validate(body: object) -> tuple[int, str, str] | None:
     """The first problem of a submit body as ``(status, code, message)``, or None.
 
-    Unknown model: 503 ``get_channel_failed`` (New API's code; the status [I]); anything else:
-    400 ``invalid_request`` [I].
+    Unknown model: 503 ``get_channel_failed`` (New API's code; the status [inferred]); anything
+    else: 400 ``invalid_request`` [inferred].
     """
     if not isinstance(body, dict):
         return 400, "invalid_request", "request body must be a JSON object"

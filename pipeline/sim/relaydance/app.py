@@ -8,7 +8,7 @@ Routes (``BASE_PATH`` = ``/v1``), with their fault-injection names:
 ==========================================  =========  ======================================
 POST /v1/video/generations                  submit     create a task (charged, in the ledger)
 GET  /v1/video/generations/{task_id}        poll       task JSON (``query_shape``, see below)
-GET  /v1/videos/{task_id}/content           content    bytes proxy, Bearer auth [I]
+GET  /v1/videos/{task_id}/content           content    bytes proxy, Bearer auth [inferred]
 GET  /v1/models                             models     OpenAI list of the key's models
 GET  /files/{task_id}.mp4?expires=&sig=     fetch      temporary signed result URL, no auth
 ==========================================  =========  ======================================
@@ -18,7 +18,7 @@ for unknown models and tasks, 403 for balance/permission; statuses ``submitted -
 running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline`; prompts
 containing ``config.fail_prompts`` fail and are refunded ("失败的任务不计费");
 ``metadata.callback_url`` receives a POST of the final task JSON (loopback only, 3 attempts
-[I]). Choices where the documentation is silent are marked [I] below.
+[inferred]). Choices where the documentation is silent are marked [inferred] below.
 
 Validation lives in :mod:`pipeline.sim.relaydance.rules`; tasks and their JSON shapes in
 :mod:`pipeline.sim.relaydance.tasks`.
@@ -114,8 +114,8 @@ def make_app(
             task finished; expired URLs answer 403 [I: like a signed object-store URL]).
         balance_usd: account balance; a submit it cannot cover answers 403 (None: unlimited).
         price_per_second_usd: price per video second, recorded as ``cost_usd`` in the ledger.
-        submits_per_minute: per-key submit limit; excess answers 429 with Retry-After [I].
-        transient_404_s: seconds after submit during which the task answers 404 [I].
+        submits_per_minute: per-key submit limit; excess answers 429 with Retry-After [inferred].
+        transient_404_s: seconds after submit during which the task answers 404 [inferred].
         allowed_models: models this key may use (others: 403); None: all.
         query_shape: ``"doc"`` (documented), ``"task"`` (New API TaskDto wrapper) or ``"video"``
             (OpenAI video object) for the status route.
@@ -245,7 +245,7 @@ async def _content(request: web.Request) -> web.Response:
     if isinstance(job, web.Response):
         return job
     if task_status(job) != "succeeded":
-        return _err(400, f"video is not ready (status {task_status(job)})")  # [I]
+        return _err(400, f"video is not ready (status {task_status(job)})")  # [inferred]
     return await _video(job)
 
 
@@ -268,7 +268,7 @@ async def _file(request: web.Request) -> web.Response:
     if job is None or not hmac.compare_digest(request.query.get("sig", ""), _sig(st, job, expires)):
         return _denied("SignatureDoesNotMatch")
     if not expires.isdigit() or time.time() > min(int(expires), job.finished_at + cfg.url_ttl_s):
-        return _denied("Request has expired")  # [I] 403, as signed object-store URLs do
+        return _denied("Request has expired")  # [inferred] 403, as signed object-store URLs do
     if task_status(job) != "succeeded":
         return _denied("NoSuchKey", status=404)
     return await _video(job)
@@ -323,7 +323,7 @@ def _finalize(app: web.Application, job: SimJob) -> None:
 
 
 async def _deliver(st: SimState, url: str, payload: dict[str, Any]) -> None:
-    """POST ``payload`` to a loopback ``url``; 3 attempts, 2xx = delivered [I]."""
+    """POST ``payload`` to a loopback ``url``; 3 attempts, 2xx = delivered [inferred]."""
     if (urlsplit(url).hostname or "") not in ("127.0.0.1", "localhost", "::1"):
         st.deliveries.append((url, None))  # the simulator never calls out of the machine
         return

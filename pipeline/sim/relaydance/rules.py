@@ -26,7 +26,7 @@ ROLES = {
 #: Ratios of the Seedance 1.5 Pro models: the page's ratio examples "16:9", "9:16", "1:1"
 #: (its reference-image example sends 1:1 to seedance-1-5-pro-with-audio).
 RATIOS_1_5 = ("16:9", "9:16", "1:1")
-#: Seedance 2.0 also takes 4:3, 3:4 and 21:9 [I].
+#: Seedance 2.0 also takes 4:3, 3:4 and 21:9 [inferred].
 RATIOS_2_0 = (*RATIOS_1_5, "4:3", "3:4", "21:9")
 
 
@@ -41,7 +41,8 @@ class SimModel:
 
 
 #: Seedance 2.0: 4-15 s [I, within the FAQ's 15 s]; the resolution is in the id where it has
-#: one; ``generate_audio`` applies to "Seedance 2.0 series models". Seedance 1.5 Pro: 4-12 s [I].
+#: one; ``generate_audio`` applies to "Seedance 2.0 series models". Seedance 1.5 Pro: 4-12 s
+#: [inferred].
 SIM_MODELS: dict[str, SimModel] = {
     "doubao-seedance-2-0-720p": SimModel((4, 15), RATIOS_2_0, ("720p",), audio_flag=True),
     "doubao-seedance-2-0-1080p": SimModel((4, 15), RATIOS_2_0, ("1080p",), audio_flag=True),

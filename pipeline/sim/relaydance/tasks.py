@@ -46,7 +46,7 @@ def task_status(job: SimJob) -> str:
     return "submitted" if phase == "queued" else "running"
 
 
-_REASON = "The request was rejected by content moderation."  # [I] reason text
+_REASON = "The request was rejected by content moderation."  # [inferred] reason text
 
 
 def render(job: SimJob, shape: QueryShape, signed_url: str) -> dict[str, Any]:
@@ -92,5 +92,5 @@ def render(job: SimJob, shape: QueryShape, signed_url: str) -> dict[str, Any]:
     if url:
         body["url"] = url
     if status == "failed":
-        body["error"] = {"message": _REASON}  # [I] reason field not documented
+        body["error"] = {"message": _REASON}  # [inferred] reason field not documented
     return body

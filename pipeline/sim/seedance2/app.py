@@ -8,28 +8,30 @@ Routes (paths under ``/api/open/v1`` like the real service, so :data:`BASE_PATH`
     POST /api/open/v1/video/generations/{requestId}/cancel name="cancel"
     GET  /open-api-results/{requestId}.mp4                 name="fetch"   (public, like R2)
 
-Behaviour (``[I]`` where the service does not document it):
+Behaviour (``[inferred]`` where the service does not document it):
 
 - errors use the envelope ``{"success": false, "error": {"code", "message"}}``: 401
-  ``unauthorized`` "Invalid API key" [I status], 400 ``invalid_*`` validation errors [I], 402
-  ``insufficient_credits`` with ``make_app(credits_balance=…)`` [I], 404 ``not_found`` [I], 429
-  ``rate_limited`` + ``Retry-After`` with ``make_app(submits_per_minute=…)`` [I];
+  ``unauthorized`` "Invalid API key" [inferred: status], 400 ``invalid_*`` validation errors
+  [inferred], 402
+  ``insufficient_credits`` with ``make_app(credits_balance=…)`` [inferred], 404 ``not_found``
+  [inferred], 429
+  ``rate_limited`` + ``Retry-After`` with ``make_app(submits_per_minute=…)`` [inferred];
 - validation: model, prompt, integer duration allowed for the model, ratio,
   resolution, 1-5 https ``mediaUrls`` (no ``data:``; ``http://`` loopback only with
   ``allow_loopback_media=True``), string ``webhookUrl``, object ``metadata``; omitted fields
-  default to 5 s / 720p / 16:9 [I];
+  default to 5 s / 720p / 16:9 [inferred];
 - ``creditsCharged`` = per-second credits x duration x resolution factor (480p 0.6, 720p 1,
   1080p 1.5) x 1.6 with ``mediaUrls``, rounded up: 40 for T2V 5 s 720p and 64 for I2V (the
   documented examples); every accepted submit is charged in ``app[LEDGER]`` (``credits``, ``key`` =
   ``metadata.client_ref``);
 - status ``queued`` -> ``processing`` -> ``succeeded`` on :class:`~pipeline.sim.common.Timeline`;
   prompts containing ``config.fail_prompts`` end ``failed`` with ``content_policy`` and a ledger
-  refund [I]; cancel of queued/processing -> ``cancelled`` + refund, of a finished task -> 400
-  ``invalid_state`` [I];
+  refund [inferred]; cancel of queued/processing -> ``cancelled`` + refund, of a finished task ->
+  400 ``invalid_state`` [inferred];
 - ``output.url`` points back at the simulator and serves a real MP4 (no auth) until
-  ``config.url_ttl_s`` after the task finished, then 404 like a deleted R2 object [I];
+  ``config.url_ttl_s`` after the task finished, then 404 like a deleted R2 object [inferred];
 - ``webhookUrl``: the final task JSON is POSTed once (success, failure or cancel), only to
-  loopback URLs, fire and forget with a 2 s timeout, recorded in ``app[STATE].webhooks`` [I].
+  loopback URLs, fire and forget with a 2 s timeout, recorded in ``app[STATE].webhooks`` [inferred].
 
 Validation and the credit price live in :mod:`pipeline.sim.seedance2.rules`.
 """
@@ -296,7 +298,7 @@ async def _fetch(request: web.Request) -> web.Response:
         return web.Response(status=404, text="Not Found")
     finished = task.timeline.created + task.timeline.latency_s
     if time.time() > finished + request.app[CONFIG].url_ttl_s:
-        return web.Response(status=404, text="Not Found")  # the object was deleted [I]
+        return web.Response(status=404, text="Not Found")  # the object was deleted [inferred]
     data = await asyncio.to_thread(clip, task.req.duration, task.req.aspect_ratio, "seedance2")
     return web.Response(body=data, content_type="video/mp4")
 

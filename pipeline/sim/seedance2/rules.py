@@ -3,8 +3,8 @@
 Written from https://www.seedance2.ink/docs (API reference, text-to-video and image-to-video
 pages), independently of the adapter: the models, durations, ratios and resolutions it accepts,
 the ``mediaUrls`` rules (1-5 public https URLs, loopback http only when allowed), the defaults
-of omitted fields [I], and the credit price of a task. :func:`validate` turns a submit body into
-a :class:`TaskRequest` or the ``(code, message)`` of its first problem.
+of omitted fields [inferred], and the credit price of a task. :func:`validate` turns a submit body
+into a :class:`TaskRequest` or the ``(code, message)`` of its first problem.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pipeline.sim.common import LOOPBACK
 
 #: Durations per model: "seedance-2.0 and seedance-2.0-fast support 4 to 15 seconds, while
 #: seedance-1.5-pro supports 5 or 10 seconds"; and credits per second at 720p. The documented
-#: examples (text-to-video 5 s 720p: 40 credits) give 8 for seedance-2.0; the other two are [I].
+#: examples (text-to-video 5 s 720p: 40 credits) give 8 for seedance-2.0; the other two are
+#: [inferred].
 SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = MappingProxyType(
     {
         "seedance-2.0": (tuple(range(4, 16)), 8.0),
@@ -28,7 +29,7 @@ SIM_MODELS: Mapping[str, tuple[tuple[int, ...], float]] = MappingProxyType(
         "seedance-1.5-pro": ((5, 10), 6.0),
     }
 )
-#: Credit factor per ``resolution`` (720p 1.0 is the documented base; the others [I]).
+#: Credit factor per ``resolution`` (720p 1.0 is the documented base; the others [inferred]).
 RESOLUTION_FACTOR: Mapping[str, float] = MappingProxyType({"480p": 0.6, "720p": 1.0, "1080p": 1.5})
 #: Credit factor with ``mediaUrls``: the documented image-to-video example costs 64 credits
 #: where text-to-video costs 40.
@@ -47,7 +48,7 @@ MAX_MEDIA = 5  # "mediaUrls supports up to 5 items"
 
 @dataclass(frozen=True, slots=True)
 class TaskRequest:
-    """A validated submit body (omitted fields filled with the [I] defaults)."""
+    """A validated submit body (omitted fields filled with the [inferred] defaults)."""
 
     model: str
     prompt: str

@@ -29,7 +29,7 @@ URL or decoded bytes contain ``FACE``; attested bytes are not asked again), prom
 ``SimConfig.fail_prompts`` failing on retrieve with 422 ``provider_content_policy`` and a
 refund, per-key request limits with ``x-ratelimit-*-requests`` headers, and the error budget
 (more than ``error_budget`` failed 4xx per key and model in 30 s -> every request 429 for 30 s).
-Choices where the docs are silent are marked [I].
+Choices where the docs are silent are marked [inferred].
 
 Request validation and error answers live in :mod:`pipeline.sim.venice.rules`; the state, limits
 and guard middleware in :mod:`pipeline.sim.venice.state`.
@@ -238,9 +238,9 @@ def model_entry(ident: str, vm: SimModel) -> dict[str, Any]:
         "video_input": "video_url" in vm.media or vm.ref_videos > 0,
     }
     if vm.ref_images or vm.ref_videos or vm.ref_audio:
-        constraints["max_reference_images"] = vm.ref_images  # [I] key name
-        constraints["max_reference_videos"] = vm.ref_videos  # [I] key name
-        constraints["max_reference_audio"] = vm.ref_audio  # [I] key name
+        constraints["max_reference_images"] = vm.ref_images  # [inferred] key name
+        constraints["max_reference_videos"] = vm.ref_videos  # [inferred] key name
+        constraints["max_reference_audio"] = vm.ref_audio  # [inferred] key name
     if vm.image_limits:  # face and reference images: short side >= 300 px, aspect 0.4-2.5
         constraints["reference_image_min_short_side_pixels"] = 300
         constraints["reference_image_min_aspect_ratio"] = 0.4
@@ -272,7 +272,7 @@ async def download(request: web.Request) -> web.Response:
         return rules.error(404, "Not found")
     done_at = job.created + config.latency_s
     if time.time() < done_at:
-        return rules.error(404, "Not ready")  # [I]
+        return rules.error(404, "Not ready")  # [inferred]
     if link.revoked or link.gets >= state.options.download_max_gets:
         return rules.error(410, "This link has expired, been used up or been revoked")
     if time.time() > done_at + config.url_ttl_s:
@@ -283,7 +283,7 @@ async def download(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """``DELETE <download_url>``: revoke the link; 204 [I] (the answer is not documented)."""
+    """``DELETE <download_url>``: revoke the link; 204 [inferred] (the answer is not documented)."""
     link = request.app[STATE].links.get(request.match_info["token"])
     if link is None:
         return rules.error(404, "Not found")

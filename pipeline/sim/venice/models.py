@@ -15,7 +15,7 @@ simulator can catch an adapter that sends what Venice would refuse:
   https://docs.venice.ai/guides/media/seedance-face-consent ;
 - the ``/models`` constraints shape: https://docs.venice.ai/api-reference/endpoint/models/list .
 
-Values the documentation does not give are marked [I] (the simulator's choice).
+Values the documentation does not give are marked [inferred] (the simulator's choice).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from types import MappingProxyType
 DEFAULT_PROMPT_LIMIT = 2500
 #: The Seedance 2.0 cap ("up to 10000 for some models such as Seedance 2.0").
 SEEDANCE_PROMPT_LIMIT = 10000
-#: A JSON body above 35 MB is refused with 413 (MB read as MiB [I]).
+#: A JSON body above 35 MB is refused with 413 (MB read as MiB [inferred]).
 MAX_BODY_BYTES = 35 * 1024 * 1024
 #: ``consents`` key of the Seedance flow and its three attestations, all ``true``.
 SEEDANCE_CONSENT = "seedance"
@@ -89,7 +89,7 @@ class SimModel:
 
 
 _FRAMES = frozenset({"image_url", "end_image_url"})
-# Seedance 2.0 ratios: the queue enum minus 2:3 / 3:2 [I].
+# Seedance 2.0 ratios: the queue enum minus 2:3 / 3:2 [inferred].
 _SEEDANCE_RATIOS = ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16")
 
 
@@ -120,7 +120,7 @@ def _seedance(name: str, resolutions: tuple[str, ...]) -> dict[str, SimModel]:
 
 def _table() -> dict[str, SimModel]:
     table: dict[str, SimModel] = {}
-    wan = SimModel(  # https://docs.venice.ai/models/wan-2-7-video [I beyond the id]
+    wan = SimModel(  # https://docs.venice.ai/models/wan-2-7-video [inferred: beyond the id]
         name="Wan 2.7",
         model_type="text-to-video",
         durations=("5s", "10s", "15s"),
@@ -128,7 +128,7 @@ def _table() -> dict[str, SimModel]:
         resolutions=("720p", "1080p"),
     )
     table["wan-2-7-text-to-video"] = wan
-    table["wan-2-7-image-to-video"] = replace(  # [I]
+    table["wan-2-7-image-to-video"] = replace(  # [inferred]
         wan, model_type="image-to-video", aspect_ratios=(), media=_FRAMES - {"end_image_url"},
         required=("image_url",),
     )  # fmt: skip
@@ -156,7 +156,7 @@ def _table() -> dict[str, SimModel]:
         image_limits=True,
     )
     # Grok Imagine private models (text / image / reference / video-to-video): a one-time
-    # download_url, sound always on [I], 1-15 s and 480p / 720p [I].
+    # download_url, sound always on [inferred], 1-15 s and 480p / 720p [inferred].
     grok = SimModel(
         name="Grok Imagine",
         model_type="text-to-video",

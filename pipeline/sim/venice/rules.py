@@ -159,11 +159,11 @@ def check_params(body: dict[str, Any], vm: SimModel, *, quote: bool) -> tuple[st
     if audio is not None and not isinstance(audio, bool):
         return "audio", "Expected boolean"
     if audio is not None and not vm.audio_configurable and not quote:
-        return "audio", "This model does not support configuring audio"  # [I]
+        return "audio", "This model does not support configuring audio"  # [inferred]
     factor = body.get("upscale_factor")
     if factor is not None and (type(factor) is not int or factor not in UPSCALE_FACTORS):
         return "upscale_factor", f"Invalid enum value; expected one of {UPSCALE_FACTORS}"
-    return None  # an upscale_factor on other models is their documented default, ignored [I]
+    return None  # an upscale_factor on other models is their documented default, ignored [inferred]
 
 
 def _is_url(value: Any) -> bool:

@@ -22,7 +22,7 @@ from pipeline.sim.common import CONFIG, Handler, bearer_token
 from pipeline.sim.venice import rules
 from pipeline.sim.venice.models import MAX_BODY_BYTES
 
-_RES_FACTOR = {"480p": 1.0, "720p": 2.0, "1080p": 4.0, "4k": 8.0}  # price factors [I]
+_RES_FACTOR = {"480p": 1.0, "720p": 2.0, "1080p": 4.0, "4k": 8.0}  # price factors [inferred]
 #: Route name -> rate-limit bucket (None: auth and budget only).
 _GUARDED: dict[str, str | None] = {
     "submit": "queue",
@@ -42,9 +42,9 @@ class VeniceSimOptions:
             (documented: more than 20).
         error_window_s / lockout_s: the budget window and the lockout length (documented: 30 s).
         download_max_gets: GETs a private link serves before answering 410 [I: 3].
-        price_per_second: USD per second at factor 1.0 (480p) [I].
+        price_per_second: USD per second at factor 1.0 (480p) [inferred].
         max_body_bytes: JSON body cap (35 MB).
-        inference_fail_prompts: a prompt containing it fails on retrieve with 500 [I].
+        inference_fail_prompts: a prompt containing it fails on retrieve with 500 [inferred].
         guide_statuses: answer lowercase ``queued``/``running``/``completed`` as the guides
             do instead of the OpenAPI spec's ``PROCESSING``/``COMPLETED`` (the docs disagree).
     """
@@ -99,7 +99,7 @@ class VeniceState:
     consent_requests: int = 0
 
     def price(self, model: str, seconds: int, resolution: str | None) -> float:
-        """Deterministic USD price of a job (the quote and the queue charge) [I]."""
+        """Deterministic USD price of a job (the quote and the queue charge) [inferred]."""
         factor = _RES_FACTOR.get(resolution or "", 1.0)
         return round(self.options.price_per_second * seconds * factor, 4)
 
