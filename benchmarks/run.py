@@ -83,7 +83,8 @@ async def _ours(
     where: str | None = None,
 ) -> dict[str, Any]:
     from benchmarks.bench_provider import BenchService, bench_spec
-    from pipeline.engine.runner import RunOptions, execute
+    from pipeline.engine.options import RunOptions
+    from pipeline.engine.runner import execute
     from pipeline.manifest.loader import load_manifest
     from pipeline.settings import ProviderSettings
 

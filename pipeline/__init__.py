@@ -29,8 +29,8 @@ _EXPORTS = {
     "run": "pipeline.api",
     "resume": "pipeline.api",
     "status": "pipeline.api",
-    "RunOptions": "pipeline.engine.runner",
-    "RunResult": "pipeline.engine.runner",
+    "RunOptions": "pipeline.engine.options",
+    "RunResult": "pipeline.engine.options",
     "RunState": "pipeline.journal.state",
     "Shot": "pipeline.models",
     "ShotState": "pipeline.models",
@@ -64,7 +64,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pipeline.api import resume, run, status
-    from pipeline.engine.runner import RunOptions, RunResult
+    from pipeline.engine.options import RunOptions, RunResult
     from pipeline.errors import (
         CheckpointError,
         LockedError,

@@ -26,8 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline import sim
+from pipeline.engine.options import RunOptions, RunResult
 from pipeline.engine.repair import lost_log_message
-from pipeline.engine.runner import RunOptions, RunResult, execute
+from pipeline.engine.runner import execute
 from pipeline.errors import CheckpointError, ManifestError, UsageError
 from pipeline.journal.checkpoint import FILE as CHECKPOINT
 from pipeline.journal.snapshot import load_state

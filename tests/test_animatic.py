@@ -16,7 +16,8 @@ import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.journal.checkpoint import FILE, load
 from pipeline.journal.state import RunState, ShotRecord, replay
 from pipeline.manifest.loader import Manifest, load_manifest

@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 
 from pipeline import sim
-from pipeline.engine.runner import RunOptions, cancel, execute
+from pipeline.engine.actions import cancel
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.journal.checkpoint import FILE, load
 from pipeline.manifest.loader import load_manifest
 from pipeline.models import Event, ShotState

@@ -20,7 +20,7 @@ import pytest
 from pipeline._util import fsutil
 from pipeline.errors import FetchError
 from pipeline.models import Artifact, Download
-from pipeline.transfer import download
+from pipeline.transfer import download, writebehind
 from pipeline.transfer.download import write_verified
 from pipeline.transfer.playable import Expected, UnplayableVideo
 from tests.fakes import clip, padded
@@ -80,7 +80,7 @@ async def test_small_body_is_created_written_and_synced_in_one_hop(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    body = padded(clip(2), download._FLUSH_BYTES - 1)  # a real video: the check is in the hop
+    body = padded(clip(2), download.FLUSH_BYTES - 1)  # a real video: the check is in the hop
     final = tmp_path / "shots" / "a.mp4"
 
     async def record(art: Artifact, publish: Callable[[], None]) -> None:
@@ -124,7 +124,7 @@ async def test_rejected_small_body_never_touches_the_disk(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("announced", [True, False])
-@pytest.mark.parametrize("size", [download._FLUSH_BYTES, 3 * download._FLUSH_BYTES + 12345])
+@pytest.mark.parametrize("size", [download.FLUSH_BYTES, 3 * download.FLUSH_BYTES + 12345])
 async def test_large_body_is_written_behind_with_bounded_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, announced: bool
 ) -> None:
@@ -140,7 +140,7 @@ async def test_large_body_is_written_behind_with_bounded_memory(
         time.sleep(0.002)
         real(fd, data)
 
-    monkeypatch.setattr(download, "write_all", slow)
+    monkeypatch.setattr(writebehind, "write_all", slow)
     body = _body(size, seed=size)
     final = tmp_path / "big.mp4"
     part = tmp_path / "big.mp4.part"
@@ -162,14 +162,14 @@ async def test_large_body_is_written_behind_with_bounded_memory(
     assert art.sha256 == hashlib.sha256(body).hexdigest()
     # at most the slots (one batch's worth) being read and written, plus, when the size is not
     # announced, the first batch read before the body is known to be large
-    slots = download._SLOTS * download._SLOT_BYTES
-    first = 0 if announced else download._FLUSH_BYTES
-    assert slots <= download._FLUSH_BYTES
+    slots = writebehind.SLOTS * writebehind.SLOT_BYTES
+    first = 0 if announced else download.FLUSH_BYTES
+    assert slots <= download.FLUSH_BYTES
     assert worst <= first + slots + step
-    if size > 2 * download._FLUSH_BYTES:  # the reading did run ahead, up to the bound
-        assert worst > first + slots - download._SLOT_BYTES
+    if size > 2 * download.FLUSH_BYTES:  # the reading did run ahead, up to the bound
+        assert worst > first + slots - writebehind.SLOT_BYTES
     assert not _writers()
-    if size > 2 * download._WRITEBACK_BYTES:  # each range: written back, then evicted
+    if size > 2 * writebehind.WRITEBACK_BYTES:  # each range: written back, then evicted
         ends = [off + n for off, n in advised]
         assert ends == sorted(ends)
         assert ends[-1] <= size
@@ -178,7 +178,7 @@ async def test_large_body_is_written_behind_with_bounded_memory(
 
 
 async def test_tiny_chunks_are_copied_into_slots_in_order(tmp_path: Path) -> None:
-    body = _body(download._FLUSH_BYTES + 300_001, seed=7)
+    body = _body(download.FLUSH_BYTES + 300_001, seed=7)
     art = await write_verified(
         Download(_chunks(body, 997), size=len(body)),
         tmp_path / "t.mp4",
@@ -202,8 +202,8 @@ async def test_write_error_behind_the_read_fails_the_fetch_and_removes_the_part(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(download, "write_all", failing)
-    body = _body(6 * download._FLUSH_BYTES)
+    monkeypatch.setattr(writebehind, "write_all", failing)
+    body = _body(6 * download.FLUSH_BYTES)
     read = 0
 
     def on_yield(offset: int) -> None:
@@ -217,12 +217,12 @@ async def test_write_error_behind_the_read_fails_the_fetch_and_removes_the_part(
             max_bytes=len(body),
             record=_record,
         )
-    assert read < len(body) - download._FLUSH_BYTES  # the failure stopped the reading early
+    assert read < len(body) - download.FLUSH_BYTES  # the failure stopped the reading early
     assert list(tmp_path.iterdir()) == []
     assert not _writers()
 
 
-@pytest.mark.parametrize("size", [1000, 3 * download._FLUSH_BYTES])
+@pytest.mark.parametrize("size", [1000, 3 * download.FLUSH_BYTES])
 async def test_planted_symlinks_are_refused_before_anything_is_written(
     tmp_path: Path, size: int
 ) -> None:
@@ -256,11 +256,11 @@ async def test_planted_symlinks_are_refused_before_anything_is_written(
 
 
 async def test_cancelled_mid_body_leaves_no_part_and_no_thread(tmp_path: Path) -> None:
-    body = _body(8 * download._FLUSH_BYTES)
+    body = _body(8 * download.FLUSH_BYTES)
     reached = anyio.Event()
 
     async def stalling() -> AsyncIterator[bytes]:
-        async for chunk in _chunks(body[: 3 * download._FLUSH_BYTES], 65536):
+        async for chunk in _chunks(body[: 3 * download.FLUSH_BYTES], 65536):
             yield chunk
         reached.set()
         await anyio.sleep_forever()
@@ -283,8 +283,8 @@ async def test_cancelled_mid_body_leaves_no_part_and_no_thread(tmp_path: Path) -
 
 
 async def test_cap_is_enforced_while_streaming_a_large_body(tmp_path: Path) -> None:
-    cap = 2 * download._FLUSH_BYTES
-    body = _body(3 * download._FLUSH_BYTES)
+    cap = 2 * download.FLUSH_BYTES
+    body = _body(3 * download.FLUSH_BYTES)
     with pytest.raises(FetchError, match="exceeds the cap") as info:
         await write_verified(
             Download(_chunks(body, 65536)), tmp_path / "x.mp4", max_bytes=cap, record=_record
@@ -325,7 +325,7 @@ async def test_unplayable_small_body_is_refused_before_it_touches_the_disk(
 async def test_large_body_is_checked_from_its_part_file_before_it_is_recorded(
     tmp_path: Path, announced: bool
 ) -> None:
-    body = padded(clip(2), 2 * download._FLUSH_BYTES + 999, seed=2)
+    body = padded(clip(2), 2 * download.FLUSH_BYTES + 999, seed=2)
     final = tmp_path / "big.mp4"
     recorded: list[Artifact] = []
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from pipeline import sim
+from pipeline.engine.options import RunOptions
 from pipeline.engine.plan import make_plan
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.runner import execute
 from pipeline.manifest.loader import load_manifest
 from pipeline.sim.common import LEDGER, SimConfig
 from tests.reliability.harness import options_for

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline import sim
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.manifest.loader import load_manifest
 from pipeline.render.clips import probe
 from pipeline.sim.common import LEDGER, SimConfig

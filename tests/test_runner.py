@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, RunResult, execute
+from pipeline.engine.options import EXIT_ATTENTION, EXIT_OK, RunOptions, RunResult
+from pipeline.engine.runner import execute
 from pipeline.journal.checkpoint import load
 from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.models import ShotState

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.engine.runner import EXIT_OK
+from pipeline.engine.options import EXIT_OK
 from pipeline.errors import CheckpointError
 from pipeline.journal import snapshot
 from pipeline.journal.checkpoint import FILE, Checkpoint, Record, encode, load

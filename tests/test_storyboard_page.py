@@ -22,7 +22,8 @@ import av
 import pytest
 from PIL import Image
 
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.journal.checkpoint import load
 from pipeline.journal.state import RunState, replay
 from pipeline.manifest.loader import Manifest, load_manifest

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine.runner import EXIT_OK, RunOptions, RunResult, execute
+from pipeline.engine.options import EXIT_OK, RunOptions, RunResult
+from pipeline.engine.runner import execute
 from pipeline.errors import ManifestError
 from pipeline.journal.checkpoint import FILE, encode, parse
 from pipeline.manifest.loader import load_manifest

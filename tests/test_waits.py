@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.engine import runner
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.models import Shot, ShotState
 from pipeline.settings import ProviderSettings
 from tests.fakes import FakeService, fake_spec

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline._util.table import text_table
 from pipeline.engine import pricing
-from pipeline.engine.runner import RunOptions, provider_settings
+from pipeline.engine.options import RunOptions, provider_settings
 from pipeline.journal.checkpoint import FILE
 from pipeline.journal.snapshot import load_state
 from pipeline.journal.state import RunState

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import anyio
 
-from pipeline.engine.stages import output_path
+from pipeline.engine.context import output_path
 from pipeline.errors import CheckpointError
 from pipeline.journal import snapshot
 from pipeline.journal.checkpoint import FILE as CHECKPOINT_FILE

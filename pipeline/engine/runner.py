@@ -27,9 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -37,19 +35,28 @@ import anyio.abc
 from pipeline._util.redaction import scrub
 from pipeline.engine import repair
 from pipeline.engine.budget import Spend
+from pipeline.engine.context import RunContext
 from pipeline.engine.limits import ProviderGate
+from pipeline.engine.options import (
+    EXIT_ATTENTION,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PREFLIGHT_RETRY_S,
+    RunOptions,
+    RunResult,
+    provider_settings,
+)
 from pipeline.engine.preflight import preflight, render_problems
-from pipeline.engine.progress import NullObserver, Observer
-from pipeline.engine.stages import RunContext, ShotMachine
-from pipeline.errors import CheckpointError, ManifestError, ProviderError, UsageError
+from pipeline.engine.rundir import open_run
+from pipeline.engine.stages import ShotMachine
+from pipeline.errors import CheckpointError, ManifestError, UsageError
 from pipeline.journal import snapshot
 from pipeline.journal.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.journal.checkpoint import Checkpoint, Record
-from pipeline.journal.state import RunState, ShotRecord, apply, folder
+from pipeline.journal.state import RunState, ShotRecord, apply
 from pipeline.manifest.loader import Manifest
-from pipeline.models import TERMINAL_STATES, Event, JobHandle, Shot, ShotState
-from pipeline.providers import PROVIDERS
-from pipeline.providers.base import Provider, ProviderContext, ProviderSpec, SupportsCancel
+from pipeline.models import Event, Shot, ShotState
+from pipeline.providers.base import Provider, ProviderContext
 from pipeline.settings import ProviderSettings
 from pipeline.transfer.storage import ObjectStorage
 from pipeline.transfer.upload import MediaResolver
@@ -58,82 +65,6 @@ log = logging.getLogger("pipeline")
 
 #: How often the runner looks at what shots wait on, and repeats a lasting wait in the log (s).
 WAIT_CHECK_S, WAIT_REPORT_S = 5.0, 30.0
-#: How often ``--wait`` checks again for providers or storage unreachable at start (s).
-PREFLIGHT_RETRY_S = 15.0
-
-EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_LOCKED, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run.
-
-    Attributes:
-        api_keys: provider name -> API key (read from the environment by the CLI only).
-        base_urls: provider name -> base URL override (``--simulate`` points these at the sims).
-        simulate: talking to the in-process simulators (loopback result URLs allowed).
-        retry_failed: give failed shots a new attempt.
-        resubmit_ambiguous: shot ids (or ``{"*"}``) whose ambiguous submit may be paid again.
-        observer: progress display.
-        registry: provider specs by name (tests inject fakes; default: the built-in registry).
-        overrides: provider name -> settings that win over the manifest (``--simulate`` uses
-            short poll intervals against the simulators).
-        max_usd: spend limit overriding the manifest's ``budget.max_usd`` (``--max-usd``).
-        only: when set, ``retry_failed`` and ``resubmit_ambiguous`` apply to these shots only.
-        preflight: check before the first paid call that every provider and the object
-            storage answer and accept their credentials (:mod:`pipeline.engine.preflight`); the CLI
-            always does, tests that inject fake providers need not.
-        wait_s: how long to wait for providers or storage that cannot be reached at start
-            (``--wait``), checking again every :data:`PREFLIGHT_RETRY_S`; 0 stops at once.
-    """
-
-    api_keys: Mapping[str, str] = field(default_factory=dict)
-    base_urls: Mapping[str, str] = field(default_factory=dict)
-    simulate: bool = False
-    retry_failed: bool = False
-    resubmit_ambiguous: frozenset[str] = frozenset()
-    observer: Observer = field(default_factory=NullObserver)
-    registry: Mapping[str, ProviderSpec] = field(default_factory=lambda: PROVIDERS)
-    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    max_usd: float | None = None
-    only: frozenset[str] | None = None
-    preflight: bool = False
-    wait_s: float = 0.0
-
-
-@dataclass
-class RunResult:
-    """Outcome of :func:`execute`: the final replayed state, the spend and the exit code."""
-
-    state: RunState
-    shots: tuple[Shot, ...]
-    interrupted: bool = False
-    exit_code: int = EXIT_OK
-    orphans: tuple[str, ...] = ()
-    spend: Spend = field(default_factory=Spend)
-
-
-def provider_settings(
-    manifest: Manifest,
-    name: str,
-    base_url: str | None = None,
-    registry: Mapping[str, ProviderSpec] = PROVIDERS,
-    overrides: Mapping[str, Any] | None = None,
-) -> ProviderSettings:
-    """Manifest settings for ``name`` merged over the adapter's defaults, then the overrides."""
-    spec = registry[name]
-    merged = manifest.providers.get(name, ProviderSettings()).merged(spec.defaults)
-    update = dict(overrides or {})
-    if base_url:
-        update["base_url"] = base_url
-    return merged.model_copy(update=update) if update else merged
 
 
 def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
@@ -352,60 +283,6 @@ class Runner:
         return RunResult(final, shots, self.interrupted, code, orphans, self.spend)
 
 
-async def open_run(run_dir: Path, *, simulate: bool) -> tuple[Checkpoint, RunState]:
-    """Open (lock, repair) ``run_dir``'s checkpoint and replay it while it is read.
-
-    The replay starts from the run's state snapshot when it is usable (only the log after it is
-    read and folded; see :mod:`pipeline.journal.snapshot`), else from the first record. A rehearsal
-    and a
-    real run never share a run directory (:func:`check_mode`): the lock is released and nothing
-    is written when the modes differ.
-
-    Args:
-        run_dir: the run directory (created when missing).
-        simulate: whether this command talks to the simulators (``--simulate``).
-
-    Raises:
-        LockedError / CheckpointError: as :meth:`Checkpoint.open`.
-        UsageError: the run was started in the other mode.
-    """
-    state = RunState()
-    prefix = snapshot.prefix_into(state, run_dir / CHECKPOINT_FILE)
-    ckpt = await Checkpoint.open(run_dir, fold=folder(state), prefix=prefix)
-    try:
-        check_mode(state, run_dir, simulate=simulate)
-    except UsageError:
-        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
-            await ckpt.close()
-        raise
-    return ckpt, state
-
-
-def check_mode(state: RunState, run_dir: Path, *, simulate: bool) -> None:
-    """Refuse to continue a rehearsal as a real run, or a real run as a rehearsal.
-
-    A ``--simulate`` run's job ids, prices and videos come from simulators: polled at a real
-    provider with a real key they would at best fail, and its pending shots would be paid for
-    as if the rehearsal's clips were real outputs. A real run's jobs are unknown to simulators.
-
-    Raises:
-        UsageError: naming the run's mode and how to start a run of the other kind.
-    """
-    if state.simulated is None or state.simulated == simulate:
-        return
-    if state.simulated:
-        raise UsageError(
-            f"{run_dir} is a rehearsal (started with --simulate): its jobs and videos come from "
-            "simulators, so it can only be continued with --simulate. For a real run, use "
-            f"another run directory: pipeline run MANIFEST --jobs-dir DIR (or remove {run_dir})"
-        )
-    raise UsageError(
-        f"{run_dir} is a real run (its jobs were sent to the providers), so it cannot be "
-        "continued with --simulate. To rehearse, use another run directory: "
-        "pipeline run MANIFEST --simulate --jobs-dir DIR"
-    )
-
-
 async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> RunResult:
     """Run (or continue) ``manifest`` in ``run_dir``.
 
@@ -518,89 +395,3 @@ def _plain_http_media(manifest: Manifest) -> list[str]:
             if asset.url is not None and asset.url.startswith("http://"):
                 out.append(f"{shot.id}: {asset.url.split('?')[0]} is plain http (https only)")
     return out
-
-
-async def cancel(
-    manifest: Manifest, run_dir: Path, options: RunOptions, shots: frozenset[str] | None = None
-) -> RunResult:
-    """Cancel unfinished shots (all, or the ids in ``shots``) and record ``cancelled``.
-
-    Jobs already at a provider are cancelled there when the adapter supports it
-    (:class:`~pipeline.providers.base.SupportsCancel`); otherwise the shot is still recorded as
-    cancelled locally and the message says the provider may finish (and charge) the job.
-
-    Raises:
-        ManifestError: an id in ``shots`` is not in the run.
-        UsageError: the run was started in the other mode (``options.simulate``).
-        CheckpointError: lock or write failure.
-    """
-    ckpt, state = await open_run(run_dir, simulate=options.simulate)
-    try:
-        unknown = sorted((shots or frozenset()) - set(state.shots))
-        if unknown:
-            raise ManifestError.single(
-                str(manifest.path), None, "--shot", f"not in this run: {', '.join(unknown)}"
-            )
-        runner = Runner(manifest, ckpt, options, state)
-        by_id = {s.id: s for s in manifest.shots}
-        async with AsyncExitStack() as stack:
-            providers: dict[str, Provider] = {}
-            for rec in state.shots.values():
-                if (shots and rec.id not in shots) or rec.state in TERMINAL_STATES:
-                    continue
-                note = "cancelled before submit"
-                name = by_id[rec.id].provider if rec.id in by_id else rec.provider
-                if rec.job is not None and options.simulate and name not in options.base_urls:
-                    # The rehearsal's simulators are gone with the process that ran them.
-                    note = "cancelled (rehearsal: its job was in a simulator, nothing is charged)"
-                elif rec.job is not None and rec.id in by_id:
-                    if name not in providers:
-                        providers[name] = await stack.enter_async_context(runner._provider(name))
-                    note = await _cancel_job(providers[name], rec.job)
-                await runner._append(Event.CANCELLED, rec.id, reason=note)
-        return runner._result(runner.state)
-    finally:
-        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
-            await ckpt.close()
-
-
-async def _cancel_job(provider: Provider, job: JobHandle) -> str:
-    if not isinstance(provider, SupportsCancel):
-        return f"cancelled locally; {job.provider} has no cancel API, the job may still be charged"
-    try:
-        await provider.cancel(job)
-    except ProviderError as exc:
-        return f"cancel at {job.provider} failed ({exc}); the job may still be charged"
-    return f"cancelled at {job.provider}"
-
-
-async def adopt(
-    run_dir: Path, shot_id: str, job_id: str, *, file: str, simulate: bool = False
-) -> None:
-    """Attach ``job_id`` (found on the provider's dashboard) to ``shot_id``: polled next run.
-
-    For a shot whose submit outcome is unknown (``needs_reconcile``) or that failed: the next
-    ``resume`` polls that job and fetches its video instead of paying for a new one.
-
-    Raises:
-        ManifestError: no such shot, or it is done or already has a job in progress.
-        UsageError: the run was started in the other mode (``simulate``).
-        CheckpointError: lock or write failure.
-    """
-    ckpt, state = await open_run(run_dir, simulate=simulate)
-    try:
-        rec = state.shots.get(shot_id)
-        if rec is None:
-            raise ManifestError.single(file, None, "SHOT", f"{shot_id!r} is not in this run")
-        busy = rec.state in (ShotState.POLLING, ShotState.FETCHING) and rec.job is not None
-        if rec.state == ShotState.DONE or busy:
-            job = rec.job.job_id if rec.job else "-"
-            raise ManifestError.single(
-                file, None, "SHOT", f"{shot_id} is {rec.state.value} (job {job}); nothing to adopt"
-            )
-        await ckpt.append(
-            Event.SUBMITTED, shot_id, job=job_id, prov=rec.provider, model=rec.model, adopted=True
-        )
-    finally:
-        with anyio.CancelScope(shield=True), contextlib.suppress(CheckpointError):
-            await ckpt.close()

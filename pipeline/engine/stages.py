@@ -12,19 +12,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, cast
 
 import anyio
 
 from pipeline._util.redaction import scrub
 from pipeline.engine import pricing, retry
-from pipeline.engine.budget import Spend
+from pipeline.engine.context import RunContext, output_path
 from pipeline.engine.guarded import GuardedCalls
-from pipeline.engine.limits import BreakerState, CallKind, ProviderGate
-from pipeline.engine.progress import Observer
+from pipeline.engine.limits import BreakerState, CallKind
 from pipeline.errors import (
     Ambiguous,
     CheckpointError,
@@ -35,7 +32,7 @@ from pipeline.errors import (
     RateLimited,
     Rejected,
 )
-from pipeline.journal.checkpoint import Record, ts_epoch
+from pipeline.journal.checkpoint import ts_epoch
 from pipeline.journal.state import ShotRecord
 from pipeline.models import (
     Artifact,
@@ -50,13 +47,10 @@ from pipeline.models import (
     ShotState,
 )
 from pipeline.providers.base import (
-    MediaPolicy,
-    Provider,
     SupportsCleanup,
     SupportsQuote,
     SupportsReconcile,
 )
-from pipeline.settings import DownloadSettings, ProviderSettings
 from pipeline.transfer import download, playable, upload
 
 log = logging.getLogger("pipeline")
@@ -65,70 +59,8 @@ log = logging.getLogger("pipeline")
 SUBMIT_SHIELD_S = 300.0
 
 
-class Appender(Protocol):
-    """Awaitable checkpoint append (the runner's, which also keeps the live record list)."""
-
-    def __call__(
-        self,
-        ev: Event,
-        shot: str | None,
-        /,
-        *,
-        then: Callable[[], None] | None = None,
-        **fields: Any,
-    ) -> Awaitable[Record]:
-        """Append one event; durable events are fsynced before this returns.
-
-        ``then`` runs in the writer thread once the record is durable (see
-        :meth:`pipeline.journal.checkpoint.Checkpoint.append`).
-        """
-        ...
-
-
-@dataclass
-class RunContext:
-    """Everything the shot machines of one run share."""
-
-    run_id: str
-    run_dir: Path
-    append: Appender
-    providers: Mapping[str, Provider]
-    gates: Mapping[str, ProviderGate]
-    settings: Mapping[str, ProviderSettings]
-    downloads: DownloadSettings
-    observer: Observer
-    options: Any
-    media: upload.MediaResolver = field(default_factory=upload.MediaResolver)
-    spend: Spend = field(default_factory=Spend)
-    policies: Mapping[str, MediaPolicy] = field(default_factory=dict)
-    media_cache: dict[tuple[str, str, str], MediaRef] = field(default_factory=dict)
-    media_locks: dict[tuple[str, str, str], anyio.Lock] = field(default_factory=dict)
-    _features: dict[tuple[str, type], bool] = field(default_factory=dict)
-
-    def supports(self, provider: str, feature: type) -> bool:
-        """Whether ``provider``'s adapter implements the optional protocol ``feature``.
-
-        The same as ``isinstance(adapter, feature)``, remembered per run: a runtime protocol
-        check walks the protocol's members (~10 µs), and every shot asks.
-        """
-        key = (provider, feature)
-        known = self._features.get(key)
-        if known is None:
-            known = self._features[key] = isinstance(self.providers[provider], feature)
-        return known
-
-
 class _Stop(Exception):
     """The shot ends here (its final state is already recorded)."""
-
-
-def output_path(run_dir: Path, shot_id: str) -> Path:
-    """``RUN_DIR/shots/<shot id>.mp4``; refuses an id that would leave the directory."""
-    shots = run_dir / "shots"
-    path = shots / f"{shot_id}.mp4"
-    if path.parent != shots or shot_id in {"", ".", ".."} or "/" in shot_id or "\0" in shot_id:
-        raise ValueError(f"unsafe shot id for a file name: {shot_id!r}")
-    return path
 
 
 class ShotMachine:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import sim
-from pipeline.engine.runner import RunOptions, RunResult, execute
+from pipeline.engine.options import RunOptions, RunResult
+from pipeline.engine.runner import execute
 from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.sim import RunningSim
 

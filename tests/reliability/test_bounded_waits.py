@@ -23,7 +23,7 @@ from aiohttp import web
 from pipeline.engine import retry
 from pipeline.engine.guarded import GuardedCalls
 from pipeline.engine.limits import CallKind, PausedPastDeadline, ProviderGate
-from pipeline.engine.runner import RunOptions
+from pipeline.engine.options import RunOptions
 from pipeline.errors import Ambiguous, FetchError, RateLimited
 from pipeline.models import JobHandle, ShotState
 from pipeline.providers.base import ProviderContext

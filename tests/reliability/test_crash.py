@@ -27,7 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import sim
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.errors import CheckpointError
 from pipeline.journal.checkpoint import FILE, load, parse
 from pipeline.journal.state import replay

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 
 from pipeline import sim
-from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, RunOptions, execute
+from pipeline.engine.options import EXIT_ATTENTION, EXIT_OK, RunOptions
+from pipeline.engine.runner import execute
 from pipeline.errors import FetchError, NotSent
 from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import sim
-from pipeline.engine.runner import EXIT_OK, RunOptions, RunResult, execute
+from pipeline.engine.options import EXIT_OK, RunOptions, RunResult
+from pipeline.engine.runner import execute
 from pipeline.errors import Ambiguous
 from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.engine import retry
-from pipeline.engine.runner import RunOptions, RunResult, execute
+from pipeline.engine.options import RunOptions, RunResult
+from pipeline.engine.runner import execute
 from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
 from pipeline.transfer import playable

@@ -14,7 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pipeline.engine.runner import RunOptions, execute
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.journal.checkpoint import FILE, Checkpoint, Record, load, parse
 from pipeline.journal.state import replay
 from pipeline.manifest.loader import load_manifest

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import sim
-from pipeline.engine.runner import RunOptions, execute
-from pipeline.engine.stages import output_path
+from pipeline.engine.context import output_path
+from pipeline.engine.options import RunOptions
+from pipeline.engine.runner import execute
 from pipeline.errors import ManifestError
 from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState

@@ -10,7 +10,9 @@ import anyio
 import stamina
 
 from pipeline import sim
-from pipeline.engine.runner import EXIT_ATTENTION, EXIT_OK, adopt, execute
+from pipeline.engine.actions import adopt
+from pipeline.engine.options import EXIT_ATTENTION, EXIT_OK
+from pipeline.engine.runner import execute
 from pipeline.errors import NotSent
 from pipeline.journal.checkpoint import FILE, load
 from pipeline.manifest.loader import load_manifest
