@@ -44,17 +44,16 @@ from pipeline.providers.newapi.adapter import (
     gateway_root,
     request_error,
 )
-from pipeline.providers.newapi.codec import (
-    MODELS,
+from pipeline.providers.newapi.answers import (
     STATUSES,
     CodecError,
-    build_submit,
     normalise_status,
     parse_error,
     parse_progress,
     parse_status,
     parse_submit,
 )
+from pipeline.providers.newapi.codec import MODELS, build_submit
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.newapi.app import QueryShape, make_app

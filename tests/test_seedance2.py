@@ -33,7 +33,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import ProviderContext, SupportsCancel
-from pipeline.providers.seedance2 import codec
+from pipeline.providers.seedance2 import answers, codec
 from pipeline.providers.seedance2.adapter import SPEC, Seedance2Provider
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
@@ -94,7 +94,7 @@ async def until_terminal(provider: Seedance2Provider, job: JobHandle) -> list[Po
         while True:
             result = await provider.poll(job)
             seen.append(result)
-            if result.status in codec.TERMINAL:
+            if result.status in answers.TERMINAL:
                 return seen
             await anyio.sleep(0.03)
 
@@ -116,8 +116,8 @@ async def read_all(provider: Seedance2Provider, job: JobHandle, result: PollResu
 
 
 def test_parse_submit_recorded() -> None:
-    t2v = codec.parse_submit(load("submit_t2v.json"))
-    i2v = codec.parse_submit(load("submit_i2v.json"))
+    t2v = answers.parse_submit(load("submit_t2v.json"))
+    i2v = answers.parse_submit(load("submit_i2v.json"))
     assert (t2v.request_id, t2v.status, t2v.credits_charged) == ("req_1234567890", "queued", 40)
     assert i2v.credits_charged == 64
 
@@ -133,7 +133,7 @@ def test_parse_submit_recorded() -> None:
     ],
 )
 def test_parse_status_recorded(name: str, status: JobStatus) -> None:
-    result = codec.parse_status(load(name))
+    result = answers.parse_status(load(name))
     assert result.status is status
     assert result.raw_status == load(name)["status"]
     if status is JobStatus.SUCCEEDED:
@@ -145,63 +145,65 @@ def test_parse_status_recorded(name: str, status: JobStatus) -> None:
         assert result.refunded is None  # refunds are not documented
 
 
-@pytest.mark.parametrize(("raw", "expected"), sorted(codec.STATUS_SYNONYMS.items()))
+@pytest.mark.parametrize(("raw", "expected"), sorted(answers.STATUS_SYNONYMS.items()))
 def test_every_status_synonym_case_insensitive(raw: str, expected: JobStatus) -> None:
     for spelling in (raw, raw.upper(), f" {raw.title()} "):
-        assert codec.normalize_status(spelling) is expected
+        assert answers.normalize_status(spelling) is expected
 
 
 @pytest.mark.parametrize("raw", ["UNKNOWN", "rendering_v2", "", None, 7])
 def test_unknown_status_is_running(raw: object) -> None:
-    assert codec.normalize_status(raw) is JobStatus.RUNNING
+    assert answers.normalize_status(raw) is JobStatus.RUNNING
     body = {**load("status_queued.json"), "status": raw}
-    assert codec.parse_status(body).status is JobStatus.RUNNING
+    assert answers.parse_status(body).status is JobStatus.RUNNING
 
 
 def test_succeeded_without_url_keeps_polling() -> None:
     body = {**load("status_succeeded.json"), "output": None}
-    assert codec.parse_status(body).status is JobStatus.RUNNING
+    assert answers.parse_status(body).status is JobStatus.RUNNING
 
 
 def test_failed_task_error_shapes() -> None:
     as_text = {**load("status_failed.json"), "error": "render crashed"}
-    assert codec.parse_status(as_text).message == "unknown: render crashed"
+    assert answers.parse_status(as_text).message == "unknown: render crashed"
     missing = {**load("status_failed.json"), "error": None}
-    assert "without an error object" in codec.parse_status(missing).message
+    assert "without an error object" in answers.parse_status(missing).message
 
 
 def test_envelope_success_is_checked_before_status() -> None:
     body = {**load("status_succeeded.json"), "success": False}
-    with pytest.raises(codec.Failure):
-        codec.parse_status(body)
-    with pytest.raises(codec.Failure) as info:
-        codec.parse_submit(load("error_unauthorized.json"))
+    with pytest.raises(answers.Failure):
+        answers.parse_status(body)
+    with pytest.raises(answers.Failure) as info:
+        answers.parse_submit(load("error_unauthorized.json"))
     assert info.value.error.code == "unauthorized"
 
 
 @pytest.mark.parametrize(
     ("name", "code", "kind"),
     [
-        ("error_unauthorized.json", "unauthorized", codec.ErrorKind.REJECTED),
-        ("error_validation.json", "invalid_duration", codec.ErrorKind.REJECTED),
-        ("error_rate_limited.json", "rate_limited", codec.ErrorKind.RATE_LIMITED),
+        ("error_unauthorized.json", "unauthorized", answers.ErrorKind.REJECTED),
+        ("error_validation.json", "invalid_duration", answers.ErrorKind.REJECTED),
+        ("error_rate_limited.json", "rate_limited", answers.ErrorKind.RATE_LIMITED),
     ],
 )
-def test_error_bodies(name: str, code: str, kind: codec.ErrorKind) -> None:
-    error = codec.parse_error(load(name))
+def test_error_bodies(name: str, code: str, kind: answers.ErrorKind) -> None:
+    error = answers.parse_error(load(name))
     assert error is not None
     assert error.code == code
     assert error.message == load(name)["error"]["message"]
-    assert codec.classify(error.code) is kind
+    assert answers.classify(error.code) is kind
 
 
 def test_error_parsing_edge_cases() -> None:
-    assert codec.classify("NOT_FOUND") is codec.ErrorKind.NOT_FOUND
-    assert codec.classify("mystery_glitch") is codec.ErrorKind.UNKNOWN
-    assert codec.parse_error({"success": False, "error": "boom"}) == codec.ApiError(message="boom")
-    assert codec.parse_error({"success": False}) == codec.ApiError()
-    assert codec.parse_error(load("submit_t2v.json")) is None
-    assert codec.parse_error("<html>") is None
+    assert answers.classify("NOT_FOUND") is answers.ErrorKind.NOT_FOUND
+    assert answers.classify("mystery_glitch") is answers.ErrorKind.UNKNOWN
+    assert answers.parse_error({"success": False, "error": "boom"}) == answers.ApiError(
+        message="boom"
+    )
+    assert answers.parse_error({"success": False}) == answers.ApiError()
+    assert answers.parse_error(load("submit_t2v.json")) is None
+    assert answers.parse_error("<html>") is None
 
 
 @pytest.mark.parametrize(
@@ -209,8 +211,8 @@ def test_error_parsing_edge_cases() -> None:
     [None, "text", {}, {"success": "true", "requestId": "r"}, {"success": True}],
 )
 def test_malformed_submit_answers(payload: Any) -> None:
-    with pytest.raises(codec.Malformed):
-        codec.parse_submit(payload)
+    with pytest.raises(answers.Malformed):
+        answers.parse_submit(payload)
 
 
 def test_build_submit_text_to_video() -> None:
@@ -614,7 +616,7 @@ async def test_webhook_posts_final_task(tmp_path: Path) -> None:
             await arrived.wait()
     assert len(received) == 1
     assert received[0]["requestId"] == job.job_id
-    result = codec.parse_status(received[0])
+    result = answers.parse_status(received[0])
     assert result.status is JobStatus.SUCCEEDED
     assert result.result_url is not None
     assert app[sim.STATE].webhooks[0].status == 204

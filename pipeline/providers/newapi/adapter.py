@@ -54,17 +54,14 @@ from pipeline.providers.http import (
     status_error,
 )
 from pipeline.providers.lifecycle import HttpAdapter
-from pipeline.providers.newapi.codec import (
-    MODELS,
-    NAME,
-    OFFPEAK_SUFFIX,
+from pipeline.providers.newapi.answers import (
     ApiError,
     CodecError,
-    build_submit,
     parse_error,
     parse_status,
     parse_submit,
 )
+from pipeline.providers.newapi.codec import MODELS, NAME, OFFPEAK_SUFFIX, build_submit
 from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
 from pipeline.settings import ProviderSettings
 

@@ -48,7 +48,7 @@ from pipeline.providers.http import (
     status_error,
 )
 from pipeline.providers.lifecycle import HttpAdapter
-from pipeline.providers.seedance2 import codec
+from pipeline.providers.seedance2 import answers, codec
 from pipeline.providers.urlfetch import UrlFetcher, policy_for
 from pipeline.settings import ProviderSettings
 
@@ -108,10 +108,10 @@ class Seedance2Provider(HttpAdapter):
         if not 200 <= resp.status < 300:
             raise self._http_error(resp, "submit", shot.id)
         try:
-            accepted = codec.parse_submit(resp.json())
-        except codec.Failure as failure:
+            accepted = answers.parse_submit(resp.json())
+        except answers.Failure as failure:
             raise self._failure(failure.error, "submit", shot.id, resp) from None
-        except codec.Malformed as exc:
+        except answers.Malformed as exc:
             raise Ambiguous(
                 f"unexpected submit answer (HTTP {resp.status}), the task may exist and be "
                 f"charged: {exc}; body: {resp.text(120)}",
@@ -139,10 +139,10 @@ class Seedance2Provider(HttpAdapter):
         if not 200 <= resp.status < 300:
             raise self._http_error(resp, "poll", "")
         try:
-            return codec.parse_status(resp.json())
-        except codec.Failure as failure:
+            return answers.parse_status(resp.json())
+        except answers.Failure as failure:
             raise self._failure(failure.error, "poll", "", resp) from None
-        except codec.Malformed as exc:
+        except answers.Malformed as exc:
             raise Ambiguous(
                 f"unexpected poll answer for {job.job_id} (HTTP {resp.status}): {exc}",
                 provider=NAME,
@@ -181,37 +181,39 @@ class Seedance2Provider(HttpAdapter):
         resp = await self.api.request("POST", codec.cancel_path(job.job_id))
         if 200 <= resp.status < 300:
             try:
-                codec.check_envelope(resp.json())
+                answers.check_envelope(resp.json())
                 return
-            except codec.Failure as failure:
+            except answers.Failure as failure:
                 error = failure.error
-            except codec.Malformed as exc:
+            except answers.Malformed as exc:
                 raise Ambiguous(
                     f"unexpected cancel answer for {job.job_id}: {exc}",
                     provider=NAME,
                     status=resp.status,
                 ) from None
-            if codec.classify(error.code) is not codec.ErrorKind.REJECTED:
+            if answers.classify(error.code) is not answers.ErrorKind.REJECTED:
                 raise self._failure(error, "cancel", "", resp)
         else:
-            found = codec.parse_error(resp.json())
-            refusal = (codec.ErrorKind.REJECTED, codec.ErrorKind.UNKNOWN)
+            found = answers.parse_error(resp.json())
+            refusal = (answers.ErrorKind.REJECTED, answers.ErrorKind.UNKNOWN)
             if (
                 found is None
                 or resp.status not in (400, 409)
-                or codec.classify(found.code) not in refusal
+                or answers.classify(found.code) not in refusal
             ):
                 raise self._http_error(resp, "cancel", "")
             error = found
         raise await self._cancel_refused(job, error, resp.status)
 
-    async def _cancel_refused(self, job: JobHandle, error: codec.ApiError, status: int) -> Rejected:
+    async def _cancel_refused(
+        self, job: JobHandle, error: answers.ApiError, status: int
+    ) -> Rejected:
         """The refusal of a cancel, naming the task's terminal status when a (free) poll tells."""
         try:
             current = await self.poll(job)
         except ProviderError:
             current = None
-        if current is not None and current.status in codec.TERMINAL:
+        if current is not None and current.status in answers.TERMINAL:
             text = f"{job.job_id} cannot be cancelled: already {current.raw_status}"
         else:
             text = f"{job.job_id} cannot be cancelled: {error.text}"
@@ -221,25 +223,25 @@ class Seedance2Provider(HttpAdapter):
 
     def _http_error(self, resp: ApiResponse, stage: str, shot: str) -> ProviderError:
         """The error of a non-2xx answer: the generic mapping, refined by the envelope code."""
-        error = codec.parse_error(resp.json())
+        error = answers.parse_error(resp.json())
         message = f"{stage}: {error.text if error else resp.text()}"
         if error is not None and 400 <= resp.status < 500 and resp.status != 429:
-            kind = codec.classify(error.code)
-            if kind is codec.ErrorKind.RATE_LIMITED or (
-                kind is codec.ErrorKind.NOT_FOUND and stage == "poll"
+            kind = answers.classify(error.code)
+            if kind is answers.ErrorKind.RATE_LIMITED or (
+                kind is answers.ErrorKind.NOT_FOUND and stage == "poll"
             ):
                 return self._failure(error, stage, shot, resp)
         return status_error(resp, message, provider=NAME, shot=shot)
 
     def _failure(
-        self, error: codec.ApiError, stage: str, shot: str, resp: ApiResponse
+        self, error: answers.ApiError, stage: str, shot: str, resp: ApiResponse
     ) -> ProviderError:
         """The error a ``success: false`` envelope means for ``stage`` (see the module table)."""
-        kind = codec.classify(error.code)
+        kind = answers.classify(error.code)
         text = f"{stage}: {error.text}"
         status = resp.status
         detail = redact(error.message)
-        if kind is codec.ErrorKind.RATE_LIMITED:
+        if kind is answers.ErrorKind.RATE_LIMITED:
             return RateLimited(
                 text,
                 retry_after=retry_after(resp.headers),
@@ -248,7 +250,7 @@ class Seedance2Provider(HttpAdapter):
                 status=status,
                 provider_message=detail,
             )
-        if kind is codec.ErrorKind.NOT_FOUND and stage == "poll":
+        if kind is answers.ErrorKind.NOT_FOUND and stage == "poll":
             return JobFailed(
                 f"{text} (the provider has no such task)",
                 refunded=None,
@@ -256,7 +258,7 @@ class Seedance2Provider(HttpAdapter):
                 status=status,
                 provider_message=detail,
             )
-        if kind is codec.ErrorKind.UNKNOWN:
+        if kind is answers.ErrorKind.UNKNOWN:
             text += " (unrecognised error code: the request may have had an effect)"
             return Ambiguous(text, provider=NAME, shot=shot, status=status, provider_message=detail)
         return Rejected(text, provider=NAME, shot=shot, status=status, provider_message=detail)
