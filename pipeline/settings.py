@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
@@ -97,21 +98,76 @@ class Price(_Frozen):
         return (self.per_second_usd or 0.0) * duration_s + (self.per_job_usd or 0.0)
 
 
-class ProviderSettings(_Frozen):
-    """Per-provider settings (manifest ``providers.<name>``); unset fields take adapter defaults.
+class PollPolicy(_Frozen):
+    """When a job is polled (a view of :class:`ProviderSettings`, defaults filled in).
 
     Attributes:
-        base_url: prefix the provider's documented paths are appended to.
+        min_s / max_s: bounds of the wait between two polls of one job, in seconds.
+        deadline_s: longest a job may stay unfinished, in seconds from its submit.
+    """
+
+    min_s: PositiveFloat = 2.0
+    max_s: PositiveFloat = 30.0
+    deadline_s: PositiveFloat = 3600.0
+
+
+class BreakerPolicy(_Frozen):
+    """When a provider's circuit breaker opens and for how long (``pipeline.engine.limits``).
+
+    Attributes:
+        threshold: consecutive server errors or timeouts that open it.
+        window_s: those failures must fall within this many seconds.
+        cooldown_s: seconds open (no paid call) before one free probe may close it.
+    """
+
+    threshold: PositiveInt = 5
+    window_s: PositiveFloat = 60.0
+    cooldown_s: PositiveFloat = 30.0
+
+
+class RetryPolicy(_Frozen):
+    """How one provider's failed calls are retried (manifest ``providers.<name>.retry``).
+
+    One policy for every retried operation of the provider (submits that provably created
+    nothing, polls, fetches, uploads, quotes): ``attempts`` tries within ``timeout_s`` seconds,
+    the n-th wait drawn from ``[0, min(wait_max_s, wait_initial_s * 2**n)]`` (full jitter).
+    The provider's retry budget starts with ``budget_initial`` retries and earns
+    ``budget_ratio`` of one per successful call, so retries stay a bounded share of the load.
+    """
+
+    attempts: PositiveInt = 5
+    timeout_s: PositiveFloat = 600.0
+    wait_initial_s: PositiveFloat = 1.0
+    wait_max_s: PositiveFloat = 60.0
+    budget_initial: float = Field(default=10.0, ge=0)
+    budget_ratio: float = Field(default=0.1, ge=0)
+
+
+MIB = 1024 * 1024
+
+
+class ProviderSettings(_Frozen):
+    """Per-provider settings (manifest ``providers.<name>``).
+
+    Every default lives here: a field the manifest leaves out takes the adapter's default
+    (``ProviderSpec.defaults``, see :meth:`merged`), else the default below. Related fields are
+    also offered as value objects (:attr:`polling`, :attr:`breaker`, :attr:`retry`).
+
+    Attributes:
+        base_url: prefix the provider's documented paths are appended to (None: the adapter's).
         api_key_env: name of the environment variable holding the API key.
-        max_in_flight: jobs submitted and not yet terminal at the provider (account concurrency).
+        max_in_flight: jobs submitted and not yet terminal at the provider (account
+            concurrency; default 4).
         requests_per_minute: submit requests per minute (None: unlimited).
         polls_per_minute: poll requests per minute (None: unlimited).
-        poll_min_s / poll_max_s: bounds of the poll interval in seconds (backoff with jitter).
-        poll_deadline_s: longest a job may stay unfinished before the shot fails as timed out.
-        max_uploads / max_downloads: concurrent media uploads / result downloads.
+        poll_min_s / poll_max_s: bounds of the poll interval in seconds (default 2 / 30).
+        poll_deadline_s: longest a job may stay unfinished before the shot fails as timed out
+            (default 3600).
+        max_uploads / max_downloads: concurrent media uploads / result downloads (default 4).
         latency_s: ``local`` only: simulated queue time added to every job, in seconds.
         breaker_threshold: consecutive server errors/timeouts that stop paid calls (default 5).
         breaker_cooldown_s: seconds paid calls stay stopped before a free probe (default 30).
+        retry: how failed calls are retried (:class:`RetryPolicy`).
         prices: known prices per model id (used where the provider has no quote endpoint).
         usd_per_credit: what one provider credit costs you (seedance2.ink sells credits).
         max_retry_after_s: longest ``Retry-After`` honoured, in seconds (default 600); a
@@ -126,32 +182,50 @@ class ProviderSettings(_Frozen):
 
     base_url: str | None = None
     api_key_env: str | None = None
-    max_in_flight: PositiveInt | None = None
+    max_in_flight: PositiveInt = 4
     requests_per_minute: PositiveFloat | None = None
     polls_per_minute: PositiveFloat | None = None
-    poll_min_s: PositiveFloat | None = None
-    poll_max_s: PositiveFloat | None = None
-    poll_deadline_s: PositiveFloat | None = None
-    max_uploads: PositiveInt | None = None
-    max_downloads: PositiveInt | None = None
-    latency_s: float | None = Field(default=None, ge=0)
-    breaker_threshold: PositiveInt | None = None
-    breaker_cooldown_s: PositiveFloat | None = None
+    poll_min_s: PositiveFloat = 2.0
+    poll_max_s: PositiveFloat = 30.0
+    poll_deadline_s: PositiveFloat = 3600.0
+    max_uploads: PositiveInt = 4
+    max_downloads: PositiveInt = 4
+    latency_s: float = Field(default=0.0, ge=0)
+    breaker_threshold: PositiveInt = 5
+    breaker_cooldown_s: PositiveFloat = 30.0
+    retry: RetryPolicy = RetryPolicy()
     prices: dict[str, Price] = Field(default_factory=dict)
     usd_per_credit: float | None = Field(default=None, ge=0)
-    max_retry_after_s: float | None = Field(default=None, ge=0)
-    connect_timeout_s: PositiveFloat | None = None
-    read_timeout_s: PositiveFloat | None = None
-    request_timeout_s: PositiveFloat | None = None
-    max_response_bytes: PositiveInt | None = None
+    max_retry_after_s: float = Field(default=600.0, ge=0)
+    connect_timeout_s: PositiveFloat = 10.0
+    read_timeout_s: PositiveFloat = 60.0
+    request_timeout_s: PositiveFloat = 120.0
+    max_response_bytes: PositiveInt = 16 * MIB
 
     check_base_url = field_validator("base_url")(api_url)
     check_api_key_env = field_validator("api_key_env")(key_variable)
 
+    @cached_property
+    def polling(self) -> PollPolicy:
+        """The poll interval bounds and deadline."""
+        return PollPolicy(
+            min_s=self.poll_min_s, max_s=self.poll_max_s, deadline_s=self.poll_deadline_s
+        )
+
+    @cached_property
+    def breaker(self) -> BreakerPolicy:
+        """The circuit breaker's threshold and cool-down."""
+        return BreakerPolicy(threshold=self.breaker_threshold, cooldown_s=self.breaker_cooldown_s)
+
     def merged(self, defaults: ProviderSettings) -> ProviderSettings:
-        """Return these settings with every unset field taken from ``defaults``."""
-        data = defaults.model_dump(exclude_none=True)
-        data.update(self.model_dump(exclude_none=True, exclude_defaults=True))
+        """These settings over ``defaults``.
+
+        A field set here (and not None) wins, then a field set in ``defaults``, then the class
+        default.
+        """
+        data = defaults.model_dump(include=defaults.model_fields_set)
+        mine = self.model_dump(include=self.model_fields_set)
+        data.update({k: v for k, v in mine.items() if v is not None})
         return ProviderSettings.model_validate(data)
 
 

@@ -36,6 +36,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import INLINE, ProviderContext
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.newapi.adapter import (
     SPEC,
@@ -46,7 +47,6 @@ from pipeline.providers.newapi.adapter import (
 )
 from pipeline.providers.newapi.answers import (
     STATUSES,
-    CodecError,
     normalise_status,
     parse_error,
     parse_progress,
@@ -56,7 +56,8 @@ from pipeline.providers.newapi.answers import (
 from pipeline.providers.newapi.codec import MODELS, build_submit
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
-from pipeline.sim.newapi.app import QueryShape, make_app
+from pipeline.sim.newapi.app import make_app
+from pipeline.sim.newapi.tasks import QueryShape
 from pipeline.transfer.upload import MediaResolver
 from tests import provider_helpers
 from tests.provider_helpers import (
@@ -101,8 +102,8 @@ def test_parse_submit_accepts_id_and_or_task_id(
 
 
 @pytest.mark.parametrize("payload", [{"object": "video", "status": "queued"}, [], "ok", None])
-def test_parse_submit_without_ids_is_a_codec_error(payload: Any) -> None:
-    with pytest.raises(CodecError):
+def test_parse_submit_without_ids_is_a_malformed_answer(payload: Any) -> None:
+    with pytest.raises(MalformedAnswer):
         parse_submit(payload)
 
 
@@ -217,7 +218,7 @@ def test_parse_progress(value: object, expected: float | None) -> None:
     "payload", [load("error_task_not_exist.json"), {"code": "success", "data": None}, [1], "x"]
 )
 def test_parse_status_rejects_bodies_without_status(payload: Any) -> None:
-    with pytest.raises(CodecError):
+    with pytest.raises(MalformedAnswer):
         parse_status(payload)
 
 

@@ -23,10 +23,10 @@ from aiohttp import web
 from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimited, Rejected
 from pipeline.models import Asset, JobHandle, JobStatus, MediaRef, MediaRole, PollResult, Shot
 from pipeline.providers.base import INLINE
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
 from pipeline.providers.relaydance.codec import (
     STATUS_SYNONYMS,
-    CodecError,
     build_submit,
     normalise_status,
     parse_error,
@@ -157,7 +157,7 @@ def test_failure_reason_order_error_then_fail_reason_then_message() -> None:
 
 @pytest.mark.parametrize("payload", [[], "succeeded", {"task_id": "t"}, {"status": 3}, None])
 def test_parse_status_refuses_non_task_payloads(payload: Any) -> None:
-    with pytest.raises(CodecError):
+    with pytest.raises(MalformedAnswer):
         parse_status(payload)
 
 
@@ -166,7 +166,7 @@ def test_parse_submit() -> None:
     assert parse_submit({"id": "task_x", "status": "queued"}) == "task_x"
     bad: Any
     for bad in ({"status": "submitted"}, [], "task_abc", {"task_id": ""}):
-        with pytest.raises(CodecError):
+        with pytest.raises(MalformedAnswer):
             parse_submit(bad)
 
 

@@ -33,6 +33,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import ProviderContext, SupportsCancel
+from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
 from pipeline.providers.seedance2 import answers, codec
 from pipeline.providers.seedance2.adapter import SPEC, Seedance2Provider
 from pipeline.render.clips import probe
@@ -172,11 +173,13 @@ def test_failed_task_error_shapes() -> None:
 
 def test_envelope_success_is_checked_before_status() -> None:
     body = {**load("status_succeeded.json"), "success": False}
-    with pytest.raises(answers.Failure):
+    with pytest.raises(ProviderRefused):
         answers.parse_status(body)
-    with pytest.raises(answers.Failure) as info:
+    with pytest.raises(ProviderRefused) as info:
         answers.parse_submit(load("error_unauthorized.json"))
-    assert info.value.error.code == "unauthorized"
+    assert info.value.code == "unauthorized"
+    assert info.value.message == load("error_unauthorized.json")["error"]["message"]
+    assert answers.refusal_error(info.value) == answers.parse_error(load("error_unauthorized.json"))
 
 
 @pytest.mark.parametrize(
@@ -211,7 +214,7 @@ def test_error_parsing_edge_cases() -> None:
     [None, "text", {}, {"success": "true", "requestId": "r"}, {"success": True}],
 )
 def test_malformed_submit_answers(payload: Any) -> None:
-    with pytest.raises(answers.Malformed):
+    with pytest.raises(MalformedAnswer):
         answers.parse_submit(payload)
 
 

@@ -38,6 +38,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import INLINE, SupportsCleanup, SupportsQuote, inline_size
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.venice import adapter as venice_mod
 from pipeline.providers.venice.adapter import SPEC, VeniceProvider
@@ -183,7 +184,7 @@ def test_guide_shapes() -> None:
 
 
 def test_status_without_status_field_is_an_error() -> None:
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(MalformedAnswer, match="status"):
         parse_status({"average_execution_time": 1})
 
 
@@ -196,14 +197,14 @@ def test_queue_answers() -> None:
     assert private.download_url.startswith("https://private-share.venice.ai/")
     bad: Any
     for bad in ({"model": "m"}, {"model": "m", "queue_id": ""}, [], "ok", None):
-        with pytest.raises(ValueError, match="unexpected queue answer"):
+        with pytest.raises(MalformedAnswer, match="unexpected queue answer"):
             parse_queue(bad)
 
 
 def test_quote_answer() -> None:
     assert parse_quote(load("quote_ok")) == 0.35
     for bad in ({}, {"quote": "0.3"}, {"quote": True}, {"quote": -1}, None):
-        with pytest.raises(ValueError, match="quote"):
+        with pytest.raises(MalformedAnswer, match="quote"):
             parse_quote(bad)
 
 

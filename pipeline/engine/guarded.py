@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import anyio
 
 from pipeline.engine import retry
 from pipeline.engine.limits import BreakerState, CallKind, ProviderGate
@@ -43,11 +40,13 @@ class GuardedCalls:
     ) -> retry.Backoff:
         """A backoff hook for one operation, charged to this provider's retry budget.
 
-        Retry-After is honoured up to the gate's ``max_retry_after_s``; with a ``deadline``
-        (``time.time()``) no retry waits past it.
+        The provider's retry policy; Retry-After is honoured up to the gate's
+        ``max_retry_after_s``; with a ``deadline`` (``clock.time()``) no retry waits past it.
         """
         return retry.Backoff(
             retryable,
+            self.gate.retry,
+            clock=self.gate.clock,
             budget=self.gate.budget,
             on_rate_limit=self.gate.pause,
             max_retry_after_s=self.gate.max_retry_after_s,
@@ -69,7 +68,7 @@ class GuardedCalls:
             kind: which rate limit applies.
             provider_health: whether its outcome says something about the provider (False for
                 object-storage uploads).
-            deadline: ``time.time()`` past which neither the gate nor a retry waits (a poll:
+            deadline: ``clock.time()`` past which neither the gate nor a retry waits (a poll:
                 its job's poll deadline).
 
         Raises:
@@ -108,28 +107,28 @@ class GuardedCalls:
         Returns:
             True when the breaker is closed; False when ``deadline_s`` seconds passed first.
         """
-        breaker = self.gate.breaker
-        until = time.monotonic() + deadline_s
+        breaker, clock = self.gate.breaker, self.gate.clock
+        until = clock.monotonic() + deadline_s
         counted = False  # counted among the shots waiting on the breaker (for reports)
         try:
             while (state := breaker.state) != BreakerState.CLOSED:
                 if not counted:
                     self.gate.waiting_breaker += 1
                     counted = True
-                if time.monotonic() >= until:
+                if clock.monotonic() >= until:
                     return False
                 if state == BreakerState.HALF_OPEN and isinstance(self.provider, SupportsProbe):
                     await self._probe(self.provider)
                     continue
                 wait = breaker.seconds_left() or BREAKER_RECHECK_S
-                await anyio.sleep(min(wait, max(0.0, until - time.monotonic())))
+                await clock.sleep(min(wait, max(0.0, until - clock.monotonic())))
             return True
         finally:
             if counted:
                 self.gate.waiting_breaker -= 1
 
     async def _probe(self, provider: SupportsProbe) -> None:
-        async with self.gate._probe_lock:  # one probe at a time per provider
+        async with self.gate.probe_lock:  # one probe at a time per provider
             if self.gate.breaker.state != BreakerState.HALF_OPEN:
                 return
             await self.gate.ready(CallKind.OTHER)

@@ -36,13 +36,11 @@ from types import TracebackType
 import anyio
 from aiolimiter import AsyncLimiter
 
+from pipeline.engine.clock import Clock
 from pipeline.errors import ProviderError
-from pipeline.settings import ProviderSettings
+from pipeline.settings import BreakerPolicy, ProviderSettings
 
 log = logging.getLogger(__name__)
-
-#: Longest Retry-After honoured when ``max_retry_after_s`` is not set (seconds).
-MAX_RETRY_AFTER_S = 600.0
 
 
 class PausedPastDeadline(ProviderError):
@@ -108,17 +106,16 @@ class CircuitBreaker:
     """Stops paid calls to a provider that keeps failing (see the module docstring).
 
     Args:
-        threshold: consecutive failures (5xx, timeouts) that open it.
-        window_s: the failures must fall within this many seconds.
-        cooldown_s: seconds open before a free probe may close it.
+        policy: threshold (consecutive failures: 5xx, timeouts), the window they must fall
+            within and the cool-down before a free probe, in seconds.
+        clock: the run's clock.
     """
 
-    def __init__(
-        self, threshold: int = 5, window_s: float = 60.0, cooldown_s: float = 30.0
-    ) -> None:
-        self.threshold = threshold
-        self.window_s = window_s
-        self.cooldown_s = cooldown_s
+    def __init__(self, policy: BreakerPolicy, clock: Clock) -> None:
+        self.threshold = policy.threshold
+        self.window_s = policy.window_s
+        self.cooldown_s = policy.cooldown_s
+        self.clock = clock
         self._failures: list[float] = []
         self._opened_at: float | None = None
         self.opened = 0  # how many times it opened
@@ -128,13 +125,13 @@ class CircuitBreaker:
         """The current state (open turns half-open by itself when the cool-down is over)."""
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if time.monotonic() - self._opened_at >= self.cooldown_s:
+        if self.clock.monotonic() - self._opened_at >= self.cooldown_s:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
     def failure(self) -> None:
         """A call failed with a server error or a timeout."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._opened_at is not None:
             self._opened_at = now  # a failed probe: stay open for another cool-down
             return
@@ -152,7 +149,7 @@ class CircuitBreaker:
         """Seconds until a probe may be tried (0.0 when closed or half-open)."""
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.cooldown_s - (time.monotonic() - self._opened_at))
+        return max(0.0, self.cooldown_s - (self.clock.monotonic() - self._opened_at))
 
 
 class Slots:
@@ -187,36 +184,31 @@ class ProviderGate:
 
     Args:
         name: provider registry name (for messages).
-        settings: merged provider settings; ``max_in_flight`` defaults to 4, uploads and
-            downloads to 4 each.
+        settings: merged provider settings (slots, rates, retry policy, breaker).
+        clock: the run's clock (a new :class:`~pipeline.engine.clock.Clock` when None).
     """
 
-    def __init__(self, name: str, settings: ProviderSettings) -> None:
+    def __init__(self, name: str, settings: ProviderSettings, clock: Clock | None = None) -> None:
         self.name = name
-        self.jobs = Slots(settings.max_in_flight or 4)
-        self.uploads = Slots(settings.max_uploads or 4)
-        self.downloads = Slots(settings.max_downloads or 4)
+        self.clock = clock = clock or Clock()
+        self.jobs = Slots(settings.max_in_flight)
+        self.uploads = Slots(settings.max_uploads)
+        self.downloads = Slots(settings.max_downloads)
         self._rates = {
             CallKind.SUBMIT: _limiter(settings.requests_per_minute),
             CallKind.POLL: _limiter(settings.polls_per_minute),
             CallKind.OTHER: None,
         }
-        self._paused_until = 0.0  # time.monotonic() deadline
-        self.max_retry_after_s = (
-            settings.max_retry_after_s
-            if settings.max_retry_after_s is not None
-            else MAX_RETRY_AFTER_S
-        )
+        self._paused_until = -math.inf  # clock.monotonic() deadline
+        self.max_retry_after_s = settings.max_retry_after_s
         self._clamp_logged = False
         rpm = settings.requests_per_minute
         self._send_spacing_s = 60.0 / rpm if rpm else 0.0
-        self._last_send = -math.inf  # time.monotonic() of the last paid send
-        self.budget = RetryBudget()
-        self.breaker = CircuitBreaker(
-            threshold=settings.breaker_threshold or 5,
-            cooldown_s=settings.breaker_cooldown_s or 30.0,
-        )
-        self._probe_lock = anyio.Lock()
+        self._last_send = -math.inf  # clock.monotonic() of the last paid send
+        self.retry = settings.retry
+        self.budget = RetryBudget(settings.retry.budget_initial, settings.retry.budget_ratio)
+        self.breaker = CircuitBreaker(settings.breaker, self.clock)
+        self.probe_lock = anyio.Lock()
         #: Shots waiting now on the shared pause / on the open circuit breaker (for reports).
         self.waiting_pause = 0
         self.waiting_breaker = 0
@@ -230,9 +222,14 @@ class ProviderGate:
         would see one call too many (README "Reliability", R9). Called after the intent, right
         before the POST: it waits at most about one spacing, as ``ready`` already paced the starts.
         """
-        while (wait := self._last_send + self._send_spacing_s - time.monotonic()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-        self._last_send = time.monotonic()
+        if not self._send_spacing_s:
+            return
+        # Each send reserves its slot before it sleeps, so concurrent sends queue up in order
+        # and one sleep suffices (no re-check loop that a coarse clock could spin in).
+        clock = self.clock
+        slot = max(clock.monotonic(), self._last_send + self._send_spacing_s)
+        self._last_send = slot
+        await clock.sleep(slot - clock.monotonic())
 
     def clamp(self, seconds: float) -> float:
         """``seconds`` of a Retry-After, at most ``max_retry_after_s`` (the first clamp logged)."""
@@ -255,19 +252,19 @@ class ProviderGate:
 
         Extends, never shortens, a pause.
         """
-        until = time.monotonic() + self.clamp(seconds)
+        until = self.clock.monotonic() + self.clamp(seconds)
         self._paused_until = max(self._paused_until, until)
 
     @property
     def paused_for(self) -> float:
         """Seconds left in the current shared pause (0.0 when not paused)."""
-        return max(0.0, self._paused_until - time.monotonic())
+        return max(0.0, self._paused_until - self.clock.monotonic())
 
     async def _wait_pause(self, deadline: float | None = None) -> None:
         """Sleep until no shared pause is in force (a pause may be extended while we sleep).
 
         Raises:
-            PausedPastDeadline: still paused at ``deadline`` (``time.time()`` seconds).
+            PausedPastDeadline: still paused at ``deadline`` (``clock.time()`` seconds).
         """
         if self.paused_for <= 0:
             return
@@ -275,7 +272,7 @@ class ProviderGate:
         try:
             while (left := self.paused_for) > 0:  # a pause may be extended while we sleep
                 if deadline is not None:
-                    until_deadline = deadline - time.time()
+                    until_deadline = deadline - self.clock.time()
                     if until_deadline <= 0:
                         raise PausedPastDeadline(
                             f"{self.name} is paused (429) for {left:.0f} s more, past this "
@@ -283,7 +280,7 @@ class ProviderGate:
                             provider=self.name,
                         )
                     left = min(left, until_deadline)
-                await anyio.sleep(left)
+                await self.clock.sleep(left)
         finally:
             self.waiting_pause -= 1
 
@@ -292,7 +289,7 @@ class ProviderGate:
 
         Args:
             kind: which rate limit applies.
-            deadline: ``time.time()`` after which the call is pointless (a poll: its job's poll
+            deadline: ``clock.time()`` after which the call is pointless (a poll: its job's poll
                 deadline); None: bounded by ``max_retry_after_s`` and the rate only.
 
         Raises:
@@ -304,7 +301,7 @@ class ProviderGate:
             if deadline is None:
                 await limiter.acquire()
             else:
-                with anyio.move_on_after(max(0.0, deadline - time.time())) as scope:
+                with anyio.move_on_after(max(0.0, deadline - self.clock.time())) as scope:
                     await limiter.acquire()
                 if scope.cancelled_caught:
                     raise PausedPastDeadline(

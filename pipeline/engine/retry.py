@@ -24,32 +24,17 @@ Only calls that are safe to repeat are retried:
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import anyio
 import stamina
 
+from pipeline.engine.clock import Clock
 from pipeline.errors import Ambiguous, FetchError, NotSent, RateLimited
+from pipeline.settings import RetryPolicy
 from pipeline.transfer.storage import StorageError
 
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounds of one retried operation.
-
-    ``attempts`` tries within ``timeout_s`` seconds; the n-th wait is drawn from
-    ``[0, min(wait_max_s, wait_initial_s * 2**n)]``.
-    """
-
-    attempts: int = 5
-    timeout_s: float = 600.0
-    wait_initial_s: float = 1.0
-    wait_max_s: float = 60.0
-
-
+#: The retry policy of a provider whose settings say nothing (the settings' defaults).
 DEFAULT_POLICY = RetryPolicy()
 
 
@@ -61,7 +46,7 @@ def submit_retryable(exc: Exception) -> bool:
 def idempotent_retryable(exc: Exception) -> bool:
     """Free, repeatable calls (poll, fetch, upload, quote): also transient server trouble."""
     if isinstance(exc, FetchError):
-        return not (exc.expired or exc.rejected)
+        return not exc.rejected  # an expired URL: the fetch polls for a fresh one first
     if isinstance(exc, StorageError):
         return exc.retryable
     return isinstance(exc, NotSent | Ambiguous | RateLimited)
@@ -80,11 +65,12 @@ class Backoff:
 
     Args:
         retryable: which exceptions may be retried at all.
-        policy: wait bounds.
+        policy: attempts and wait bounds (the provider's ``retry`` settings).
         budget: the provider's retry budget (None: unlimited).
         on_rate_limit: called with the Retry-After seconds of a 429 (the shared pause).
         max_retry_after_s: longest Retry-After honoured (a larger one is clamped to it).
-        deadline: ``time.time()`` past which no retry waits (None: the policy's timeout only).
+        deadline: ``clock.time()`` past which no retry waits (None: the policy's timeout only).
+        clock: the run's clock (a new one when None).
     """
 
     def __init__(
@@ -96,7 +82,9 @@ class Backoff:
         on_rate_limit: Callable[[float], None] | None = None,
         max_retry_after_s: float = 600.0,
         deadline: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or Clock()
         self.retryable = retryable
         self.policy = policy
         self.budget = budget
@@ -121,31 +109,28 @@ class Backoff:
             if self.on_rate_limit is not None:
                 self.on_rate_limit(floor)  # the gate clamps (and logs) on its own
             wait = max(wait, min(floor, self.max_retry_after_s))
-        if self.deadline is not None and time.time() + wait > self.deadline:
+        if self.deadline is not None and self.clock.time() + wait > self.deadline:
             return False  # the wait would outlast the operation's deadline
         return wait
 
 
-def attempts(hook: Backoff, policy: RetryPolicy = DEFAULT_POLICY) -> AsyncIterator[stamina.Attempt]:
-    """A stamina retry context driven by ``hook``, for ``async for attempt in ...`` loops."""
+def attempts(hook: Backoff, skip: int = 0) -> AsyncIterator[stamina.Attempt]:
+    """A stamina retry context driven by ``hook`` (its policy's bounds), ``skip`` tries fewer."""
+    policy = hook.policy
     return stamina.retry_context(
         on=hook,
-        attempts=policy.attempts,
+        attempts=max(1, policy.attempts - skip),
         timeout=policy.timeout_s,
         wait_initial=policy.wait_initial_s,
         wait_max=policy.wait_max_s,
     )
 
 
-#: The rest of an operation after a first, unwrapped try failed (the fast path of
-#: :func:`call`): one attempt fewer.
-AFTER_FIRST = RetryPolicy(attempts=DEFAULT_POLICY.attempts - 1)
-
 T = TypeVar("T")
 
 
 async def call(hook: Callable[[], Backoff], fn: Callable[[], Awaitable[T]]) -> T:
-    """``await fn()``, retried as ``hook()`` decides (attempts and deadline of DEFAULT_POLICY).
+    """``await fn()``, retried as ``hook()`` decides, within the attempts of its policy.
 
     The first try runs bare: the stamina retry loop (a few hundred function calls to set up) is
     only built once it has failed, and ``hook`` is only called then, so the common case (no
@@ -159,10 +144,10 @@ async def call(hook: Callable[[], Backoff], fn: Callable[[], Awaitable[T]]) -> T
     except Exception as exc:
         backoff = hook()
         wait = backoff(exc)
-        if wait is False:
+        if wait is False or backoff.policy.attempts <= 1:
             raise
-        await anyio.sleep(0.0 if testing() else float(wait))
-    async for attempt in attempts(backoff, AFTER_FIRST):
+        await backoff.clock.sleep(0.0 if testing() else float(wait))
+    async for attempt in attempts(backoff, skip=1):
         with attempt:
             return await fn()
     raise AssertionError("unreachable")  # pragma: no cover

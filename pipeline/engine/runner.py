@@ -35,6 +35,7 @@ import anyio.abc
 from pipeline._util.redaction import scrub
 from pipeline.engine import repair
 from pipeline.engine.budget import Spend
+from pipeline.engine.clock import Clock
 from pipeline.engine.context import RunContext
 from pipeline.engine.limits import ProviderGate
 from pipeline.engine.options import (
@@ -118,12 +119,13 @@ class Runner:
             async with AsyncExitStack() as stack:
                 providers = {n: await stack.enter_async_context(self._provider(n)) for n in names}
                 settings = {n: self._settings(n) for n in names}
+                clock = Clock()  # one clock for every gate, breaker and poll loop of the run
                 ctx = RunContext(
                     run_id=run_id,
                     run_dir=self.ckpt.run_dir,
                     append=self._append,
                     providers=providers,
-                    gates={n: ProviderGate(n, settings[n]) for n in names},
+                    gates={n: ProviderGate(n, settings[n], clock) for n in names},
                     settings=settings,
                     downloads=self.manifest.downloads,
                     observer=observer,
@@ -173,7 +175,7 @@ class Runner:
         storage = None
         if self.manifest.storage is not None:
             storage = ObjectStorage(self.manifest.storage, file=str(self.manifest.path))
-        longest = max((s.poll_deadline_s or 3600.0 for s in settings.values()), default=3600.0)
+        longest = max((s.poll_deadline_s for s in settings.values()), default=0.0)
         return MediaResolver(storage=storage, min_validity_s=longest + 600.0)
 
     def _settings(self, name: str) -> ProviderSettings:
@@ -207,7 +209,7 @@ class Runner:
             outer.start_soon(self._report_waits, ctx)
             async with anyio.create_task_group() as work:
                 for name, shots in by_provider.items():
-                    window = 2 * (ctx.settings[name].max_in_flight or 4) + 16
+                    window = 2 * ctx.settings[name].max_in_flight + 16
                     self._feed(work, ctx, shots, state, window)
             self.options.observer.waiting("")  # nothing waits any more
             outer.cancel_scope.cancel()

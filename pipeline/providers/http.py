@@ -44,8 +44,6 @@ from pipeline.settings import DownloadSettings, ProviderSettings
 #: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
 _BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
 
-MIB = 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -60,22 +58,27 @@ class HttpLimits:
         throughput_window_s: window the floor is measured over, in seconds.
     """
 
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    request_timeout_s: float = 120.0
-    max_response_bytes: int = 16 * MIB
-    min_bytes_per_s: float = 64 * 1024
-    throughput_window_s: float = 30.0
+    connect_timeout_s: float
+    read_timeout_s: float
+    request_timeout_s: float
+    max_response_bytes: int
+    min_bytes_per_s: float
+    throughput_window_s: float
 
     @classmethod
-    def of(cls, settings: ProviderSettings, downloads: DownloadSettings) -> HttpLimits:
-        """The limits a provider's settings ask for (defaults where unset)."""
-        base = cls()
+    def of(
+        cls,
+        settings: ProviderSettings | None = None,
+        downloads: DownloadSettings | None = None,
+    ) -> HttpLimits:
+        """The limits a provider's settings ask for (the settings' defaults when None)."""
+        settings = settings or ProviderSettings()
+        downloads = downloads or DownloadSettings()
         return cls(
-            connect_timeout_s=settings.connect_timeout_s or base.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s or base.read_timeout_s,
-            request_timeout_s=settings.request_timeout_s or base.request_timeout_s,
-            max_response_bytes=settings.max_response_bytes or base.max_response_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            max_response_bytes=settings.max_response_bytes,
             min_bytes_per_s=downloads.min_bytes_per_s,
             throughput_window_s=downloads.throughput_window_s,
         )
@@ -95,9 +98,6 @@ class HttpLimits:
         )
 
 
-#: Default timeouts (of :class:`HttpLimits` defaults) for sessions built without settings.
-
-
 class BoundedResponse(aiohttp.ClientResponse):
     """A response whose whole-body :meth:`read` is capped and timed (never read unbounded).
 
@@ -105,7 +105,7 @@ class BoundedResponse(aiohttp.ClientResponse):
     Streaming the body (``resp.content``) is not affected.
     """
 
-    limits: ClassVar[HttpLimits] = HttpLimits()
+    limits: ClassVar[HttpLimits] = HttpLimits.of()
     provider: ClassVar[str] = ""
 
     async def read(self) -> bytes:
@@ -273,7 +273,7 @@ class ApiClient:
     @property
     def limits(self) -> HttpLimits:
         """The limits in force."""
-        return self._limits or HttpLimits()
+        return self._limits or HttpLimits.of()
 
     def adopt(self, limits: HttpLimits) -> None:
         """Use ``limits`` unless limits were given explicitly (before the session opens)."""

@@ -66,7 +66,7 @@ class UrlPolicy:
     allow_hosts: Collection[str] = field(default_factory=frozenset)
     max_bytes: int = 2 * 1024**3
     resolver: Resolver | None = None
-    limits: HttpLimits = field(default_factory=HttpLimits)
+    limits: HttpLimits = field(default_factory=HttpLimits.of)
 
     def allows(self, host: str, port: int | None) -> bool:
         """True when ``host`` (or ``host:port``) is explicitly trusted."""
@@ -296,7 +296,7 @@ def response_download(
     throughput floor over a window, see :func:`_chunks`.
     """
     if limits is None:
-        limits = resp.limits if isinstance(resp, BoundedResponse) else HttpLimits()
+        limits = resp.limits if isinstance(resp, BoundedResponse) else HttpLimits.of()
     encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
     size = resp.content_length if encoding in ("", "identity") else None
     return Download(_chunks(resp, provider, limits), size, resp.content_type)

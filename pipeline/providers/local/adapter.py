@@ -75,7 +75,7 @@ class LocalProvider:
     def __init__(self, ctx: ProviderContext) -> None:
         self.root = ctx.run_dir / "local-provider"
         self.jobs_dir = self.root / "jobs"
-        self.latency_s = ctx.settings.latency_s or 0.0
+        self.latency_s = ctx.settings.latency_s
         self._workers = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
         self._active: dict[str, float] = {}  # job id -> time its processing started
         self._scopes: dict[str, anyio.CancelScope] = {}

@@ -45,6 +45,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
@@ -56,7 +57,6 @@ from pipeline.providers.http import (
 from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.newapi.answers import (
     ApiError,
-    CodecError,
     parse_error,
     parse_status,
     parse_submit,
@@ -181,7 +181,7 @@ class NewApiProvider(HttpAdapter):
             raise request_error(resp, shot=shot.id)
         try:
             answer = parse_submit(resp.json())
-        except CodecError as exc:
+        except MalformedAnswer as exc:
             raise Ambiguous(
                 f"HTTP {resp.status} with an unexpected submit answer ({exc}): the task may "
                 "exist and be charged",
@@ -222,7 +222,7 @@ class NewApiProvider(HttpAdapter):
         if 200 <= resp.status < 300:
             try:
                 return parse_status(resp.json())
-            except CodecError as exc:
+            except MalformedAnswer as exc:
                 if parse_error(resp.body).code == "task_not_exist":
                     raise self._not_exist(job, resp.status) from None
                 raise Ambiguous(

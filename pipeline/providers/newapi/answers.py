@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.models import JobStatus, PollResult
+from pipeline.providers.codec_errors import MalformedAnswer
 
 #: Status synonyms of every route and version (§3.3, §3.5.2, §6), lower-cased. Anything else
 #: (e.g. ``UNKNOWN``) counts as running until the runner's deadline (§6).
@@ -32,10 +33,6 @@ STATUSES: Mapping[str, JobStatus] = MappingProxyType(
         "canceled": JobStatus.CANCELLED,  # [inferred]
     }
 )
-
-
-class CodecError(ValueError):
-    """A body did not have the documented shape (the adapter decides what that means)."""
 
 
 class _Lenient(BaseModel):
@@ -132,16 +129,18 @@ def parse_submit(payload: Any) -> SubmitAnswer:
     """Read a 2xx submit answer (§3.2; quirk §3.5.1: ``id`` and/or ``task_id``, same value).
 
     Raises:
-        CodecError: not an object, or neither ``task_id`` nor ``id`` is present.
+        MalformedAnswer: not an object, or neither ``task_id`` nor ``id`` is present.
     """
     try:
         answer = SubmitResponse.model_validate(payload)
     except ValidationError as exc:
-        raise CodecError(f"submit answer is not an object: {exc.error_count()} errors") from exc
+        raise MalformedAnswer(
+            f"submit answer is not an object: {exc.error_count()} errors"
+        ) from exc
     task_id, job = _text(answer.task_id), _text(answer.id)
     job_id = task_id or job
     if job_id is None:
-        raise CodecError("submit answer has neither task_id nor id")
+        raise MalformedAnswer("submit answer has neither task_id nor id")
     return SubmitAnswer(job_id=job_id, id=job, task_id=task_id, status=answer.status or "")
 
 
@@ -171,13 +170,13 @@ def parse_progress(value: object) -> float | None:
 
 def _task_object(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise CodecError("status answer is not a JSON object")
+        raise MalformedAnswer("status answer is not a JSON object")
     inner = payload.get("data")
     if isinstance(inner, dict) and "status" in inner:
         return inner  # shapes A and B (wrapped)
     if "status" in payload:
         return payload  # shape B unwrapped, shape C
-    raise CodecError("status answer has no status")
+    raise MalformedAnswer("status answer has no status")
 
 
 def _http_url(value: object) -> str | None:
@@ -234,12 +233,12 @@ def parse_status(payload: Any) -> PollResult:
         for failures (the gateway's refund is not visible in the answer [inferred]).
 
     Raises:
-        CodecError: the body has no status (e.g. an error body answered with 200).
+        MalformedAnswer: the body has no status (e.g. an error body answered with 200).
     """
     try:
         task = TaskView.model_validate(_task_object(payload))
     except ValidationError as exc:
-        raise CodecError(
+        raise MalformedAnswer(
             f"status answer has an unexpected shape: {exc.error_count()} errors"
         ) from exc
     status = normalise_status(task.status)

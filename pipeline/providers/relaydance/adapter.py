@@ -43,6 +43,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
@@ -54,7 +55,6 @@ from pipeline.providers.http import status_error as generic_status_error
 from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.relaydance.codec import (
     CORE_METADATA,
-    CodecError,
     baked_resolution,
     build_submit,
     parse_error,
@@ -120,7 +120,7 @@ class RelayDanceProvider(HttpAdapter):
             raise self._error(resp, shot=shot.id, model=shot.model)
         try:
             task_id = parse_submit(resp.json())
-        except CodecError as exc:
+        except MalformedAnswer as exc:
             raise Ambiguous(
                 f"HTTP {resp.status} without a task id ({exc}): the task may exist: {resp.text()}",
                 provider=NAME,
@@ -175,7 +175,7 @@ class RelayDanceProvider(HttpAdapter):
         if resp.status == 200:
             try:
                 return parse_status(resp.json())
-            except CodecError as exc:
+            except MalformedAnswer as exc:
                 raise Ambiguous(f"unreadable status answer: {exc}", provider=NAME) from exc
         fresh = time.time() - job.submitted_at < TRANSIENT_S
         if resp.status in (400, 403, 404) and fresh:

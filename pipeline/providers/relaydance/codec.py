@@ -31,11 +31,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.models import JobStatus, MediaRef, MediaRole, PollResult, Shot
-
-
-class CodecError(ValueError):
-    """A response body does not have the shape the codec needs (the shell maps it to Ambiguous)."""
-
+from pipeline.providers.codec_errors import MalformedAnswer
 
 #: Provider status string (lower-case) -> normalised status (docs/providers/README.md §6 RelayDance
 #: +
@@ -218,27 +214,27 @@ def parse_task(payload: Any) -> Task:
     """Validate a status payload of any known shape.
 
     Raises:
-        CodecError: not a task object (no ``status``, wrong types).
+        MalformedAnswer: not a task object (no ``status``, wrong types).
     """
     try:
         return Task.model_validate(_unwrap(payload))
     except ValidationError as exc:
-        raise CodecError(f"not a RelayDance task: {exc.error_count()} problem(s)") from exc
+        raise MalformedAnswer(f"not a RelayDance task: {exc.error_count()} problem(s)") from exc
 
 
 def parse_submit(payload: Any) -> str:
     """The task id of a submit answer (``task_id``, else New API's ``id``).
 
     Raises:
-        CodecError: no task id in the answer.
+        MalformedAnswer: no task id in the answer.
     """
     try:
         reply = SubmitReply.model_validate(_unwrap(payload))
     except ValidationError as exc:
-        raise CodecError("submit answer is not a JSON object with task_id") from exc
+        raise MalformedAnswer("submit answer is not a JSON object with task_id") from exc
     task_id = reply.task_id or reply.id
     if not task_id:
-        raise CodecError("submit answer has no task_id")
+        raise MalformedAnswer("submit answer has no task_id")
     return task_id
 
 
@@ -290,7 +286,7 @@ def parse_status(payload: Any) -> PollResult:
     ``refunded`` is True for failed jobs: "failed (not billed)" [relaydance.md §4.3].
 
     Raises:
-        CodecError: the payload is not a task object.
+        MalformedAnswer: the payload is not a task object.
     """
     task = parse_task(payload)
     status = normalise_status(task.status)

@@ -39,6 +39,7 @@ from pipeline.errors import (
 )
 from pipeline.models import Download, JobHandle, MediaRef, PollResult, Shot
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
@@ -109,9 +110,9 @@ class Seedance2Provider(HttpAdapter):
             raise self._http_error(resp, "submit", shot.id)
         try:
             accepted = answers.parse_submit(resp.json())
-        except answers.Failure as failure:
-            raise self._failure(failure.error, "submit", shot.id, resp) from None
-        except answers.Malformed as exc:
+        except ProviderRefused as refused:
+            raise self._failure(answers.refusal_error(refused), "submit", shot.id, resp) from None
+        except MalformedAnswer as exc:
             raise Ambiguous(
                 f"unexpected submit answer (HTTP {resp.status}), the task may exist and be "
                 f"charged: {exc}; body: {resp.text(120)}",
@@ -140,9 +141,9 @@ class Seedance2Provider(HttpAdapter):
             raise self._http_error(resp, "poll", "")
         try:
             return answers.parse_status(resp.json())
-        except answers.Failure as failure:
-            raise self._failure(failure.error, "poll", "", resp) from None
-        except answers.Malformed as exc:
+        except ProviderRefused as refused:
+            raise self._failure(answers.refusal_error(refused), "poll", "", resp) from None
+        except MalformedAnswer as exc:
             raise Ambiguous(
                 f"unexpected poll answer for {job.job_id} (HTTP {resp.status}): {exc}",
                 provider=NAME,
@@ -183,9 +184,9 @@ class Seedance2Provider(HttpAdapter):
             try:
                 answers.check_envelope(resp.json())
                 return
-            except answers.Failure as failure:
-                error = failure.error
-            except answers.Malformed as exc:
+            except ProviderRefused as refused:
+                error = answers.refusal_error(refused)
+            except MalformedAnswer as exc:
                 raise Ambiguous(
                     f"unexpected cancel answer for {job.job_id}: {exc}",
                     provider=NAME,

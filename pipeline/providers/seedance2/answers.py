@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from pipeline.models import JobStatus, PollResult
+from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
 from pipeline.providers.http import redact
 
 #: Status synonyms, matched case-insensitively. The five documented values [seedance2.md §2.4] plus
@@ -80,18 +81,6 @@ class Task(_Wire):
     output: Output | None = None
 
 
-class Failure(Exception):
-    """The envelope said ``success: false``; ``error`` holds its code and message."""
-
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(error.text)
-        self.error = error
-
-
-class Malformed(ValueError):
-    """The payload is not the documented shape (not JSON, no ``success``, missing fields)."""
-
-
 class ErrorKind(StrEnum):
     """What an error code means for the caller."""
 
@@ -151,6 +140,11 @@ def normalize_status(raw: object) -> JobStatus:
     return STATUS_SYNONYMS.get(raw.strip().lower(), JobStatus.RUNNING)
 
 
+def refusal_error(refused: ProviderRefused) -> ApiError:
+    """The :class:`ApiError` a :class:`ProviderRefused` raised by this module carries."""
+    return ApiError(code=refused.code, message=refused.message)
+
+
 def parse_error(payload: Any) -> ApiError | None:
     """The error of an envelope (``{"success": false, "error": {code, message}}``), or None.
 
@@ -178,13 +172,15 @@ def check_envelope(payload: Any) -> dict[str, Any]:
         The payload, when ``success`` is true.
 
     Raises:
-        Failure: ``success`` is false.
-        Malformed: not a JSON object with a boolean ``success``.
+        ProviderRefused: ``success`` is false; ``code`` and ``message`` of its ``error``
+            (``code`` ``"unknown"`` when it has none).
+        MalformedAnswer: not a JSON object with a boolean ``success``.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("success"), bool):
-        raise Malformed("not a seedance2.ink envelope (no boolean `success`)")
+        raise MalformedAnswer("not a seedance2.ink envelope (no boolean `success`)")
     if payload["success"] is False:
-        raise Failure(parse_error(payload) or ApiError())
+        error = parse_error(payload) or ApiError()
+        raise ProviderRefused(error.code, error.message)
     return payload
 
 
@@ -192,14 +188,16 @@ def parse_submit(payload: Any) -> SubmitResponse:
     """Parse a submit answer [seedance2.md §2.3].
 
     Raises:
-        Failure: ``success: false``.
-        Malformed: no ``requestId`` or otherwise not the documented shape.
+        ProviderRefused: ``success: false``.
+        MalformedAnswer: no ``requestId`` or otherwise not the documented shape.
     """
     body = check_envelope(payload)
     try:
         return SubmitResponse.model_validate(body)
     except ValidationError as exc:
-        raise Malformed(f"unexpected submit answer: {exc.error_count()} field error(s)") from exc
+        raise MalformedAnswer(
+            f"unexpected submit answer: {exc.error_count()} field error(s)"
+        ) from exc
 
 
 def parse_status(payload: Any) -> PollResult:
@@ -211,14 +209,16 @@ def parse_status(payload: Any) -> PollResult:
     None [inferred; seedance2.md §2.3].
 
     Raises:
-        Failure: ``success: false``.
-        Malformed: not the documented shape.
+        ProviderRefused: ``success: false``.
+        MalformedAnswer: not the documented shape.
     """
     body = check_envelope(payload)
     try:
         task = Task.model_validate(body)
     except ValidationError as exc:
-        raise Malformed(f"unexpected task answer: {exc.error_count()} field error(s)") from exc
+        raise MalformedAnswer(
+            f"unexpected task answer: {exc.error_count()} field error(s)"
+        ) from exc
     raw = task.status if isinstance(task.status, str) else ""
     status = normalize_status(task.status)
     if status is JobStatus.SUCCEEDED:

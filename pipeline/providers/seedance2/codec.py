@@ -3,9 +3,11 @@
 No I/O here. The I/O shell (:mod:`pipeline.providers.seedance2.adapter`) sends what
 :func:`build_submit` builds and feeds the JSON it receives to
 :mod:`pipeline.providers.seedance2.answers` (``parse_submit``, ``parse_status``,
-``parse_error``); these raise :class:`Failure` for a ``success: false`` envelope (the
-envelope is checked before anything else, docs/providers/seedance2.md §2.6 quirk 4) and
-:class:`Malformed` for anything that is not the documented shape.
+``parse_error``); these raise :class:`~pipeline.providers.codec_errors.ProviderRefused` for a
+``success: false`` envelope (the envelope is checked before anything else,
+docs/providers/seedance2.md §2.6 quirk 4) and
+:class:`~pipeline.providers.codec_errors.MalformedAnswer` for anything that is not the
+documented shape.
 
 Wire shapes (camelCase, docs/providers/seedance2.md §2.1/§2.3/§2.4 [documented])::
 

@@ -51,6 +51,7 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import (
     ApiClient,
     ApiResponse,
@@ -147,7 +148,7 @@ class VeniceProvider(HttpAdapter):
             )
         try:
             answer = parse_queue(resp.json())
-        except ValueError as exc:
+        except MalformedAnswer as exc:
             raise Ambiguous(
                 f"{exc}: {resp.text(120)}", provider=NAME, shot=shot.id, status=200
             ) from None
@@ -188,7 +189,7 @@ class VeniceProvider(HttpAdapter):
             raise self._retrieve_error(answer, job)
         try:
             return parse_status(answer.json(), download_url=job.data.get("download_url"))
-        except ValueError as exc:
+        except MalformedAnswer as exc:
             raise Ambiguous(f"{exc}: {answer.text(120)}", provider=NAME, status=200) from None
 
     def _retrieve_error(self, resp: ApiResponse, job: JobHandle) -> ProviderError:
@@ -285,7 +286,7 @@ class VeniceProvider(HttpAdapter):
             raise venice_error(resp, parse_error(resp.json()), "quote", shot.id)
         try:
             return parse_quote(resp.json())
-        except ValueError as exc:
+        except MalformedAnswer as exc:
             raise Ambiguous(str(exc), provider=NAME, shot=shot.id, status=200) from None
 
     async def cleanup(self, job: JobHandle) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.models import JobStatus, MediaRef, MediaRole, ModelCaps, PollResult, Shot
+from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.venice.models import DEFAULT_PROMPT_LIMIT as DEFAULT_PROMPT_LIMIT
 from pipeline.providers.venice.models import MODELS as MODELS
 from pipeline.providers.venice.models import PRIVATE_MODELS as PRIVATE_MODELS
@@ -188,14 +189,15 @@ def parse_queue(payload: Any) -> QueueAnswer:
     """Read a queue 200 body.
 
     Raises:
-        ValueError: the body is not the documented shape (the caller treats it as ambiguous).
+        MalformedAnswer: the body is not the documented shape (the caller treats it as
+            ambiguous).
     """
     try:
         answer = QueueAnswer.model_validate(payload)
     except ValidationError as exc:
-        raise ValueError(f"unexpected queue answer: {exc.error_count()} problem(s)") from None
+        raise MalformedAnswer(f"unexpected queue answer: {exc.error_count()} problem(s)") from None
     if not answer.queue_id:
-        raise ValueError("unexpected queue answer: empty queue_id")
+        raise MalformedAnswer("unexpected queue answer: empty queue_id")
     return answer
 
 
@@ -203,11 +205,11 @@ def parse_quote(payload: Any) -> float:
     """The USD price of a ``{"quote": 0.35}`` body [venice.md §1.3].
 
     Raises:
-        ValueError: no numeric ``quote`` field.
+        MalformedAnswer: no numeric ``quote`` field.
     """
     value = payload.get("quote") if isinstance(payload, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError("unexpected quote answer: no non-negative number in 'quote'")
+        raise MalformedAnswer("unexpected quote answer: no non-negative number in 'quote'")
     return float(value)
 
 
@@ -220,12 +222,12 @@ def parse_status(payload: Any, *, download_url: str | None = None) -> PollResult
     ``url`` (upscaling guide). A ``failed`` status (Seedance guide) carries the body's error.
 
     Raises:
-        ValueError: the body has no string ``status``.
+        MalformedAnswer: the body has no string ``status``.
     """
     try:
         answer = StatusAnswer.model_validate(payload)
     except ValidationError:
-        raise ValueError("unexpected retrieve answer: no 'status'") from None
+        raise MalformedAnswer("unexpected retrieve answer: no 'status'") from None
     status = normalise_status(answer.status)
     avg, ran = answer.average_execution_time, answer.execution_duration
     eta = progress = None

@@ -1,1 +1,1 @@
-"""Simulator of a New API gateway: app and rules."""
+"""Simulator of a New API gateway: app, rules and tasks."""

@@ -26,18 +26,18 @@ unknown ids); result URLs are signed like a CDN and answer 403 once ``config.url
 after the job finished have passed [inferred] (the URL is stored at completion, so polling again
 returns the same, stale URL, as a gateway's task record would [inferred]).
 
-Validation lives in :mod:`pipeline.sim.newapi.rules`.
+This module holds the routes, their error envelopes and :func:`make_app`. Validation lives in
+:mod:`pipeline.sim.newapi.rules`; the task state and the JSON shapes of a task live in
+:mod:`pipeline.sim.newapi.tasks`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
@@ -45,56 +45,28 @@ from pipeline.sim.common import (
     CONFIG,
     LEDGER,
     SimConfig,
-    Timeline,
     bearer_token,
     clip,
     fetch_media,
     new_app,
-    origin,
 )
 from pipeline.sim.newapi.rules import MODELS, duration_of, resolution_of, validate
+from pipeline.sim.newapi.tasks import (
+    STATE,
+    GatewayState,
+    QueryShape,
+    SimTask,
+    observe,
+    shape_a,
+    shape_b,
+    shape_c,
+    signature,
+)
 
 BASE_PATH = ""
-QueryShape = Literal["A", "B", "C"]
 
-#: Vidu err_code of a moderated prompt [I: the code name].
-FAIL_CODE = "AuditSubmitIllegal"
 _FAULT_CODES = {429: "rate_limit_exceeded", 500: "internal_server_error", 410: "gone"}  # [inferred]
 _RES_RATIO = {"540p": 0.5, "720p": 1.0, "1080p": 2.0}  # [inferred] X-New-Api-Other-Ratios values
-
-
-@dataclass(slots=True)
-class SimTask:
-    """One accepted task: what was asked, when, and whether it will fail."""
-
-    task_id: str
-    model: str
-    duration: int
-    aspect_ratio: str
-    created: float
-    action: str
-    fail: bool = False
-    refunded: bool = False
-
-
-@dataclass
-class GatewayState:
-    """All mutable simulator state (kept in the app, never in module globals).
-
-    Attributes:
-        query_shape: what the legacy query route answers ("A", "B" or "C").
-        not_exist_for_s: seconds a fresh task still answers 400 ``task_not_exist``.
-        quota_jobs: submits the account can pay for (None: unlimited); then 403.
-        tasks: every accepted task by id.
-    """
-
-    query_shape: QueryShape = "A"
-    not_exist_for_s: float = 0.0
-    quota_jobs: int | None = None
-    tasks: dict[str, SimTask] = field(default_factory=dict)
-
-
-STATE = web.AppKey("newapi_state", GatewayState)
 
 
 # ----- error envelopes -----------------------------------------------------------------------
@@ -193,111 +165,6 @@ def _lookup(request: web.Request) -> SimTask | None:
     return task
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
-    task: SimTask
-    phase: str  # "submitted", "queued", "running", "succeeded", "failed"
-    percent: int
-    url: str
-
-
-def _signature(task_id: str, expires: str, key: str) -> str:
-    return hashlib.sha256(f"{task_id}:{expires}:{key}".encode()).hexdigest()[:16]
-
-
-def _observe(request: web.Request, task: SimTask) -> _View:
-    """The task's state now; a failure is refunded in the ledger when first observed."""
-    config = request.app[CONFIG]
-    timeline = Timeline(task.created, config.latency_s)
-    phase, percent = timeline.phase(), int(timeline.progress() * 100)
-    if phase == "done":
-        if task.fail and not task.refunded:
-            task.refunded = True
-            request.app[LEDGER].refund(task.task_id)
-        phase = "failed" if task.fail else "succeeded"
-    elif phase == "queued" and percent < 10:
-        phase = "submitted"
-    url = ""
-    if phase == "succeeded":
-        expires = f"{task.created + config.latency_s + config.url_ttl_s:.3f}"
-        sig = _signature(task.task_id, expires, config.api_key)
-        url = f"{origin(request)}/cdn/vidu/{task.task_id}.mp4?expires={expires}&sig={sig}"
-    return _View(task, phase, percent, url)
-
-
-_A_STATUS = {
-    "submitted": "SUBMITTED",
-    "queued": "QUEUED",
-    "running": "IN_PROGRESS",
-    "succeeded": "SUCCESS",
-    "failed": "FAILURE",
-}
-_B_STATUS = {"submitted": "queued", "running": "processing"}
-_C_STATUS = {"submitted": "queued", "running": "in_progress", "succeeded": "completed"}
-
-
-def shape_a(view: _View) -> dict[str, Any]:
-    """Shape A: New API ``TaskResponse`` wrapper with the raw Vidu JSON inside (shape A)."""
-    task, done = view.task, view.phase in ("succeeded", "failed")
-    status = "NOT_START" if view.phase == "submitted" and view.percent < 5 else None
-    vidu_state = {"running": "processing", "succeeded": "success"}.get(view.phase, view.phase)
-    raw = {
-        "id": task.task_id,
-        "state": "queueing" if view.phase in ("submitted", "queued") else vidu_state,
-        "err_code": FAIL_CODE if view.phase == "failed" else "",
-        "creations": [{"id": "c1", "url": view.url, "cover_url": ""}] if view.url else [],
-    }
-    return {
-        "code": "success",
-        "message": "",
-        "data": {
-            "task_id": task.task_id,
-            "action": task.action,
-            "status": status or _A_STATUS[view.phase],
-            "progress": f"{100 if done else view.percent}%",
-            "fail_reason": FAIL_CODE if view.phase == "failed" else "",
-            "result_url": view.url,
-            "submit_time": int(task.created),
-            "start_time": int(task.created) + 1,
-            "finish_time": int(time.time()) if done else 0,
-            "platform": "vidu",
-            "data": raw,
-        },
-    }
-
-
-def shape_b(view: _View) -> dict[str, Any]:
-    """Shape B: ``{"code":"success","data":{task_id,status,url,format,error...}}`` (shape B)."""
-    failed = view.phase == "failed"
-    data = {
-        "task_id": view.task.task_id,
-        "status": _B_STATUS.get(view.phase, view.phase),
-        "url": view.url or None,
-        "format": "mp4",
-        "metadata": None,
-        "error": FAIL_CODE if failed else None,
-    }
-    return {"code": "success", "data": data}
-
-
-def shape_c(view: _View, config: SimConfig) -> dict[str, Any]:
-    """Shape C: the OpenAI ``video`` object, URL in ``metadata.url`` (shape C)."""
-    task, failed = view.task, view.phase == "failed"
-    done = view.phase in ("succeeded", "failed")
-    return {
-        "id": task.task_id,
-        "object": "video",
-        "model": task.model,
-        "status": _C_STATUS.get(view.phase, view.phase),
-        "progress": 100 if done else view.percent,
-        "created_at": int(task.created),
-        "completed_at": int(task.created + config.latency_s) if done else None,
-        "seconds": str(task.duration),
-        "metadata": {"url": view.url} if view.url else None,
-        "error": {"message": FAIL_CODE, "code": FAIL_CODE} if failed else None,
-    }
-
-
 def _not_exist() -> web.Response:
     return task_error(400, "task_not_exist", "task_not_exist")  # New API's answer
 
@@ -309,7 +176,7 @@ async def query(request: web.Request) -> web.Response:
     task = _lookup(request)
     if task is None:
         return _not_exist()
-    view, shape = _observe(request, task), request.app[STATE].query_shape
+    view, shape = observe(request, task), request.app[STATE].query_shape
     if shape == "B":
         return web.json_response(shape_b(view))
     if shape == "C":
@@ -324,7 +191,7 @@ async def video(request: web.Request) -> web.Response:
     task = _lookup(request)
     if task is None:
         return _not_exist()
-    return web.json_response(shape_c(_observe(request, task), request.app[CONFIG]))
+    return web.json_response(shape_c(observe(request, task), request.app[CONFIG]))
 
 
 async def _mp4(task: SimTask) -> web.Response:
@@ -339,7 +206,7 @@ async def content(request: web.Request) -> web.Response:
     task = _lookup(request)
     if task is None:
         return _not_exist()
-    if _observe(request, task).phase != "succeeded":
+    if observe(request, task).phase != "succeeded":
         return relay_error(404, "video is not ready", "video_not_ready")  # [inferred]
     return await _mp4(task)
 
@@ -353,7 +220,7 @@ async def cdn(request: web.Request) -> web.Response:
     """GET /cdn/vidu/{task_id}.mp4?expires=&sig=: a signed, expiring CDN URL [inferred]."""
     task = request.app[STATE].tasks.get(request.match_info["task_id"])
     expires, sig = request.query.get("expires", ""), request.query.get("sig", "")
-    if task is None or sig != _signature(task.task_id, expires, request.app[CONFIG].api_key):
+    if task is None or sig != signature(task.task_id, expires, request.app[CONFIG].api_key):
         return _cdn_denied("Invalid signature")
     if time.time() > float(expires):
         return _cdn_denied("Request has expired")
