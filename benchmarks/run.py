@@ -17,8 +17,9 @@ Scenarios:
   scale         100,000 shots planned, checkpointed and run (latency 10 ms): CPU and peak RSS;
                 a quarter of them again on tmpfs (/dev/shm): the CPU without the disk's share
   replay        loading and replaying a 1,000,000-event checkpoint: seconds
-  download      1 GB over loopback: our verified, hashed, fsynced download vs a plain aiohttp
-                read loop, throughput ratio and peak RSS
+  download      1 GiB over loopback from a server in its own process: our verified, hashed,
+                fsynced download vs the slowest of network / disk+fsync / sha256 alone, and vs
+                aiohttp + hashlib + write + fsync (medians of 3 interleaved repeats), peak RSS
   video_check   the playability check (pipeline.transfer.playable) of a ~260 MB high-bitrate H.264
   MP4
                 (130 MB with --quick): seconds per GB, and as a ratio to writing + hashing +
@@ -263,57 +264,31 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
 
     Each load runs in a fresh process (so each peak RSS is its own); the cold one then writes
     the snapshot, as the end of the run that wrote those events would.
-    """
-    import anyio
 
+    Then ``kill_*``: the load after a kill -9 at a random moment. A run-like process (the
+    checkpoint's own appends from 256 tasks, group commit, the live state folded as the runner
+    does, snapshots taken during the run by ``journal.snapshotter``) writes a 200,000-shot log
+    and is killed once it holds 95-100 % of its 1,000,000 events (a random point); the log is
+    then loaded from its last periodic snapshot (``kill_load_s``, goal < 2 s) and replayed in full
+    (``kill_replay_s``), the two states compared. The snapshot policy is the default one but for
+    its 30 s floor between snapshots, scaled like the other scenarios (``SCALE``: 0.3 s), since
+    this writer appends a run's hours of events in seconds; so the 10 % rule decides, as in a real
+    run. ``writer_*``: the same writer killed at the same point without snapshots, for the cost of
+    taking them (append rate, event-loop lag, peak RSS); not with ``--quick``.
+    """
     from pipeline.journal.checkpoint import Record, encode
-    from pipeline.models import Event
+    from pipeline.journal.snapformat import parse_header
 
     n = 1_000_000
     shots = n // 5
     tail_shots = 200  # 1,000 events appended after the snapshot
-    # cold: every record folded into the state as it is read and checked, none kept (the same
-    # state as ``replay(load(...).records)``); warm: what ``status`` and ``resume`` do.
-    child = (
-        "import json, sys, time\n"
-        "from pathlib import Path\n"
-        "from pipeline.journal.checkpoint import load\n"
-        "from pipeline.journal.snapshot import open_state, write_snapshot\n"
-        "from pipeline.journal.state import RunState, folder\n"
-        "path = Path(sys.argv[1])\n"
-        "cpu0, t0 = time.process_time(), time.monotonic()\n"
-        "if sys.argv[2] == 'cold':\n"
-        "    state = RunState()\n"
-        "    load(path, repair=False, fold=folder(state))\n"
-        "else:\n"
-        "    state = open_state(path)[0]\n"
-        "s, cpu = time.monotonic() - t0, time.process_time() - cpu0\n"
-        "status = Path('/proc/self/status').read_text().split('VmHWM:')[1]\n"
-        "rss = int(status.split()[0]) / 1024  # ru_maxrss would count the parent's too\n"
-        "got = {'s': s, 'cpu': cpu, 'shots': len(state.shots), 'rss': rss}\n"
-        "if sys.argv[2] == 'cold':\n"
-        "    t0 = time.monotonic()\n"
-        "    size, seq = path.stat().st_size, int(sys.argv[3])\n"
-        "    write_snapshot(path.parent, state, offset=size, last_seq=seq)\n"
-        "    got['write_s'] = time.monotonic() - t0\n"
-        "print(json.dumps(got))\n"
-    )
 
-    async def measure(path: Path, how: str, expect: int) -> dict[str, Any]:
-        cmd = [sys.executable, "-c", child, str(path), how, str(seq)]
-        got: dict[str, Any] = json.loads((await anyio.run_process(cmd, cwd=ROOT)).stdout)
-        assert got["shots"] == expect
-        return got
+    async def measure(path: Path, how: str, expect: int | None = None) -> dict[str, Any]:
+        return await _replay_load(path, how, seq, expect)
 
+    cycle = _replay_cycle()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         path = Path(tmp) / "checkpoint.jsonl"
-        cycle: list[tuple[Event, dict[str, Any]]] = [
-            (Event.SHOT_PLANNED, {"fp": "sha256:abc", "prov": "venice", "model": "wan-2-7"}),
-            (Event.SUBMIT_INTENT, {"att": 1, "key": "run:shot:1", "est_usd": 0.5}),
-            (Event.SUBMITTED, {"job": "123e4567-e89b-12d3", "prov": "venice", "model": "wan-2-7"}),
-            (Event.COMPLETED, {}),
-            (Event.FETCHED, {"path": "shots/x.mp4", "bytes": 123456, "sha256": "ab" * 32}),
-        ]
         seq = 0
 
         def write(first: int, last: int) -> None:
@@ -328,7 +303,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
         cold = await measure(path, "cold", shots)  # then it writes the snapshot
         write(shots, shots + tail_shots)  # the next run appends 1,000 events
         warm = await measure(path, "warm", shots + tail_shots)
-        return {
+        line = {
             "shots": shots,
             "events": n,
             "makespan_s": round(warm["s"], 3),
@@ -344,69 +319,212 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
             "cold_peak_rss_mb": round(cold["rss"], 1),
             "snapshot_write_s": round(cold["write_s"], 3),
             "snapshot_mb": round((Path(tmp) / "checkpoint.snapshot").stat().st_size / 1e6, 1),
-            "tail_events": tail_shots * len(cycle),
+            "tail_events": tail_shots * 5,
             "peak_rss_mb": round(max(cold["rss"], warm["rss"]), 1),
         }
+    kill_at = int(n * random.Random().uniform(0.95, 1.0))
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        run_dir = Path(tmp)
+        writer = await _replay_writer_run(run_dir, shots, kill_at, snapshots=True)
+        with (run_dir / "checkpoint.snapshot").open("rb") as fh:
+            covered = parse_header(fh.readline())["seq"]
+        killed = await measure(run_dir / "checkpoint.jsonl", "warm+digest")
+        full = await measure(run_dir / "checkpoint.jsonl", "replay+digest")
+        assert killed["digest"] == full["digest"], "the loaded state differs from the replay"
+        line |= {
+            "kill_events": full["seq"],
+            "kill_load_s": round(killed["s"], 3),
+            "kill_replay_s": round(full["s"], 3),
+            "kill_tail_events": full["seq"] - covered,
+            "kill_snapshots": writer["snapshots"],
+            "kill_load_peak_rss_mb": round(killed["rss"], 1),
+            "kill_snapshot_mb": round((run_dir / "checkpoint.snapshot").stat().st_size / 1e6, 1),
+            "writer_events_per_s": writer["rate"],
+            "writer_loop_lag_p99_ms": writer["lag_p99_ms"],
+            "writer_loop_lag_max_ms": writer["lag_max_ms"],
+            "writer_peak_rss_mb": writer["rss"],
+        }
+    if not quick:
+        with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+            bare = await _replay_writer_run(Path(tmp), shots, kill_at, snapshots=False)
+        line |= {
+            "writer_no_snapshots_events_per_s": bare["rate"],
+            "writer_no_snapshots_loop_lag_p99_ms": bare["lag_p99_ms"],
+            "writer_no_snapshots_loop_lag_max_ms": bare["lag_max_ms"],
+            "writer_no_snapshots_peak_rss_mb": bare["rss"],
+        }
+    line["peak_rss_mb"] = max(line["peak_rss_mb"], killed["rss"], full["rss"])
+    return line
+
+
+def _replay_cycle() -> list[tuple[Any, dict[str, Any]]]:
+    """The events of one shot in ``scenario_replay``'s logs."""
+    from pipeline.models import Event
+
+    return [
+        (Event.SHOT_PLANNED, {"fp": "sha256:abc", "prov": "venice", "model": "wan-2-7"}),
+        (Event.SUBMIT_INTENT, {"att": 1, "key": "run:shot:1", "est_usd": 0.5}),
+        (Event.SUBMITTED, {"job": "123e4567-e89b-12d3", "prov": "venice", "model": "wan-2-7"}),
+        (Event.COMPLETED, {}),
+        (Event.FETCHED, {"path": "shots/x.mp4", "bytes": 123456, "sha256": "ab" * 32}),
+    ]
+
+
+# One load of ``scenario_replay`` in a fresh process: argv = path, how, seq of the last record.
+# cold: every record folded into the state as it is read and checked, none kept (the same state
+# as ``replay(load(...).records)``), then the snapshot written; replay: the same, no snapshot
+# written; warm: what ``status`` and ``resume`` do. ``+digest``: a SHA-256 of the state's repr.
+_REPLAY_LOAD = (
+    "import hashlib, json, sys, time\n"
+    "from pathlib import Path\n"
+    "from pipeline.journal.checkpoint import load\n"
+    "from pipeline.journal.snapshot import open_state, write_snapshot\n"
+    "from pipeline.journal.state import RunState, folder\n"
+    "path, (how, _, digest) = Path(sys.argv[1]), sys.argv[2].partition('+')\n"
+    "cpu0, t0 = time.process_time(), time.monotonic()\n"
+    "if how in ('cold', 'replay'):\n"
+    "    state = RunState()\n"
+    "    loaded = load(path, repair=False, fold=folder(state))\n"
+    "else:\n"
+    "    state, loaded = open_state(path)\n"
+    "s, cpu = time.monotonic() - t0, time.process_time() - cpu0\n"
+    "status = Path('/proc/self/status').read_text().split('VmHWM:')[1]\n"
+    "rss = int(status.split()[0]) / 1024  # ru_maxrss would count the parent's too\n"
+    "got = {'s': s, 'cpu': cpu, 'shots': len(state.shots), 'rss': rss, 'seq': loaded.last_seq}\n"
+    "if how == 'cold':\n"
+    "    t0 = time.monotonic()\n"
+    "    size, seq = path.stat().st_size, int(sys.argv[3])\n"
+    "    write_snapshot(path.parent, state, offset=size, last_seq=seq)\n"
+    "    got['write_s'] = time.monotonic() - t0\n"
+    "if digest:\n"
+    "    h = hashlib.sha256(repr([getattr(state, f) for f in ('run_id', 'manifest', 'simulated',"
+    " 'finished')]).encode())\n"
+    "    for rec in state.shots.values():\n"
+    "        h.update(repr(rec).encode())\n"
+    "    got['digest'] = h.hexdigest()\n"
+    "print(json.dumps(got))\n"
+)
+
+
+async def _replay_load(path: Path, how: str, seq: int, expect: int | None) -> dict[str, Any]:
+    import anyio
+
+    cmd = [sys.executable, "-c", _REPLAY_LOAD, str(path), how, str(seq)]
+    got: dict[str, Any] = json.loads((await anyio.run_process(cmd, cwd=ROOT)).stdout)
+    assert expect is None or got["shots"] == expect
+    return got
+
+
+async def _replay_writer_run(
+    run_dir: Path, shots: int, kill_at: int, *, snapshots: bool
+) -> dict[str, Any]:
+    """Run :func:`_replay_writer` in a child process; kill -9 it once ``kill_at`` events are
+    written; its last progress report."""
+    code = f"from benchmarks.run import _replay_writer; _replay_writer({str(run_dir)!r}, {shots}"
+    code += f", {snapshots})"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    last: dict[str, Any] = {}
+    try:
+        async for raw in proc.stdout:
+            last = json.loads(raw)
+            if last["seq"] >= kill_at:
+                break
+    finally:
+        proc.kill()  # SIGKILL: no end of run, no last snapshot
+        await proc.wait()
+    assert last.get("seq", 0) >= kill_at, f"the writer stopped early: {last}"
+    return last
+
+
+def _replay_writer(run_dir: str, shots: int, snapshots: bool) -> None:
+    """The run-like writer of ``scenario_replay`` (in its own process, until it is killed).
+
+    Plans ``shots`` shots (``append_many``), then 256 tasks take the next shot and append its
+    ``submit_intent``, ``submitted``, ``completed``, ``fetched`` through ``Checkpoint.append``
+    (durable ones fsynced, concurrent appends sharing one fsync), folding each record into a live
+    state as the runner does; with ``snapshots``, ``journal.snapshotter`` takes its snapshots.
+    Prints its progress every 50 ms: events written, events per second, the event loop's lag
+    (a 10 ms sleep's lateness: p99 and max, ms), snapshots written, peak RSS.
+    """
+    asyncio.run(_replay_write(Path(run_dir), shots, snapshots))
+
+
+async def _replay_write(run_dir: Path, shots: int, snapshots: bool) -> None:
+    import contextlib
+
+    from pipeline.journal import snapshotter
+    from pipeline.journal.checkpoint import Checkpoint
+    from pipeline.journal.state import RunState, apply
+
+    policy = snapshotter.Policy(min_interval_s=30 * SCALE, check_s=2 * SCALE, busy=1.0)
+    state = RunState()
+    ckpt = await Checkpoint.open(run_dir)
+    lags: list[float] = []
+    last = [0]
+    t0 = time.monotonic()
+    snapper: snapshotter.Snapshotter | None = None
+    plan, *steps = _replay_cycle()
+
+    def report() -> str:
+        ordered = sorted(lags)
+        hwm = Path("/proc/self/status").read_text().split("VmHWM:")[1]
+        return json.dumps(
+            {
+                "seq": last[0],
+                "rate": round(last[0] / (time.monotonic() - t0)),
+                "lag_p99_ms": round(1000 * ordered[int(0.99 * len(ordered))], 2) if lags else 0,
+                "lag_max_ms": round(1000 * ordered[-1], 2) if lags else 0,
+                "snapshots": snapper.written if snapper is not None else 0,
+                "rss": round(int(hwm.split()[0]) / 1024, 1),
+            }
+        )
+
+    async def ticker() -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            print(report(), flush=True)
+
+    queue = iter(range(shots))
+
+    async def worker() -> None:
+        for i in queue:
+            for ev, data in steps:
+                record = await ckpt.append(ev, f"s{i}", **data)
+                apply(state, record)
+                last[0] = max(last[0], record.seq)
+
+    async with contextlib.AsyncExitStack() as stack:
+        if snapshots:
+            snapper = await stack.enter_async_context(snapshotter.periodic(ckpt, policy))
+        for record in ckpt.append_many((plan[0], f"s{i}", plan[1]) for i in range(shots)):
+            apply(state, record)
+        await ckpt.sync()
+        last[0] = shots
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(reporter())]
+        await asyncio.gather(*(worker() for _ in range(256)))
+        print(report(), flush=True)
+        await asyncio.sleep(3600)  # killed by now
+        for task in tasks:
+            task.cancel()
+    await ckpt.close()
 
 
 async def scenario_download(quick: bool) -> dict[str, Any]:
-    import aiohttp
-    from aiohttp import web
+    """1 GiB (256 MiB with --quick) from a server in its own process: ours against the network,
+    the disk and sha256 alone, and against aiohttp + hashlib + write + fsync (3 interleaved
+    repeats; see benchmarks/bench_download.py)."""
+    from benchmarks.bench_download import measure
 
-    from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
-    from pipeline.sim.common import serve
-    from pipeline.transfer.download import write_verified
-
-    size = (256 if quick else 1024) * 1024 * 1024
-    block = b"\x00\x00\x00\x18ftypisom" + b"\x00" * (1024 * 1024 - 12)
-
-    async def body(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        resp.content_length = size
-        await resp.prepare(request)
-        for _ in range(size // len(block)):
-            await resp.write(block)
-        return resp
-
-    app = web.Application()
-    app.router.add_get("/v.mp4", body)
-    async with serve(app) as origin:
-        host = origin.split("//")[1]
-        with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-            plain_path = Path(tmp) / "plain.mp4"
-            t0 = time.monotonic()
-            async with aiohttp.ClientSession() as session, session.get(f"{origin}/v.mp4") as r:
-                with plain_path.open("wb") as fh:
-                    async for chunk in r.content.iter_chunked(1 << 20):
-                        fh.write(chunk)
-            plain = time.monotonic() - t0
-            plain_path.unlink()
-            fetcher = UrlFetcher(
-                UrlPolicy(allow_hosts={host}, max_bytes=4 * size), provider="bench"
-            )
-
-            async def record(_: object, publish: object) -> None:
-                return None
-
-            t0 = time.monotonic()
-            async with fetcher.open(f"{origin}/v.mp4") as download:
-                await write_verified(
-                    download, Path(tmp) / "ours.mp4", max_bytes=4 * size, record=record
-                )
-            ours = time.monotonic() - t0
-            await fetcher.aclose()
-    mb = size / 1e6
-    return {
-        "shots": 1,
-        "makespan_s": round(ours, 3),
-        "bound_s": round(plain, 3),
-        "makespan_ratio": round(ours / plain, 4),
-        "cpu_ms_per_shot": None,
-        "polls_per_job": None,
-        "ours_mb_s": round(mb / ours, 1),
-        "plain_mb_s": round(mb / plain, 1),
-        "throughput_vs_plain": round(plain / ours, 4),
-    }
+    return await measure(quick)
 
 
 async def scenario_manifest(quick: bool) -> dict[str, Any]:

@@ -24,17 +24,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline import sim
-from pipeline.engine.options import RunOptions, RunResult
-from pipeline.engine.repair import lost_log_message
-from pipeline.engine.runner import execute
 from pipeline.errors import CheckpointError, ManifestError, UsageError
 from pipeline.journal.checkpoint import FILE as CHECKPOINT
 from pipeline.journal.snapshot import load_state
-from pipeline.journal.state import RunState
-from pipeline.manifest.loader import Manifest, load_manifest
-from pipeline.outputs.write import write_outputs
+
+if TYPE_CHECKING:
+    from pipeline.engine.options import RunOptions, RunResult
+    from pipeline.journal.state import RunState
+    from pipeline.manifest.loader import Manifest
+
+# :func:`status` reads a journal and nothing else, so that ``pipeline status`` starts fast: the
+# engine, the manifest loader, the simulators and the outputs (PyAV, Pillow, aiohttp...) are
+# imported by the functions that use them, on first call.
 
 #: Poll the simulators often: their jobs take seconds, not minutes.
 SIM_POLLING = {"poll_min_s": 0.2, "poll_max_s": 1.0}
@@ -71,6 +74,11 @@ async def run(
         UsageError: the run directory was started in the other mode (``simulate``).
         CheckpointError: the journal is locked, damaged or cannot be written (fail-stop).
     """
+    from pipeline.engine.options import RunOptions
+    from pipeline.engine.runner import execute
+    from pipeline.manifest.loader import Manifest, load_manifest
+    from pipeline.outputs.write import write_outputs
+
     loaded = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     where = Path(run_dir) if run_dir is not None else Path(jobs_dir) / loaded.name
     opts = options or RunOptions()
@@ -112,6 +120,9 @@ def manifest_of(run_dir: str | Path) -> Manifest:
         CheckpointError: the journal is lost (videos without it) or names no manifest.
         ManifestError: the manifest is gone or no longer valid.
     """
+    from pipeline.engine.repair import lost_log_message
+    from pipeline.manifest.loader import load_manifest
+
     named = status(run_dir).manifest
     if not named:
         lost = lost_log_message(Path(run_dir))
@@ -138,6 +149,8 @@ def status(run_dir: str | Path) -> RunState:
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.is_file():
+        from pipeline.engine.repair import lost_log_message
+
         lost = lost_log_message(run_dir)
         if lost is not None:
             raise CheckpointError(lost)
@@ -157,6 +170,9 @@ async def _simulated(
     announce: Callable[[Mapping[str, str]], None] | None,
 ) -> RunResult:
     """:func:`execute` with every provider the manifest uses served by its simulator."""
+    from pipeline import sim
+    from pipeline.engine.runner import execute
+
     async with sim.running({s.provider for s in manifest.shots}) as sims:
         urls = {name: served.base_url for name, served in sims.items()}
         if urls and announce is not None:

@@ -34,6 +34,13 @@ def _no_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test has its own ``$XDG_CACHE_HOME``: the completion times the poll schedule learns
+    from (``~/.cache/pipeline``) never carry from one test, or the developer, to another."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _fast_retries() -> Iterator[None]:
     """Retries keep their attempt counts (capped at 5) but skip the backoff sleeps."""
     with stamina.set_testing(True, attempts=5, cap=True):

@@ -15,9 +15,8 @@ from typing import Any
 
 import anyio
 
-from pipeline import sim
 from pipeline._util import redaction
-from pipeline.cli import endpoints
+from pipeline.cli import userconfig
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import ProviderSpec
 from pipeline.providers.catalog import (
@@ -115,6 +114,8 @@ async def _refresh(
         raise CatalogError("no models endpoint; its table is built in")
     if not simulate:
         return await refresh(spec, base_url=base_url, api_key=key)
+    from pipeline import sim  # aiohttp's server side: only for `--refresh --simulate`
+
     async with sim.running([spec.name]) as sims:
         return await refresh(spec, base_url=sims[spec.name].base_url, api_key=sim.SIM_KEY)
 
@@ -140,7 +141,7 @@ def command(args: Any, environ: Mapping[str, str] | None = None) -> int:
         )
         return 2
     env = os.environ if environ is None else environ
-    mine = endpoints.load_user_config(env).providers.get(spec.name, endpoints.UserProvider())
+    mine = userconfig.load_user_config(env).providers.get(spec.name, userconfig.UserProvider())
     key = env.get(mine.api_key_env or spec.defaults.api_key_env or "") or None
     redaction.register(key)
     base_url = getattr(args, "base_url", None)

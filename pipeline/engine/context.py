@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from pipeline.engine import pollsched
 from pipeline.engine.budget import Spend
 from pipeline.engine.limits import ProviderGate
 from pipeline.engine.options import RunOptions
@@ -63,6 +64,7 @@ class RunContext:
         media: resolves a shot's media to URLs its provider can use, each file once.
         spend: the spend guard.
         policies: how local media reach each provider.
+        history: completion times per provider and model, which poll schedules learn from.
     """
 
     run_id: str
@@ -78,6 +80,7 @@ class RunContext:
     spend: Spend = field(default_factory=Spend)
     policies: Mapping[str, MediaPolicy] = field(default_factory=dict)
     media_cache: dict[tuple[str, str, str], MediaRef] = field(default_factory=dict)
+    history: pollsched.History = field(default_factory=pollsched.History)
     media_locks: dict[tuple[str, str, str], anyio.Lock] = field(default_factory=dict)
     _features: dict[tuple[str, type], bool] = field(default_factory=dict)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.engine.budget import Spend
@@ -48,6 +49,9 @@ class RunOptions:
         preflight: check before the first paid call that every provider and the object
             storage answer and accept their credentials (:mod:`pipeline.engine.preflight`); the CLI
             always does, tests that inject fake providers need not.
+        history_path: the file of completion times kept across runs, which the poll schedule
+            learns from (``engine.pollsched``; the CLI uses the user's cache); None: the
+            run's own only.
         wait_s: how long to wait for providers or storage that cannot be reached at start
             (``--wait``), checking again every :data:`PREFLIGHT_RETRY_S`; 0 stops at once.
     """
@@ -64,6 +68,7 @@ class RunOptions:
     only: frozenset[str] | None = None
     preflight: bool = False
     wait_s: float = 0.0
+    history_path: Path | None = None
 
 
 @dataclass

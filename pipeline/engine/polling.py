@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import random
 
+from pipeline.engine import pollsched
 from pipeline.engine.limits import BreakerState, CallKind
 from pipeline.engine.shot_base import ShotBase, Stop, charged_of
 from pipeline.errors import (
@@ -27,11 +27,18 @@ class PollStage(ShotBase):
     """Poll a submitted job until it is terminal or past its deadline."""
 
     async def _poll(self, job: JobHandle) -> PollResult:
+        """Poll ``job`` on the learned schedule (``engine.pollsched``) until it is terminal.
+
+        Raises:
+            Stop: the job failed, was cancelled or outlived its poll deadline (recorded).
+        """
         policy = self.settings.polling
-        floor, ceiling = policy.min_s, policy.max_s
         deadline = job.submitted_at + policy.deadline_s
         clock = self.gate.clock
-        interval = floor
+        times = self.ctx.history.times(job.provider, job.model)
+        interval = policy.min_s
+        await clock.sleep(pollsched.first_delay(clock.time() - job.submitted_at, times, policy))
+        running_at: float | None = None  # elapsed at the last poll that found it unfinished
         last = ""
         while True:
             try:
@@ -43,11 +50,16 @@ class PollStage(ShotBase):
             except ProviderError as exc:  # transient and retries exhausted: keep polling
                 log.warning("%s: poll failed, will poll again: %s", self.shot.id, exc)
                 result = PollResult(JobStatus.RUNNING, raw_status=last)
+            now = clock.time()
+            elapsed = now - job.submitted_at
             if result.status == JobStatus.SUCCEEDED:
+                if running_at is not None:  # seen running, then done: it finished in between
+                    times.add((running_at + elapsed) / 2)
                 await self._emit(Event.COMPLETED, ShotState.FETCHING, url=result.result_url)
                 return result
             if result.status in (JobStatus.FAILED, JobStatus.CANCELLED):
                 await self._finished_without_video(result)
+            running_at = elapsed
             if result.raw_status != last:
                 last = result.raw_status
                 await self.ctx.append(
@@ -57,17 +69,29 @@ class PollStage(ShotBase):
                     raw=result.raw_status,
                     progress=result.progress,
                 )
-            now = clock.time()
             if now >= deadline:
                 await self._fail(
                     f"timed out: still {result.raw_status or 'running'} after "
-                    f"{now - job.submitted_at:.0f} s (job {job.job_id} was charged)",
+                    f"{elapsed:.0f} s (job {job.job_id} was charged)",
                     Charged.YES,
                 )
-            interval = next_interval(interval, result.eta_s, floor, ceiling)
+            interval = pollsched.next_delay(
+                elapsed, interval, times, policy, self._poll_floor(policy.min_s), result.eta_s
+            )
             if self.gate.breaker.state != BreakerState.CLOSED:
-                interval = ceiling  # the provider is unwell: poll slower
+                interval = policy.max_s  # the provider is unwell: poll slower
             await clock.sleep(min(interval, max(0.0, deadline - now)))
+
+    def _poll_floor(self, poll_min_s: float) -> float:
+        """The shortest poll wait now, in seconds.
+
+        ``poll_min_s``, or longer when the provider's polls-per-minute, shared by every job in
+        flight, would not allow it.
+        """
+        per_minute = self.settings.polls_per_minute
+        if not per_minute:
+            return poll_min_s
+        return max(poll_min_s, self.gate.jobs.in_use * 60.0 / per_minute)
 
     async def _finished_without_video(self, result: PollResult) -> None:
         if result.status == JobStatus.CANCELLED:
@@ -76,19 +100,3 @@ class PollStage(ShotBase):
         await self._fail(
             result.message or "the provider reported the job failed", charged_of(result.refunded)
         )
-
-
-def next_interval(current: float, eta_s: float | None, floor: float, ceiling: float) -> float:
-    """Next poll wait in seconds, clamped to [floor, ceiling].
-
-    With the provider's ETA hint: just after it, late by a random 0 to min(10 % of it, floor)
-    (shots with the same ETA spread over up to one floor interval, and a job is never found
-    more than that late). Without: x1.5 backoff with +-20 % jitter, so that many shots
-    submitted together do not poll in lockstep.
-    """
-    if eta_s is not None and eta_s > 0:
-        # Trust the provider's estimate: poll just after it (never early).
-        late = random.uniform(0.0, min(0.1 * eta_s, floor))
-        return min(max(eta_s + late, floor), ceiling)
-    base = min(max(current * 1.5, floor), ceiling)
-    return min(max(base * random.uniform(0.8, 1.2), floor), ceiling)

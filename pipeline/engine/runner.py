@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 
 from pipeline._util.redaction import scrub
-from pipeline.engine import repair
+from pipeline.engine import pollsched, repair, startchecks
 from pipeline.engine.budget import Spend
 from pipeline.engine.clock import Clock
 from pipeline.engine.context import RunContext
@@ -42,16 +42,14 @@ from pipeline.engine.options import (
     EXIT_ATTENTION,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    PREFLIGHT_RETRY_S,
     RunOptions,
     RunResult,
     provider_settings,
 )
-from pipeline.engine.preflight import preflight, render_problems
 from pipeline.engine.rundir import open_run
 from pipeline.engine.stages import ShotMachine
-from pipeline.errors import CheckpointError, ManifestError, UsageError
-from pipeline.journal import snapshot
+from pipeline.errors import CheckpointError
+from pipeline.journal import snapshot, snapshotter
 from pipeline.journal.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.journal.checkpoint import Checkpoint, Record
 from pipeline.journal.state import RunState, ShotRecord, apply
@@ -115,11 +113,15 @@ class Runner:
         observer.started(todo, {sid: rec.state for sid, rec in state.shots.items()})
         if self.spend.limit_usd is not None or self.spend.committed_usd:
             observer.spending(self.spend.committed_usd, self.spend.limit_usd)
+        history: pollsched.History | None = None
         try:
-            async with AsyncExitStack() as stack:
+            async with AsyncExitStack() as stack, snapshotter.periodic(self.ckpt):
                 providers = {n: await stack.enter_async_context(self._provider(n)) for n in names}
                 settings = {n: self._settings(n) for n in names}
                 clock = Clock()  # one clock for every gate, breaker and poll loop of the run
+                history = pollsched.History(
+                    self.options.history_path, simulated=self.options.simulate
+                )
                 ctx = RunContext(
                     run_id=run_id,
                     run_dir=self.ckpt.run_dir,
@@ -133,10 +135,13 @@ class Runner:
                     media=self._media_resolver(settings),
                     spend=self.spend,
                     policies={n: self.options.registry[n].media for n in names},
+                    history=history,
                 )
                 await self._run_all(ctx, todo, state)
         finally:
             observer.finished()
+            if history is not None:
+                await anyio.to_thread.run_sync(history.save)  # never raises
         if not self.interrupted:
             await self._append(Event.RUN_FINISHED, None)  # durable: synced
             await snapshot.after_run(self.ckpt, self.state)  # never raises
@@ -296,9 +301,9 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
     """
 
     async def ready_to_pay() -> None:
-        _check_keys(manifest, options)
+        startchecks.check_keys(manifest, options)
         if options.preflight:
-            await _preflight(manifest, options, run_dir)
+            await startchecks.wait_for_preflight(manifest, options, run_dir)
 
     fresh = not (run_dir / CHECKPOINT_FILE).exists()
     if fresh:  # nothing to continue: check before the run directory is even made
@@ -318,36 +323,6 @@ async def execute(manifest: Manifest, run_dir: Path, options: RunOptions) -> Run
             await ckpt.close()
 
 
-async def _preflight(manifest: Manifest, options: RunOptions, run_dir: Path) -> None:
-    """Check every service the run needs before the first paid call (pipeline.engine.preflight).
-
-    Waits up to ``options.wait_s`` for what is unreachable (saying so every
-    :data:`PREFLIGHT_RETRY_S`), never for a refused key or a wrong setting.
-
-    Raises:
-        UsageError: the problems that remain, as text naming each service and what was tried.
-    """
-    until = time.monotonic() + options.wait_s
-    while True:
-        problems = await preflight(
-            manifest,
-            api_keys=options.api_keys,
-            base_urls=options.base_urls,
-            registry=options.registry,
-            simulate=options.simulate,
-            run_dir=run_dir,
-        )
-        if not problems:
-            return
-        left = until - time.monotonic()
-        if left <= 0 or any(p.kind != "unreachable" for p in problems):
-            hint = "" if options.wait_s else "\n(--wait SECONDS waits for what is unreachable)"
-            raise UsageError(render_problems(problems) + hint)
-        names = ", ".join(p.subject for p in problems)
-        log.warning("waiting for %s to answer (up to %.0f s more): %s", names, left, problems[0])
-        await anyio.sleep(min(PREFLIGHT_RETRY_S, left))
-
-
 def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
     """Surface a CheckpointError from inside task groups as itself (fail-stop)."""
     match = group.subgroup(lambda e: isinstance(e, CheckpointError))
@@ -356,44 +331,3 @@ def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
         while isinstance(leaf, BaseExceptionGroup):
             leaf = leaf.exceptions[0]
         raise leaf from None
-
-
-def _check_keys(manifest: Manifest, options: RunOptions) -> None:
-    """Refuse to start when a provider in use has no API key or no base URL.
-
-    Raises:
-        ManifestError: naming each missing key variable / ``providers.<name>.base_url``.
-    """
-    missing = []
-    for name in sorted({s.provider for s in manifest.shots}):
-        spec = options.registry[name]
-        settings = provider_settings(manifest, name, options.base_urls.get(name), options.registry)
-        if spec.needs_api_key and not options.api_keys.get(name):
-            env = settings.api_key_env or "?"
-            missing.append(f"{name}: set the environment variable {env} (or run with --simulate)")
-        if spec.needs_api_key and not settings.base_url:
-            missing.append(f"{name}: set providers.{name}.base_url to your gateway's URL")
-    if not options.simulate:
-        missing.extend(_plain_http_media(manifest))
-    if missing:
-        raise ManifestError.single(
-            str(manifest.path), None, "providers", "cannot start: " + "; ".join(missing)
-        )
-
-
-def _plain_http_media(manifest: Manifest) -> list[str]:
-    """Real providers fetch media over https only; plain http is for ``--simulate`` rehearsals."""
-    out = []
-    storage = manifest.storage
-    if storage is not None and (storage.endpoint_url or "").startswith("http://"):
-        uses = any(s.provider != "local" and any(a.path for a in s.assets) for s in manifest.shots)
-        if uses:
-            out.append(
-                f"storage.endpoint_url {storage.endpoint_url} is plain http: providers could not "
-                "fetch its presigned URLs (use an https endpoint, or --simulate)"
-            )
-    for shot in manifest.shots:
-        for asset in shot.assets:
-            if asset.url is not None and asset.url.startswith("http://"):
-                out.append(f"{shot.id}: {asset.url.split('?')[0]} is plain http (https only)")
-    return out

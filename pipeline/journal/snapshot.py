@@ -5,9 +5,8 @@ result URLs included, and nothing more) is derived data; the log stays the only 
 Its lines (compact JSON, one per line)::
 
     {"v":1,"offset":B,"seq":S,"lines":L,"log_crc":"…","body_crc":"…","fields":{…},"run":{…},…}
-    [[shot row],[shot row],…]     up to 1024 shots a line, in the state's order; a row holds
-    [[shot row],…]                the ShotRecord fields in ``fields["shot"]`` order (``job`` and
-                                  ``media`` values as rows in their own field order)
+    [[shot row],[shot row],…]     up to 1024 shots a line, in the state's order (the format:
+    [[shot row],…]                :mod:`pipeline.journal.snapformat`)
 
 - the header describes the log prefix it covers: its length ``B`` in bytes, the ``seq`` of its
   last record, its number of lines and the CRC32 of its bytes; ``body_crc`` is the CRC32 of
@@ -18,9 +17,10 @@ Its lines (compact JSON, one per line)::
 
 Reading (:func:`prefix_into`, :func:`open_state`) uses a snapshot only when it is readable, of this
 version and layout, intact, and the log starts with exactly the bytes it covers; otherwise it is
-ignored (logged at debug level) and the whole log is replayed. Writing (:func:`write_snapshot`)
-replaces the file atomically; the runner writes one at the end of a run whose log has more than
-:data:`MIN_RECORDS` records (:func:`after_run`).
+ignored (logged at debug level) and the whole log is replayed. Writing (:func:`write_snapshot`
+from a state, :func:`write_encoded` from encoded rows) replaces the file atomically. The runner
+writes one at the end of a run whose log has more than :data:`MIN_RECORDS` records
+(:func:`after_run`), and others while it runs (:mod:`pipeline.journal.snapshotter`).
 """
 
 from __future__ import annotations
@@ -28,45 +28,28 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import fields
-from operator import attrgetter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
 import orjson
 
-from pipeline._util.fsutil import fsync_dir, replacing, write_all
+from pipeline._util.fsutil import write_all
 from pipeline._util.gcutil import gc_paused
+from pipeline.journal import snapformat as fmt
 from pipeline.journal.checkpoint import FILE as LOG
 from pipeline.journal.checkpoint import Checkpoint, Loaded, Prefix, PrefixHook, load
-from pipeline.journal.state import RunState, ShotRecord, folder
-from pipeline.models import JobHandle, MediaRef, MediaRole, ShotState
+from pipeline.journal.snapformat import RUN, Stale, prefix_crc
+from pipeline.journal.snapformat import VERSION as VERSION
+from pipeline.journal.state import RunState, folder
 
 log = logging.getLogger("pipeline")
 
-VERSION = 1
 FILE = "checkpoint.snapshot"
 #: The runner writes a snapshot at the end of a run only when the log has more records than this.
 MIN_RECORDS = 10_000
-
-_BLOCK = 1 << 20
-_ROWS = 1024  # shots a line: a few large JSON documents, not 200,000 small ones (see _encode_shots)
-_SHOT = tuple(f.name for f in fields(ShotRecord))
-_JOB = tuple(f.name for f in fields(JobHandle))
-_MEDIA = tuple(f.name for f in fields(MediaRef))
-_RUN = tuple(f.name for f in fields(RunState) if f.name != "shots")
-_FIELDS = {"shot": list(_SHOT), "job": list(_JOB), "media": list(_MEDIA), "run": list(_RUN)}
-_I_STATE, _I_JOB, _I_MEDIA = _SHOT.index("state"), _SHOT.index("job"), _SHOT.index("media")
-_I_JOB_DATA = _JOB.index("data")
-_I_MEDIA_ROLE = _MEDIA.index("role")
-_STATES = {s.value: s for s in ShotState}
-_ROLES = {r.value: r for r in MediaRole}
-
-
-class _Stale(ValueError):
-    """The snapshot cannot be used (the reason is the message)."""
 
 
 def snapshot_path(log_path: Path) -> Path:
@@ -74,53 +57,30 @@ def snapshot_path(log_path: Path) -> Path:
     return log_path.with_suffix(".snapshot")
 
 
-def _prefix_crc(fh: BinaryIO, offset: int) -> tuple[int, int]:
-    """``(CRC32, number of newlines)`` of the first ``offset`` bytes of ``fh``.
+def _nothing() -> None:
+    pass
 
-    Raises:
-        _Stale: the file is shorter than ``offset``.
-        OSError: a read failed.
+
+@dataclass(slots=True)
+class Encoded:
+    """The state of a log prefix with its shots as encoded rows: what a snapshot holds.
+
+    What :mod:`pipeline.journal.snapshotter` keeps between snapshots: a third of the memory of
+    the state itself (:func:`pipeline.journal.fmt.encode_row`).
+
+    Attributes:
+        offset / seq / lines: the prefix: its bytes, the seq of its last record, its lines.
+        log_crc: the CRC32 of its bytes.
+        run: the run-level fields of its :class:`RunState` (:data:`fmt.RUN`).
+        rows: shot id -> the shot's row (:func:`fmt.encode_row`), in the state's order.
     """
-    fh.seek(0)
-    crc = lines = 0
-    left = offset
-    while left:
-        block = fh.read(min(_BLOCK, left))
-        if not block:
-            raise _Stale(f"the log is shorter than the {offset} bytes the snapshot covers")
-        crc = zlib.crc32(block, crc)
-        lines += block.count(b"\n")
-        left -= len(block)
-    return crc, lines
 
-
-def _encode_shots(state: RunState) -> Iterator[bytes]:
-    """The body's lines: the shot rows, :data:`_ROWS` a line as a JSON array, with newlines.
-
-    Lines of many rows, because every ``orjson.dumps`` result kept costs a fresh page of memory
-    (about 3 µs here): 200,000 of them took longer than the encoding itself.
-    """
-    row_of = attrgetter(*_SHOT)
-    job_of = attrgetter(*_JOB)
-    media_of = attrgetter(*_MEDIA)
-    dumps = orjson.dumps
-    newline = orjson.OPT_APPEND_NEWLINE
-    chunk: list[list[Any]] = []
-    for rec in state.shots.values():
-        row = list(row_of(rec))
-        job = rec.job
-        if job is not None:
-            job_row = list(job_of(job))
-            job_row[_I_JOB_DATA] = dict(job.data)
-            row[_I_JOB] = job_row
-        if rec.media:
-            row[_I_MEDIA] = {k: media_of(m) for k, m in rec.media.items()}
-        chunk.append(row)
-        if len(chunk) == _ROWS:
-            yield dumps(chunk, option=newline)  # enums (state, media role) as values
-            chunk = []
-    if chunk:
-        yield dumps(chunk, option=newline)
+    offset: int = 0
+    seq: int = 0
+    lines: int = 0
+    log_crc: int = 0
+    run: dict[str, Any] = field(default_factory=lambda: {n: getattr(RunState(), n) for n in RUN})
+    rows: dict[str, bytes] = field(default_factory=dict)
 
 
 def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int) -> Path:
@@ -145,8 +105,8 @@ def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int
         ValueError: the log is shorter than ``offset``, or a state value is not JSON.
     """
     with (run_dir / LOG).open("rb") as fh:
-        log_crc, lines = _prefix_crc(fh, offset)
-    run = {name: getattr(state, name) for name in _RUN}
+        log_crc, lines = prefix_crc(fh, offset)
+    run = {name: getattr(state, name) for name in RUN}
     dest = run_dir / FILE
     # The body goes to a side file as it is encoded (never all in memory: ~300 bytes a shot),
     # its CRC computed on the way; then header + body are copied into the snapshot.
@@ -155,78 +115,49 @@ def write_snapshot(run_dir: Path, state: RunState, *, offset: int, last_seq: int
     try:
         with side.open("wb") as out, gc_paused():
             os.fchmod(out.fileno(), 0o600)
-            for line in _encode_shots(state):
+            for line in fmt.state_lines(state):
                 body_crc = zlib.crc32(line, body_crc)
                 out.write(line)
-        _write_with_header(dest, side, offset, last_seq, lines, log_crc, body_crc, run, state)
+        header = fmt.header_of(offset, last_seq, lines, log_crc, body_crc, run, len(state.shots))
+
+        def copy(fd: int) -> None:
+            with side.open("rb") as body:
+                while block := body.read(fmt.BLOCK):
+                    write_all(fd, block)
+
+        fmt.install(dest, header, copy)
     finally:
         side.unlink(missing_ok=True)
-    fsync_dir(run_dir)
     return dest
 
 
-def _write_with_header(
-    dest: Path,
-    side: Path,
-    offset: int,
-    last_seq: int,
-    lines: int,
-    log_crc: int,
-    body_crc: int,
-    run: dict[str, Any],
-    state: RunState,
-) -> None:
-    header = {
-        "v": VERSION,
-        "offset": offset,
-        "seq": last_seq,
-        "lines": lines,
-        "log_crc": f"{log_crc:08x}",
-        "body_crc": f"{body_crc:08x}",
-        "fields": _FIELDS,
-        "run": run,
-        "shots": len(state.shots),
-    }
-    with replacing(dest, mode=0o600) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        try:
-            write_all(fd, orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE))
-            with side.open("rb") as body:
-                while block := body.read(1 << 20):
-                    write_all(fd, block)
-        finally:
-            os.close(fd)
+def write_encoded(run_dir: Path, enc: Encoded, between: Callable[[], None] = _nothing) -> Path:
+    """Write ``enc`` as ``run_dir``'s snapshot (as :func:`write_snapshot` does a state).
 
-
-def _header(line: bytes) -> dict[str, Any]:
-    """The checked header line of a snapshot.
+    ``enc`` must be the state of the first ``enc.offset`` bytes of the log, with their CRC32
+    (nothing here reads the log again), and must not change while this runs. ``between()`` is
+    called between lines of the body; whatever it raises stops the writing and leaves the old
+    snapshot in place.
 
     Raises:
-        _Stale: not a snapshot header of this version and layout.
+        OSError: the snapshot cannot be written.
+        Exception: whatever ``between`` raises.
     """
-    try:
-        header = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise _Stale("the header is not JSON") from None
-    if not isinstance(header, dict):
-        raise _Stale("the header is not an object")
-    if header.get("v") != VERSION:
-        raise _Stale(f"unknown version {header.get('v')!r}")
-    if header.get("fields") != _FIELDS:
-        raise _Stale("written for another state layout")
-    for name in ("offset", "seq", "lines", "shots"):
-        value = header.get(name)
-        if value.__class__ is not int or value < 0:
-            raise _Stale(f"bad {name!r} in the header")
-    for name in ("log_crc", "body_crc"):
-        value = header.get(name)
-        if not isinstance(value, str) or len(value) != 8:
-            raise _Stale(f"bad {name!r} in the header")
-        header[name] = int(value, 16)  # a ValueError: not hex
-    run = header.get("run")
-    if not isinstance(run, dict) or sorted(run) != sorted(_RUN):
-        raise _Stale("bad run fields")
-    return header
+    body_crc = 0
+    for line in fmt.row_lines(enc.rows.values()):  # the CRC first: it is in the header
+        body_crc = zlib.crc32(line, body_crc)
+        between()
+    header = fmt.header_of(
+        enc.offset, enc.seq, enc.lines, enc.log_crc, body_crc, enc.run, len(enc.rows)
+    )
+
+    def body(fd: int) -> None:
+        for line in fmt.row_lines(enc.rows.values()):
+            write_all(fd, line)
+            between()
+
+    fmt.install(run_dir / FILE, header, body)
+    return run_dir / FILE
 
 
 def _decode(lines: Iterable[bytes], header: dict[str, Any]) -> RunState:
@@ -235,37 +166,27 @@ def _decode(lines: Iterable[bytes], header: dict[str, Any]) -> RunState:
     The body is read a line at a time (not held whole) and its CRC checked at the end.
 
     Raises:
-        _Stale: the body does not match its checksum, or a row does not fit the layout.
+        Stale: the body does not match its checksum, or a row does not fit the layout.
     """
     state = RunState(**header["run"])
     shots = state.shots
     loads = orjson.loads
     crc32 = zlib.crc32
-    states, roles = _STATES, _ROLES
-    i_state, i_job, i_media, i_role = _I_STATE, _I_JOB, _I_MEDIA, _I_MEDIA_ROLE
+    record = fmt.record
     crc = 0
     try:
         with gc_paused():  # as for a replay: many long-lived objects, no cycles
             for line in lines:
                 crc = crc32(line, crc)
-                for row in loads(line):
-                    row[i_state] = states[row[i_state]]
-                    job = row[i_job]
-                    if job is not None:
-                        row[i_job] = JobHandle(*job)
-                    media = row[i_media]
-                    if media:
-                        for key, m in media.items():
-                            m[i_role] = roles[m[i_role]]
-                            media[key] = MediaRef(*m)
-                    rec = ShotRecord(*row)
+                for values in loads(line):
+                    rec = record(values)
                     shots[rec.id] = rec
     except (ValueError, LookupError, TypeError, AttributeError) as exc:
-        raise _Stale(f"a damaged body or a row that does not fit: {exc!r}") from None
+        raise Stale(f"a damaged body or a row that does not fit: {exc!r}") from None
     if crc != header["body_crc"]:
-        raise _Stale("the body does not match its checksum")
+        raise Stale("the body does not match its checksum")
     if len(shots) != header["shots"]:
-        raise _Stale("wrong number of shots")
+        raise Stale("wrong number of shots")
     return state
 
 
@@ -279,17 +200,42 @@ def read_snapshot(path: Path, log: BinaryIO) -> tuple[RunState, Prefix]:
     """
     try:
         with path.open("rb") as fh:
-            header = _header(fh.readline())
-            offset = header["offset"]
-            if os.fstat(log.fileno()).st_size < offset:
-                raise _Stale(f"the log is shorter than the {offset} bytes the snapshot covers")
-            crc, lines = _prefix_crc(log, offset)
-            if crc != header["log_crc"] or lines != header["lines"]:
-                raise _Stale("the log's first bytes differ from those the snapshot was made from")
+            header = fmt.check_header(fh, log)
             state = _decode(fh, header)
     except OSError as exc:
-        raise _Stale(f"cannot read: {exc.strerror or exc}") from None
-    return state, Prefix(offset=offset, seq=header["seq"], lines=lines)
+        raise Stale(f"cannot read: {exc.strerror or exc}") from None
+    return state, Prefix(offset=header["offset"], seq=header["seq"], lines=header["lines"])
+
+
+def read_encoded(path: Path, log: BinaryIO, between: Callable[[], None] = _nothing) -> Encoded:
+    """The snapshot at ``path`` as :class:`Encoded` rows, checked as :func:`read_snapshot` does.
+
+    Rows are checked by the body's CRC, not decoded (that happens to those a fold touches).
+    ``between()`` is called after each line of the body (whatever it raises is raised).
+
+    Raises:
+        ValueError: the snapshot cannot be used (as :func:`read_snapshot`).
+    """
+    loads, dumps, crc32 = orjson.loads, orjson.dumps, zlib.crc32
+    rows: dict[str, bytes] = {}
+    crc = 0
+    try:
+        with path.open("rb") as fh, gc_paused():
+            header = fmt.check_header(fh, log)
+            for line in fh:
+                crc = crc32(line, crc)
+                for values in loads(line):  # a row's first field is the shot id
+                    rows[values[0]] = bytes(memoryview(dumps(values)))  # see encode_row
+                between()
+    except OSError as exc:
+        raise Stale(f"cannot read: {exc.strerror or exc}") from None
+    except (ValueError, LookupError, TypeError) as exc:
+        raise Stale(f"a damaged body: {exc!r}") from None
+    if crc != header["body_crc"] or len(rows) != header["shots"]:
+        raise Stale("the body does not match its checksum")
+    return Encoded(
+        header["offset"], header["seq"], header["lines"], header["log_crc"], header["run"], rows
+    )
 
 
 def prefix_into(state: RunState, log_path: Path) -> PrefixHook:
@@ -313,7 +259,7 @@ def prefix_into(state: RunState, log_path: Path) -> PrefixHook:
         except (OSError, ValueError) as exc:
             log.debug("ignoring the snapshot %s: %s", path, exc)
             return Prefix()
-        for name in _RUN:
+        for name in RUN:
             setattr(state, name, getattr(snap, name))
         state.shots.update(snap.shots)  # the fold holds this dict
         return prefix

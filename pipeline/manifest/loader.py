@@ -227,7 +227,7 @@ def load_manifest(
         del data  # the entries are all that is left of the raw document
         shots = expand(head, entries, path.resolve(), registry, problems, strict=strict)
     assert head is not None  # expand() raises on any problem
-    policies = {name: provider.media for name, provider in registry.items()}
+    policies = {name: registry[name].media for name in {s.provider for s in shots}}
     _check_storage(shots, policies, head.storage is not None, file)
     return Manifest(
         path=path.resolve(),

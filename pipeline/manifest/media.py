@@ -10,9 +10,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
-from PIL import Image, UnidentifiedImageError
-
 from pipeline.models import MediaRole
 
 _HEAD = 64
@@ -81,6 +78,8 @@ class FileInfo:
 
 
 def _image_facts(path: Path) -> tuple[int | None, int | None, str | None]:
+    from PIL import Image, UnidentifiedImageError  # here: a manifest without images needs none
+
     try:
         with Image.open(path) as img:
             img.verify()
@@ -91,6 +90,8 @@ def _image_facts(path: Path) -> tuple[int | None, int | None, str | None]:
 
 
 def _av_facts(path: Path) -> tuple[int | None, int | None, float | None, str | None]:
+    import av  # here: a manifest without video or audio needs no PyAV
+
     try:
         with av.open(str(path)) as container:
             width = height = None

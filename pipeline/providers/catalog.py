@@ -35,8 +35,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from pipeline._util.fsutil import replacing
 from pipeline.models import ModelCaps
 from pipeline.providers.base import ProviderSpec
@@ -45,9 +43,6 @@ from pipeline.providers.catalog_parse import Found as Found
 from pipeline.providers.catalog_parse import parse_openai_list as parse_openai_list
 from pipeline.providers.catalog_parse import parse_seedance2 as parse_seedance2
 from pipeline.providers.catalog_parse import parse_venice as parse_venice
-from pipeline.providers.http import bearer, redact
-from pipeline.providers.newapi.adapter import gateway_root
-from pipeline.providers.seedance2.codec import api_base
 
 #: What :func:`pipeline.manifest.expand` checks against a model's capabilities, with readable names.
 CHECKS: Mapping[str, str] = {
@@ -81,8 +76,6 @@ OPEN_CAPS = ModelCaps(
     max_reference_audio=1_000,
     audio=True,
 )
-#: Per request: connect within 10 s, the whole answer within 30 s.
-TIMEOUT = aiohttp.ClientTimeout(total=30.0, sock_connect=10.0, sock_read=20.0)
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
@@ -135,10 +128,22 @@ class Endpoint:
     needs_key: bool = True
 
 
+def _seedance2(base: str) -> str:
+    from pipeline.providers.seedance2.codec import api_base
+
+    return api_base(base)
+
+
+def _newapi(base: str) -> str:
+    from pipeline.providers.newapi.adapter import gateway_root
+
+    return gateway_root(base)
+
+
 ENDPOINTS: Mapping[str, Endpoint] = {
     "venice": Endpoint(lambda b: b.rstrip("/") + "/models?type=video", parse_venice, False),
-    "seedance2": Endpoint(lambda b: api_base(b) + "/models", parse_seedance2),
-    "newapi": Endpoint(lambda b: gateway_root(b) + "/v1/models", parse_openai_list),
+    "seedance2": Endpoint(lambda b: _seedance2(b) + "/models", parse_seedance2),
+    "newapi": Endpoint(lambda b: _newapi(b) + "/v1/models", parse_openai_list),
     "relaydance": Endpoint(lambda b: b.rstrip("/") + "/models", parse_openai_list),
 }
 
@@ -243,6 +248,12 @@ async def fetch(provider: str, base_url: str, api_key: str | None) -> dict[str, 
         CatalogError: no endpoint, network failure or timeout, a non-200 answer (401/403: the
             key), or an answer that is not the documented JSON. Messages never hold the key.
     """
+    import aiohttp
+
+    from pipeline.providers.http import bearer, redact
+
+    # per request: connect within 10 s, the whole answer within 30 s
+    timeout = aiohttp.ClientTimeout(total=30.0, sock_connect=10.0, sock_read=20.0)
     endpoint = ENDPOINTS.get(provider)
     if endpoint is None:
         raise CatalogError("no models endpoint; its table is built in")
@@ -250,7 +261,7 @@ async def fetch(provider: str, base_url: str, api_key: str | None) -> dict[str, 
     where = redact(url.split("?")[0])
     try:
         async with (
-            aiohttp.ClientSession(timeout=TIMEOUT) as session,
+            aiohttp.ClientSession(timeout=timeout) as session,
             session.get(url, headers=bearer(api_key)) as resp,
         ):
             body = await resp.content.read(MAX_ANSWER_BYTES + 1)

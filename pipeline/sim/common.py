@@ -20,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -46,12 +47,23 @@ class SimConfig:
         latency_s: seconds from submit until a job succeeds (20 % of it queued, then running).
         fail_prompts: a job whose prompt contains this text fails (moderation) when it finishes.
         url_ttl_s: seconds a result URL stays valid after the job finishes (expiry quirks).
+        latency_max_s, latency_seed: if set, each job takes a draw from U(``latency_s``,
+            ``latency_max_s``) seeded by ``latency_seed`` and its prompt (same in any order).
     """
 
     api_key: str = "sim-key"
     latency_s: float = 0.5
     fail_prompts: str = "FAIL_ME"
     url_ttl_s: float = 1800.0
+    latency_max_s: float | None = None
+    latency_seed: int = 0
+
+    def latency_for(self, prompt: str) -> float:
+        """Seconds the job of ``prompt`` takes (see ``latency_max_s``); wall-clock time."""
+        if self.latency_max_s is None:
+            return self.latency_s
+        draw = random.Random(f"{self.latency_seed}:{prompt}").random()
+        return self.latency_s + (self.latency_max_s - self.latency_s) * draw
 
 
 @dataclass(slots=True)

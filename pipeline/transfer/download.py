@@ -12,8 +12,9 @@ A file under a final name is therefore always complete and matches its ``fetched
 failure removes the ``.part`` file and raises :class:`pipeline.errors.FetchError`. A small body
 (under ``FLUSH_BYTES``) is held in memory and checked first: its playability check (from
 memory) and the creation, writing and fsync of its part file are one worker-thread hop. A large
-one is hashed and written behind the reading by a thread that creates the part file first, then
-the fsynced part file is checked in a worker thread.
+one is copied into a few 4 MiB slots as it is read; a hashing thread and a writing thread
+(which creates the part file first) take each slot beside the reading
+(:mod:`pipeline.transfer.writebehind`), then the fsynced part file is checked in a worker thread.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ async def write_verified(
 
     A body of less than ``FLUSH_BYTES`` is checked once read, then its part file is created,
     written, hashed and fsynced in one worker-thread hop (a rejected body never touches the
-    disk). A larger one is hashed and written behind the reading by a :class:`WriteBehind`:
-    from the first byte when its Content-Length says so, else once ``FLUSH_BYTES`` are read.
+    disk). A larger one is hashed and written beside the reading by a :class:`WriteBehind`
+    (the event loop only reads and copies into bounded slots): from the first byte when its
+    Content-Length says so, else once ``FLUSH_BYTES`` are read.
     With ``expect``, the video must also be playable (:func:`pipeline.transfer.playable.check`, in a
     worker thread) before it is recorded.
 
@@ -154,7 +156,7 @@ async def write_verified(
     published = False
     try:
         if download.size is not None and download.size >= FLUSH_BYTES:
-            writer = WriteBehind(out, digest, [])  # announced large: behind from the start
+            writer = WriteBehind(out, digest)  # announced large: behind from the start
         async for chunk in download.chunks:
             size += len(chunk)
             if size > max_bytes:
@@ -166,7 +168,8 @@ async def write_verified(
                 continue
             pending.append(chunk)
             if size >= FLUSH_BYTES:  # a large body: hashed and written behind the reading
-                writer = WriteBehind(out, digest, pending)
+                writer = WriteBehind(out, digest)
+                await writer.extend(pending)  # copied into the slots as well
                 pending = []
         _check_body(size, download.size, head)
         if writer is None:  # check + create + write + hash + fsync + close: one hop
@@ -208,7 +211,7 @@ def _check_body(size: int, announced: int | None, head: bytes) -> None:
 
 
 #: A body of less than this is written in one hop once read and checked; a larger one goes to a
-#: :class:`WriteBehind` thread (without a Content-Length: as soon as this much is read).
+#: :class:`WriteBehind` (without a Content-Length: as soon as this much is read).
 FLUSH_BYTES = 4 * 1024 * 1024
 
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -45,8 +45,10 @@ from pipeline.models import (
     Shot,
 )
 from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
-from pipeline.render.clips import ClipSpec, frame_size, render_clip
 from pipeline.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from pipeline.render.clips import ClipSpec
 
 NAME = "local"
 FPS = 12
@@ -139,6 +141,8 @@ class LocalProvider:
         self._tg.start_soon(self._process, job_id, request)
 
     async def _process(self, job_id: str, request: dict[str, Any]) -> None:
+        from pipeline.render.clips import render_clip  # PyAV and Pillow: loaded on first use
+
         with anyio.CancelScope() as scope:
             self._scopes[job_id] = scope
             try:
@@ -240,6 +244,8 @@ def _path_of(url: str) -> str:
 
 
 def _request(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
+    from pipeline.render.clips import frame_size  # PyAV and Pillow: loaded on first use
+
     by_role: dict[MediaRole, list[str]] = {}
     for ref in media:
         by_role.setdefault(ref.role, []).append(_path_of(ref.url))
@@ -261,6 +267,8 @@ def _request(shot: Shot, media: Sequence[MediaRef]) -> dict[str, Any]:
 
 
 def _clip_spec(req: dict[str, Any]) -> ClipSpec:
+    from pipeline.render.clips import ClipSpec
+
     return ClipSpec(
         title=req["title"],
         prompt=req["prompt"],

@@ -318,7 +318,9 @@ DEFAULTS = ProviderSettings(
     max_in_flight=4,
     requests_per_minute=30,
     polls_per_minute=120,
-    poll_min_s=5.0,
+    # The learned poll schedule (engine.pollsched) decides the waits; 2 s is only its floor,
+    # and 120 polls a minute cap the total either way.
+    poll_min_s=2.0,
     poll_max_s=30.0,
     poll_deadline_s=3600.0,
 )

@@ -15,7 +15,8 @@ GET  /files/{task_id}.mp4?expires=&sig=     fetch      temporary signed result U
 
 Behaviour: Bearer auth with the documented 401 body; 400 for invalid parameters, 404
 for unknown models and tasks, 403 for balance/permission; statuses ``submitted ->
-running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline`; prompts
+running -> succeeded | failed`` on a :class:`~pipeline.sim.common.Timeline` of
+``config.latency_for(prompt)`` seconds (fixed, or a seeded draw per prompt); prompts
 containing ``config.fail_prompts`` fail and are refunded ("失败的任务不计费");
 ``metadata.callback_url`` receives a POST of the final task JSON (loopback only, 3 attempts
 [inferred]). Choices where the documentation is silent are marked [inferred] below.
@@ -205,7 +206,7 @@ async def _submit(request: web.Request) -> web.Response:
         seconds=seconds,
         ratio=meta.get("ratio", "16:9"),
         resolution=meta.get("resolution", SIM_MODELS[model].resolutions[-1]),
-        timeline=Timeline(time.time(), cfg.latency_s),
+        timeline=Timeline(time.time(), cfg.latency_for(body["prompt"])),
         cost_usd=cost,
         origin=origin(request),
         fail=cfg.fail_prompts in body["prompt"],
