@@ -52,10 +52,23 @@ def _start(
     )
 
 
-def _kill_loop(args: list[str], cwd: Path, env: dict[str, str] | None, seed: int) -> None:
+def _kill_loop(
+    args: list[str], cwd: Path, env: dict[str, str] | None, seed: int, run_dir: Path
+) -> None:
+    """Start the command and kill -9 it, ``KILLS`` times.
+
+    Every other kill is timed from the process's start (it may land in start-up); the others
+    from the moment its checkpoint exists, so that on a slow or busy machine, where start-up
+    alone can outlast the random delay, half the kills still land in the run itself.
+    """
     rng = random.Random(seed)
-    for _ in range(KILLS):
+    for i in range(KILLS):
         proc = _start(args, cwd, env)
+        if i % 2:
+            until = time.monotonic() + 60.0
+            while not (run_dir / FILE).exists() and proc.poll() is None:
+                assert time.monotonic() < until, "the run never opened its checkpoint"
+                time.sleep(0.01)
         time.sleep(rng.uniform(0.05, 1.6))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -106,8 +119,8 @@ def test_r01_kill9_fifty_times_with_a_provider_that_can_reconcile(tmp_path: Path
         "providers: {local: {max_in_flight: 4, latency_s: 0.3}}\n"
         "scenes:\n  - id: a\n    shots:\n" + shots
     )
-    _kill_loop(["run", "kill.yaml", "--no-progress"], tmp_path, None, seed=1)
     run_dir = tmp_path / "jobs" / "kill"
+    _kill_loop(["run", "kill.yaml", "--no-progress"], tmp_path, None, 1, run_dir)
     assert _finish(run_dir, tmp_path, None) == 0
     states = _check_files(run_dir)
     assert set(states.values()) == {ShotState.DONE}  # every video, none lost
@@ -191,8 +204,9 @@ def test_r01_kill9_fifty_times_with_a_provider_that_cannot(
 ) -> None:
     _sim_manifest(tmp_path / "kill.yaml", standing_sim, "killsim", SHOTS)
     env = _sim_env()
-    _kill_loop(["run", "kill.yaml", "--no-progress", "--trust-endpoints"], tmp_path, env, seed=2)
     run_dir = tmp_path / "jobs" / "killsim"
+    args = ["run", "kill.yaml", "--no-progress", "--trust-endpoints"]
+    _kill_loop(args, tmp_path, env, 2, run_dir)
     assert _finish(run_dir, tmp_path, env) in (0, 1)  # 1: some shots need the user
     states = _check_files(run_dir)
     assert len(states) == SHOTS
