@@ -273,8 +273,9 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
     (``kill_replay_s``), the two states compared. The snapshot policy is the default one but for
     its 30 s floor between snapshots, scaled like the other scenarios (``SCALE``: 0.3 s), since
     this writer appends a run's hours of events in seconds; so the 10 % rule decides, as in a real
-    run. ``writer_*``: the same writer killed at the same point without snapshots, for the cost of
-    taking them (append rate, event-loop lag, peak RSS); not with ``--quick``.
+    run. ``writer_*``: that writer's append rate, event-loop lag and RSS; ``writer_no_snapshots_*``
+    (not with ``--quick``): the same writer killed at the same point without snapshots, so what
+    taking them costs a process that does nothing but append (a real run waits on its providers).
     """
     from pipeline.journal.checkpoint import Record, encode
     from pipeline.journal.snapformat import parse_header
@@ -343,6 +344,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
             "writer_loop_lag_p99_ms": writer["lag_p99_ms"],
             "writer_loop_lag_max_ms": writer["lag_max_ms"],
             "writer_peak_rss_mb": writer["rss"],
+            "writer_rss_at_kill_mb": writer["rss_now"],
         }
     if not quick:
         with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
@@ -352,6 +354,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
             "writer_no_snapshots_loop_lag_p99_ms": bare["lag_p99_ms"],
             "writer_no_snapshots_loop_lag_max_ms": bare["lag_max_ms"],
             "writer_no_snapshots_peak_rss_mb": bare["rss"],
+            "writer_no_snapshots_rss_at_kill_mb": bare["rss_now"],
         }
     line["peak_rss_mb"] = max(line["peak_rss_mb"], killed["rss"], full["rss"])
     return line
@@ -447,7 +450,7 @@ def _replay_writer(run_dir: str, shots: int, snapshots: bool) -> None:
     (durable ones fsynced, concurrent appends sharing one fsync), folding each record into a live
     state as the runner does; with ``snapshots``, ``journal.snapshotter`` takes its snapshots.
     Prints its progress every 50 ms: events written, events per second, the event loop's lag
-    (a 10 ms sleep's lateness: p99 and max, ms), snapshots written, peak RSS.
+    (a 10 ms sleep's lateness: p99 and max, ms), snapshots written, peak and current RSS (MB).
     """
     asyncio.run(_replay_write(Path(run_dir), shots, snapshots))
 
@@ -459,7 +462,7 @@ async def _replay_write(run_dir: Path, shots: int, snapshots: bool) -> None:
     from pipeline.journal.checkpoint import Checkpoint
     from pipeline.journal.state import RunState, apply
 
-    policy = snapshotter.Policy(min_interval_s=30 * SCALE, check_s=2 * SCALE, busy=1.0)
+    policy = snapshotter.Policy(min_interval_s=30 * SCALE, check_s=2 * SCALE)
     state = RunState()
     ckpt = await Checkpoint.open(run_dir)
     lags: list[float] = []
@@ -470,7 +473,8 @@ async def _replay_write(run_dir: Path, shots: int, snapshots: bool) -> None:
 
     def report() -> str:
         ordered = sorted(lags)
-        hwm = Path("/proc/self/status").read_text().split("VmHWM:")[1]
+        status = Path("/proc/self/status").read_text()
+        hwm, now = status.split("VmHWM:")[1], status.split("VmRSS:")[1]
         return json.dumps(
             {
                 "seq": last[0],
@@ -479,6 +483,7 @@ async def _replay_write(run_dir: Path, shots: int, snapshots: bool) -> None:
                 "lag_max_ms": round(1000 * ordered[-1], 2) if lags else 0,
                 "snapshots": snapper.written if snapper is not None else 0,
                 "rss": round(int(hwm.split()[0]) / 1024, 1),
+                "rss_now": round(int(now.split()[0]) / 1024, 1),
             }
         )
 

@@ -22,15 +22,20 @@ writes one when a run ends. A run that is killed (or stopped by Ctrl-C) never ge
   the snapshot covers and readers ignore it, as they do any stale snapshot.
 - **Memory:** between snapshots the thread keeps the state as it will be written, one encoded
   JSON row per shot (:class:`~pipeline.journal.snapshot.Encoded`): about a third of the memory
-  of the state itself (90 MB against 263 MB for 200,000 shots), never a copy of the live state.
+  of the state itself (90 MB against 263 MB for 200,000 finished shots), never a copy of the
+  live state.
   To bring it forward, the rows of the shots the new records touch are decoded (at most a few
   thousand at a time, then encoded again) and the new records folded into them; writing joins
   the rows into body lines. It starts from the snapshot on disk when that is usable (rows taken
   as they are, checked by their CRC), else from an empty state and the whole log.
-- **The event loop:** nothing runs on it but starting and stopping the thread. The thread holds
-  the GIL only in short slices (:attr:`Policy.slice_s`) and then sleeps, so that it works at
-  most :attr:`Policy.busy` of the time (file reads, writes and fsyncs release the GIL anyway);
-  the loop never waits for it for more than a slice.
+- **The event loop:** nothing runs on it but starting and stopping the thread; appends never
+  wait for a snapshot. What the thread costs the loop is the GIL: it hands it over after every
+  slice of its own CPU time (:attr:`Policy.slice_s`, 2 ms), so a loop that wants it waits at
+  most that long, and otherwise it takes what the loop leaves (file reads, writes and fsyncs
+  release the GIL anyway). Over a run it folds each record once (about 1.4 times the CPU of
+  replaying the log: the rows of the shots touched are decoded and encoded again) and writes
+  each snapshot (mostly C and I/O): on an idle core while a run waits on its providers, but a
+  process that only appends pays it in its own time (benchmarks/run.py, ``scenario_replay``).
 - **Failures:** a snapshot is derived data. Writing goes through a temporary file, fsync and
   rename (a kill leaves the old snapshot or the new one, and at most a temporary file, which the
   next run removes); a failure to write is logged as a warning and tried again later; a log the
@@ -74,15 +79,16 @@ class Policy:
         growth: and at least this fraction of the records the last snapshot covers.
         min_interval_s: seconds between the end of a snapshot and the start of the next one.
         check_s: how often the log's size is looked at (a ``stat``).
-        busy: the fraction of the time the thread may work; it sleeps the rest.
-        slice_s: the longest it works before such a sleep (the GIL is free while it sleeps).
+        busy: the fraction of one CPU the thread may use, sleeping the rest (1.0: all it is
+            given, handing the GIL over after each slice).
+        slice_s: the thread's CPU time between two such hand-overs (or sleeps).
     """
 
     min_growth: int = 10_000
     growth: float = 0.10
     min_interval_s: float = 30.0
     check_s: float = 2.0
-    busy: float = 0.5
+    busy: float = 1.0
     slice_s: float = 0.002
 
 
@@ -105,10 +111,9 @@ class _Stopped(Exception):
 
 
 class _Pacer:
-    """Keeps a thread's work to ``busy`` of one CPU, in slices of at most ``slice_s`` of it.
+    """Hands the GIL over after every ``slice_s`` of a thread's CPU time; sleeps for ``busy``.
 
-    Work is counted in the thread's CPU time: the time it waits for the GIL is the event loop's
-    (the interpreter hands it over every 5 ms when both want it), not work to sleep off.
+    Counted in the thread's CPU time: the time it waits for the GIL is the event loop's.
     """
 
     def __init__(self, policy: Policy, stop: threading.Event) -> None:
@@ -125,10 +130,12 @@ class _Pacer:
         worked = time.thread_time() - self.since
         if worked >= self.policy.slice_s:
             busy = self.policy.busy
-            if self.stop.wait(worked * (1.0 - busy) / busy):
-                raise _Stopped
+            if busy < 1.0:
+                self.stop.wait(worked * (1.0 - busy) / busy)
+            else:
+                time.sleep(0)  # lets a thread waiting for the GIL have it
             self.since = time.thread_time()
-        elif self.stop.is_set():
+        if self.stop.is_set():
             raise _Stopped
 
 
@@ -314,7 +321,8 @@ class Snapshotter:
         while not self._stop.wait(policy.check_s):
             if time.monotonic() - last < policy.min_interval_s or not self._due(*covered):
                 continue
-            began, self._pace.since = time.monotonic(), time.thread_time()
+            began, cpu = time.monotonic(), time.thread_time()
+            self._pace.since = cpu
             if shadow is None:
                 shadow = Shadow.start(self.run_dir, self._pace)
             try:
@@ -322,7 +330,6 @@ class Snapshotter:
             except BaseException:
                 shadow = None  # half brought forward: start again from the snapshot next time
                 raise
-            folded_at = time.monotonic()
             try:
                 shadow.write()
             except OSError as exc:
@@ -332,16 +339,9 @@ class Snapshotter:
                 covered = (enc.offset, enc.lines)
                 self.covered = (enc.offset, enc.seq)
                 self.written += 1
-                log.debug(
-                    "state snapshot of %s through seq %d: %d records folded in %.2f s, "
-                    "%d shots written in %.2f s",
-                    self.run_dir,
-                    enc.seq,
-                    folded,
-                    folded_at - began,
-                    len(enc.rows),
-                    time.monotonic() - folded_at,
-                )
+                took, cpu = time.monotonic() - began, time.thread_time() - cpu
+                what = "state snapshot of %s through seq %d: %d records folded, %.2f s (%.2f CPU)"
+                log.debug(what, self.run_dir, enc.seq, folded, took, cpu)
             last = time.monotonic()
 
     def _due(self, offset: int, lines: int) -> bool:
