@@ -26,6 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
 
+#: Exit codes of every command: done; done but something needs the user; bad input; the
+#: checkpoint is unsafe; the run directory is locked by another runner; interrupted (Ctrl-C).
+EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_LOCKED, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
+
 
 class PipelineError(Exception):
     """Root of every error this package raises on purpose."""

@@ -27,24 +27,24 @@ from pathlib import Path
 
 from pipeline._util.redaction import RedactingFormatter, redact, register
 from pipeline.cli.parser import build_parser
-from pipeline.errors import CheckpointError, LockedError, ManifestError, UsageError
+from pipeline.errors import (
+    EXIT_ATTENTION,
+    EXIT_CHECKPOINT,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    CheckpointError,
+    LockedError,
+    ManifestError,
+    UsageError,
+)
 from pipeline.providers import KEY_VARIABLES
 
 # Only what every command needs is imported here; each command imports what it uses when it
 # runs, so that `status` reads a journal without loading the manifest loader, and `validate`
 # checks a manifest without loading the engine, the simulators or the outputs (PyAV, Pillow):
 # those are in :mod:`pipeline.cli.commands`. tests/test_cli_imports.py holds this.
-
-#: The exit codes of :mod:`pipeline.engine.options`, repeated here so that this module need not
-#: import the engine (tests/test_cli_imports.py checks that they agree).
-EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_LOCKED, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,14 @@ from typing import Any
 
 from pipeline.engine.budget import Spend
 from pipeline.engine.progress import NullObserver, Observer
+
+# Re-exported: the engine's callers read the exit codes here; they are defined in errors.
+from pipeline.errors import EXIT_ATTENTION as EXIT_ATTENTION
+from pipeline.errors import EXIT_CHECKPOINT as EXIT_CHECKPOINT
+from pipeline.errors import EXIT_INPUT as EXIT_INPUT
+from pipeline.errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from pipeline.errors import EXIT_LOCKED as EXIT_LOCKED
+from pipeline.errors import EXIT_OK as EXIT_OK
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot
@@ -18,16 +26,6 @@ from pipeline.settings import ProviderSettings
 
 #: How often ``--wait`` checks again for providers or storage unreachable at start (s).
 PREFLIGHT_RETRY_S = 15.0
-
-
-EXIT_OK, EXIT_ATTENTION, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_LOCKED, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
 
 
 @dataclass(frozen=True)
