@@ -22,6 +22,7 @@ the CLI does).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,10 +61,12 @@ async def run(
         run_dir: where the run lives (default ``<jobs_dir>/<manifest name>``).
         jobs_dir: parent of the default run directory.
         options: keys, retry flags, observer, budget... (:class:`RunOptions`).
-        simulate: rehearse against in-process simulators of the providers: no account, no
-            spend (the run directory is marked as a rehearsal and only ever continued as one).
+        simulate: rehearse against in-process simulators of the providers and of the object
+            storage (:mod:`pipeline.sim.objectstore`): no account, no bucket, no spend (the run
+            directory is marked as a rehearsal and only ever continued as one).
         outputs: write the storyboard page, contact sheet, animatic and report afterwards.
-        announce: called with ``{provider: base URL}`` of the simulators once they listen.
+        announce: called with ``{provider: base URL}`` of the simulators once they listen
+            (and ``"storage"``: the simulated store's endpoint, when the manifest has storage).
 
     Returns:
         The :class:`RunResult`; ``exit_code`` 0 when every shot is done, 1 when some need
@@ -169,19 +172,34 @@ async def _simulated(
     options: RunOptions,
     announce: Callable[[Mapping[str, str]], None] | None,
 ) -> RunResult:
-    """:func:`execute` with every provider the manifest uses served by its simulator."""
+    """:func:`execute` against in-process simulators of its providers and of its storage.
+
+    Every provider the manifest uses is served by its simulator, and its object storage (when
+    it has some) by the simulated store (:mod:`pipeline.sim.objectstore`): no bucket, no
+    ``AWS_*`` variable, no other process.
+    """
     from pipeline import sim
     from pipeline.engine.runner import execute
+    from pipeline.sim import objectstore
+    from pipeline.transfer.storage import StoreAccess
 
-    async with sim.running({s.provider for s in manifest.shots}) as sims:
+    async with AsyncExitStack() as stack:
+        sims = await stack.enter_async_context(sim.running({s.provider for s in manifest.shots}))
         urls = {name: served.base_url for name, served in sims.items()}
+        access = None
+        if manifest.storage is not None:
+            store = await stack.enter_async_context(objectstore.running())
+            access = StoreAccess(
+                store.endpoint_url, store.access_key_id, store.secret_access_key, store.region
+            )
         if urls and announce is not None:
-            announce(urls)
+            announce({**urls, "storage": access.endpoint_url} if access else urls)
         options = replace(
             options,
             simulate=True,
             base_urls={**options.base_urls, **urls},
             api_keys={**options.api_keys, **dict.fromkeys(sims, sim.SIM_KEY)},
             overrides={**dict.fromkeys(sims, SIM_POLLING), **options.overrides},
+            storage_access=access,
         )
         return await execute(manifest, run_dir, options)

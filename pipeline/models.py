@@ -54,6 +54,16 @@ class Event(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RUN_FINISHED = "run_finished"
+    #: Review (``pipeline review``, ``pipeline pick``): ``shot`` is the take, ``key`` its
+    #: ``<scene>-<shot>`` and ``take`` its number; ``take`` 0 clears the shot's pick.
+    TAKE_PICKED = "take_picked"
+    #: A take judged unusable (``rejected``: true) or no longer so (false).
+    TAKE_REJECTED = "take_rejected"
+    #: A reviewer's free-text note on a take (``text``).
+    NOTE_ADDED = "note_added"
+    #: A new, paid take of a shot was asked for: ``shot`` is the new take's id, ``from`` the
+    #: take it copies (prompt, media, model), ``take`` its number; the next runner plans it.
+    REROLL_REQUESTED = "reroll_requested"
 
 
 class JobStatus(StrEnum):

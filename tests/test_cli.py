@@ -110,6 +110,9 @@ def test_sample_storyboard_produces_playable_clips(workdir: Path) -> None:
         "output",
         "error",
         "held",
+        "picked",
+        "rejected",
+        "notes",
     }
     assert doc["simulated"] is False
     # The storyboard outputs are written after every run (issue 6).

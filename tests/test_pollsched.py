@@ -93,13 +93,24 @@ def test_learned_polls_beat_fixed_intervals_on_polls_and_lateness() -> None:
     latencies = [rng.uniform(20.0, 100.0) for _ in range(2000)]
     random.seed(4)
     learned = [follow(x, times) for x in latencies]
-    fixed_5s = [(int(x // 5) + 1, (int(x // 5) + 1) * 5 - x) for x in latencies]
+    # the usual script: a poll right after the submit, then one every 5 s until done
+    fixed_5s = [(int(x // 5) + 2, (int(x // 5) + 1) * 5 - x) for x in latencies]
     polls, late = (statistics.mean(v) for v in zip(*learned, strict=True))
     polls_5s, late_5s = (statistics.mean(v) for v in zip(*fixed_5s, strict=True))
     assert polls < polls_5s
     assert late < late_5s
-    cold = [follow(x, None) for x in latencies[:50]]
+    cold = [follow(x, None) for x in latencies[:200]]
     assert all(p >= 1 for p, _ in cold)
+    # Nothing learned: never more than LATE_SHARE (+ jitter) late, in few polls for the range
+    assert all(late <= 0.11 * x + 1e-9 for (_, late), x in zip(cold, latencies, strict=False))
+    assert statistics.mean(p for p, _ in cold) < 30
+
+
+def test_with_nothing_learned_a_wait_is_at_most_a_tenth_of_the_jobs_age() -> None:
+    """Cold start: a backoff alone would wait 25 s at age 30 s; the cap keeps it near 3 s."""
+    waits = [next_delay(30.0, 20.0, None, POLICY, 2.0) for _ in range(50)]
+    assert all(2.7 - 1e-9 <= w <= 3.3 + 1e-9 for w in waits)
+    assert next_delay(5.0, 2.0, None, POLICY, 2.0) >= 2.0  # the floor still wins
 
 
 def test_history_survives_runs_and_keeps_rehearsals_apart(tmp_path: Path) -> None:

@@ -146,6 +146,7 @@ async def test_a_snapshot_written_while_appends_go_on_is_the_state_of_its_own_pr
     records = spread(random_log(random.Random(5), 900))
     real = snapshot.write_encoded
     writing, go = threading.Event(), threading.Event()
+    firsts: list[bytes] = []  # the first snapshot as installed (a later one may replace it)
 
     def held(run_dir: Path, enc: snapshot.Encoded, between: Callable[[], None]) -> Path:
         def between_lines() -> None:  # the first snapshot waits half-written for more appends
@@ -154,7 +155,10 @@ async def test_a_snapshot_written_while_appends_go_on_is_the_state_of_its_own_pr
                 go.wait(GUARD_S)
             between()
 
-        return real(run_dir, enc, between_lines)
+        path = real(run_dir, enc, between_lines)
+        if not firsts:
+            firsts.append(path.read_bytes())
+        return path
 
     monkeypatch.setattr(snapshot, "write_encoded", held)
     ckpt = await Checkpoint.open(tmp_path)
@@ -166,7 +170,7 @@ async def test_a_snapshot_written_while_appends_go_on_is_the_state_of_its_own_pr
             before = (tmp_path / FILE).stat().st_size
             go.set()
             await wait_until(lambda: writer.written >= 1)
-            first = (tmp_path / snapshot.FILE).read_bytes()
+            first = firsts[0]
     finally:
         await ckpt.close()
     written = load(tmp_path / FILE, repair=False).records

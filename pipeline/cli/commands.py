@@ -1,9 +1,9 @@
 """Every command but ``status``, ``validate`` and ``models``: the ones that need the engine.
 
-``run``, ``resume``, ``adopt``, ``cancel``, ``repair``, ``plan``, ``pick``, ``storyboard`` and
-``sim`` load the manifest loader, the adapters, the simulators and the outputs (aiohttp, PyAV,
-Pillow...), so :mod:`pipeline.cli.main` imports this module only when one of them runs:
-``status`` and ``validate`` start without it. ``validate --preflight`` uses
+``run``, ``resume``, ``adopt``, ``cancel``, ``repair``, ``plan``, ``pick``, ``storyboard``,
+``export``, ``review`` and ``sim`` load the manifest loader, the adapters, the simulators and
+the outputs (aiohttp, PyAV, Pillow...), so :mod:`pipeline.cli.main` imports this module only
+when one of them runs: ``status`` and ``validate`` start without it. ``validate --preflight`` uses
 :func:`check_preflight`.
 """
 
@@ -39,10 +39,12 @@ from pipeline.engine.preflight import preflight, render_problems
 from pipeline.engine.progress import LoggingObserver, NullObserver, Observer, TqdmObserver
 from pipeline.engine.repair import repair
 from pipeline.errors import UsageError
+from pipeline.journal import inbox
 from pipeline.journal.checkpoint import FILE as CHECKPOINT
 from pipeline.journal.snapshot import load_state
 from pipeline.manifest.loader import Manifest, load_manifest, print_warnings
-from pipeline.outputs.picks import set_pick
+from pipeline.manifest.takes import resolver, with_rerolls
+from pipeline.outputs.picks import pick_request, set_pick
 from pipeline.outputs.summary import attention, render_table
 from pipeline.outputs.write import write_outputs
 from pipeline.providers import PROVIDERS
@@ -62,12 +64,13 @@ def command(args: argparse.Namespace) -> int:
     if args.command == "plan":
         return _plan(args)
     if args.command == "pick":
-        manifest = api.manifest_of(args.run_dir)
-        picks = set_pick(args.run_dir, manifest, args.shot, args.take)
-        print(f"{args.shot}: take {picks[args.shot]} chosen")
-        return _outputs(args.run_dir, manifest)
+        return _pick(args.run_dir, args.shot, args.take)
+    if args.command == "review":
+        return _review(args)
     if args.command == "storyboard":
         return _outputs(args.run_dir, api.manifest_of(args.run_dir))
+    if args.command == "export":
+        return _export(args.run_dir, args.format, args.output)
     if args.command == "repair":
         return _repair(args.run_dir, args.manifest)
     if args.command == "adopt":
@@ -106,6 +109,37 @@ def check_preflight(manifest: Manifest) -> int:
     return EXIT_INPUT if problems else EXIT_OK
 
 
+def _pick(run_dir: Path, shot: str, take: int) -> int:
+    """``pipeline pick``: a ``take_picked`` record (queued when a runner holds the run)."""
+    base = api.manifest_of(run_dir)
+    manifest = with_rerolls(base, api.status(run_dir))
+    request = pick_request(manifest, shot, take)
+    set_pick(run_dir, manifest, shot, take)
+    recorded, _ = anyio.run(inbox.record, run_dir, [request], resolver(base))
+    print(f"{shot}: take {take} chosen" + ("" if recorded else " (queued for the running runner)"))
+    return _outputs(run_dir, base)
+
+
+def _review(args: argparse.Namespace) -> int:
+    """``pipeline review``: serve the review app until Ctrl-C."""
+    from pipeline.review.app import serve
+
+    manifest = api.manifest_of(args.run_dir)
+    host = args.host if args.host is not None else "127.0.0.1"
+    anyio.run(
+        partial(
+            serve,
+            args.run_dir,
+            manifest,
+            host=host,
+            port=args.port,
+            explicit_host=args.host is not None,
+            open_browser=args.open,
+        )
+    )
+    return EXIT_OK
+
+
 def _repair(run_dir: Path, manifest_arg: Path | None) -> int:
     """``pipeline repair``: restore shots as done from their verified videos; nothing is paid."""
     if not run_dir.is_dir():
@@ -123,6 +157,20 @@ def _repair(run_dir: Path, manifest_arg: Path | None) -> int:
         print(f"  skipped {name}: {why}")
     print(f"continue with: pipeline resume {run_dir} (only shots without a video are paid for)")
     return EXIT_ATTENTION if report.skipped else EXIT_OK
+
+
+def _export(run_dir: Path, fmt: str, output: Path | None) -> int:
+    """``pipeline export``: the run's timeline for an editor (OpenTimelineIO loads only here)."""
+    from pipeline.outputs.timeline_export import default_path, export_timeline
+
+    manifest = api.manifest_of(run_dir)
+    dest = output if output is not None else default_path(run_dir, fmt)
+    try:
+        export_timeline(run_dir, manifest, fmt, dest)
+    except OSError as exc:
+        raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    print(f"written: {dest}")
+    return EXIT_OK
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -113,6 +113,7 @@ def resolve(
     trust: bool = False,
     providers: bool = True,
     registry: Mapping[str, ProviderSpec] = PROVIDERS,
+    storage: bool = True,
 ) -> Resolution:
     """Decide the base URL, key variable and storage endpoint each provider of ``manifest`` uses.
 
@@ -121,8 +122,10 @@ def resolve(
         user: the user's settings (:func:`load_user_config`).
         trust: ``--trust-endpoints``: the manifest's values are confirmed.
         providers: False when the provider endpoints are not used (``--simulate`` points every
-            provider at its simulator with the simulator's key); the storage is still checked.
+            provider at its simulator with the simulator's key).
         registry: provider specs by name.
+        storage: False when the storage endpoint is not used (``--simulate`` uploads to the
+            simulated store): the manifest's is then neither checked nor changed.
 
     Returns:
         The manifest to run, and the requests left unconfirmed (see :func:`check`).
@@ -150,21 +153,21 @@ def resolve(
                     )
                 )
         settings[name] = asked.model_copy(update=update)
-    storage = manifest.storage
-    if storage is not None:
-        endpoint, refused = _choose(storage.endpoint_url, user.storage.endpoint_url, None, trust)
+    store = manifest.storage
+    if store is not None and storage:
+        endpoint, refused = _choose(store.endpoint_url, user.storage.endpoint_url, None, trust)
         if refused:
             path = "storage.endpoint_url"
             unconfirmed.append(
                 Request(
                     path,
-                    storage.endpoint_url or "",
+                    store.endpoint_url or "",
                     manifest.setting_lines.get(path),
                     user.storage.endpoint_url,
                 )
             )
-        storage = storage.model_copy(update={"endpoint_url": endpoint})
-    return Resolution(replace(manifest, providers=settings, storage=storage), tuple(unconfirmed))
+        store = store.model_copy(update={"endpoint_url": endpoint})
+    return Resolution(replace(manifest, providers=settings, storage=store), tuple(unconfirmed))
 
 
 def check(
@@ -175,6 +178,7 @@ def check(
     providers: bool = True,
     command: str = "run",
     registry: Mapping[str, ProviderSpec] = PROVIDERS,
+    storage: bool = True,
 ) -> Manifest:
     """:func:`resolve`, then refuse to go on when the manifest asks for anything unconfirmed.
 
@@ -185,7 +189,9 @@ def check(
         ManifestError: one issue per unconfirmed host or variable (file, line, field, what it
             asks for and what the user's config says), then how to confirm them; exit 2.
     """
-    found = resolve(manifest, user, trust=trust, providers=providers, registry=registry)
+    found = resolve(
+        manifest, user, trust=trust, providers=providers, registry=registry, storage=storage
+    )
     if not found.unconfirmed:
         return found.manifest
     file = str(manifest.path)
@@ -215,16 +221,18 @@ def check(
 def for_command(manifest: Manifest, args: argparse.Namespace) -> Manifest:
     """:func:`check` for a command line: the user's config and ``PIPELINE_*`` variables.
 
-    ``args.trust_endpoints`` confirms the manifest's own values; with ``args.simulate`` the
-    provider endpoints are not used (the simulators replace them), only the storage's is checked.
+    ``args.trust_endpoints`` confirms the manifest's own values; with ``args.simulate`` no
+    endpoint is used (the simulators and the simulated object store replace them all).
 
     Raises:
         ManifestError: as :func:`check` (exit 2, nothing sent).
     """
+    simulate = getattr(args, "simulate", False)
     return check(
         manifest,
         load_user_config(os.environ),
         trust=args.trust_endpoints,
-        providers=not getattr(args, "simulate", False),
+        providers=not simulate,
         command=args.command,
+        storage=not simulate,
     )

@@ -144,11 +144,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _status(run_dir: Path, *, as_json: bool) -> int:
     from pipeline import api
+    from pipeline.outputs.picks import read_picks
     from pipeline.outputs.summary import attention, render_table, status_json
 
     state = api.status(run_dir)
     if as_json:
-        print(json.dumps(status_json(run_dir.name, state), indent=None))
+        picks = read_picks(run_dir, state)  # an old run's picks.json counts too
+        print(json.dumps(status_json(run_dir.name, state, picks=picks), indent=None))
     else:
         print(render_table(state))
     return EXIT_OK if not attention(state) else 1

@@ -18,7 +18,7 @@ STRICT_HELP = "refuse models the built-in table and the cached catalog do not kn
 
 EPILOG = """\
 exit codes:
-  0    every shot done          1    some shots failed or need attention
+  0    every shot done (or cancelled on purpose)    1    some shots failed or need attention
   2    invalid input; nothing was sent (manifest, flags, run directory, unreachable provider)
   3    checkpoint or disk fail-stop      4    another runner holds the run directory
   130  interrupted (continue with `pipeline resume RUN_DIR`)
@@ -41,6 +41,18 @@ examples:
 """
 
 
+def take_number(text: str) -> int:
+    """A take as the user writes it (``1``, ``t1``, ``T1``) -> its number (1-based).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (argparse then exits 2 with the message).
+    """
+    digits = text[1:] if text[:1] in ("t", "T") else text
+    if not digits.isascii() or not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a take: write 1, t1 or T1")
+    return int(digits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pipeline`` parser: one subcommand per command, with their flags and help."""
     parser = argparse.ArgumentParser(
@@ -55,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     def run_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.add_argument("-v", "--verbose", action="store_true", help="log every transition")
-        p.add_argument("--retry-failed", action="store_true", help="new attempt for failed shots")
+        p.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="new attempt for failed shots (and for cancelled ones named with --shot)",
+        )
         p.add_argument(
             "--simulate",
             action="store_true",
@@ -148,10 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     p_pick = sub.add_parser("pick", help="choose the take the animatic and storyboard use")
     p_pick.add_argument("run_dir", type=Path)
     p_pick.add_argument("shot", metavar="SHOT", help="<scene>-<shot>, e.g. dawn-s02")
-    p_pick.add_argument("take", type=int, metavar="TAKE")
+    p_pick.add_argument("take", type=take_number, metavar="TAKE", help="1, t1 or T1")
 
     p_board = sub.add_parser("storyboard", help="rebuild the page, sheet, animatic and report")
     p_board.add_argument("run_dir", type=Path)
+
+    p_export = sub.add_parser(
+        "export", help="the cut as a timeline for an editor (OTIO, EDL, FCP 7 XML, FCPXML)"
+    )
+    p_export.add_argument("run_dir", type=Path)
+    p_export.add_argument(
+        "--format",
+        required=True,
+        choices=["otio", "edl", "fcp7xml", "fcpxml"],
+        help="otio: OpenTimelineIO; edl: CMX 3600 (chosen takes only); fcp7xml: Final Cut Pro "
+        "7 XML (Premiere, Resolve); fcpxml: Final Cut Pro",
+    )
+    p_export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="default: RUN_DIR/timeline.otio, .edl, .xml (fcp7xml) or .fcpxml",
+    )
 
     p_models = sub.add_parser("models", help="list a provider's models and what each accepts")
     p_models.add_argument("provider", metavar="PROVIDER", help="venice, seedance2, newapi...")
@@ -166,4 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p_sim.add_argument("--port", type=int, default=0, help="first port (default: free ports)")
     p_sim.add_argument("--latency", type=float, default=5.0, help="seconds per job (default 5)")
+
+    p_review = sub.add_parser(
+        "review", help="review a run in the browser: takes side by side, picks, notes, re-rolls"
+    )
+    p_review.add_argument("run_dir", type=Path)
+    p_review.add_argument(
+        "--host",
+        help="address to bind (default 127.0.0.1; another address only when named here)",
+    )
+    p_review.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: free)")
+    p_review.add_argument("--open", action="store_true", help="open the page in the browser")
     return parser

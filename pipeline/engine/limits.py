@@ -298,7 +298,7 @@ class ProviderGate:
         await self._wait_pause(deadline)
         limiter = self._rates[kind]
         if limiter is not None:
-            if deadline is None:
+            if deadline is None or limiter.has_capacity():  # no wait: no cancel scope to set up
                 await limiter.acquire()
             else:
                 with anyio.move_on_after(max(0.0, deadline - self.clock.time())) as scope:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.engine.budget import Spend
 from pipeline.engine.progress import NullObserver, Observer
@@ -23,6 +23,9 @@ from pipeline.models import Shot
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import ProviderSpec
 from pipeline.settings import ProviderSettings
+
+if TYPE_CHECKING:  # obstore is loaded by the runs that upload, not by every import
+    from pipeline.transfer.storage import StoreAccess
 
 #: How often ``--wait`` checks again for providers or storage unreachable at start (s).
 PREFLIGHT_RETRY_S = 15.0
@@ -52,6 +55,9 @@ class RunOptions:
             run's own only.
         wait_s: how long to wait for providers or storage that cannot be reached at start
             (``--wait``), checking again every :data:`PREFLIGHT_RETRY_S`; 0 stops at once.
+        storage_access: object storage to use instead of the manifest's endpoint and the
+            environment's credentials (``--simulate``: the in-process simulated store); its
+            presigned URLs end with the process, so URLs an earlier run recorded are not reused.
     """
 
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +73,7 @@ class RunOptions:
     preflight: bool = False
     wait_s: float = 0.0
     history_path: Path | None = None
+    storage_access: StoreAccess | None = None
 
 
 @dataclass

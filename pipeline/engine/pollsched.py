@@ -14,11 +14,16 @@ each job's polls from them:
   the time left until the slowest one). This is the classic inspection rule (polling density
   proportional to the square root of the hazard rate, Keller 1974): dense where jobs are likely
   to finish, sparse where they are not. ``BETA`` sets the trade: with times spread evenly over
-  20-100 s it gives about 12 polls a job found 1.6 s late on average (2.7 % of the median),
-  where a fixed 5 s poll takes 12.5 polls and is 2.5 s late, and a fixed 2 s poll 30 polls for
-  1 s;
+  20-100 s it gives about 12.6 polls a job found 1.6 s late on average (2.7 % of the median),
+  where a fixed 5 s poll takes 13 polls and is 2.5 s late, and a fixed 2 s poll 30 polls for
+  1 s. For this spread no schedule without a hint from the provider does much better: evenly
+  spaced polls need 13 for 1.75 s and 15 for 1.5 s (README, "Performance");
 - a job older than nearly all seen so far (a straggler), or a provider with too few samples
-  yet, falls back to a backoff of x1.25 from the last wait (from ``poll_min_s`` at first);
+  yet, falls back to a backoff of x1.25 from the last wait (from ``poll_min_s`` at first),
+  never longer than :data:`LATE_SHARE` of the job's age, so that a job is found at most about
+  10 % after it finished even when nothing is known: on a fresh machine the first jobs are all
+  "stragglers" (only the fastest have finished), and a plain backoff found them seconds late,
+  which every later job on the same slot inherits;
 - a provider's own ETA (Venice) is one more input, never trusted alone: the wait is the shorter
   of the learned one and "just after the ETA";
 - every wait stays within ``[poll_min_s, poll_max_s]`` and is spread by +-10 % so that jobs
@@ -44,7 +49,7 @@ from pipeline.settings import PollPolicy
 log = logging.getLogger("pipeline")
 
 #: The trade between polls and lateness (see the module docstring), in units of the median.
-BETA = 0.005
+BETA = 0.0045
 #: Completion times needed before they are trusted (fewer: the backoff).
 MIN_SAMPLES = 3
 #: Completion times kept per provider and model (the most recent ones).
@@ -53,6 +58,8 @@ KEEP = 512
 FIRST_QUANTILE = 0.02
 #: Growth of the wait where nothing is known (cold start, stragglers).
 BACKOFF = 1.25
+#: Where nothing is known (cold start, stragglers), no wait exceeds this share of the job's age.
+LATE_SHARE = 0.1
 #: Spread of each wait (+-), so that jobs submitted together do not poll together.
 JITTER = 0.1
 
@@ -148,7 +155,7 @@ def next_delay(
         elif (spread := times.spread_after(elapsed)) is not None:
             wait = math.sqrt(BETA * times.quantile(0.5) * spread)
     if wait is None:
-        wait = last * BACKOFF
+        wait = min(last * BACKOFF, max(LATE_SHARE * elapsed, floor))
     if eta_s is not None and eta_s > 0:
         # Just after the provider's estimate, late by at most min(10 %, the floor): never
         # later than what was learned.

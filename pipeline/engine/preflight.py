@@ -42,7 +42,7 @@ from pipeline.providers.newapi.adapter import gateway_root
 from pipeline.providers.seedance2.codec import api_base
 from pipeline.providers.venice.codec import build_quote
 from pipeline.settings import ProviderSettings, StorageSettings
-from pipeline.transfer.storage import ObjectStorage, StorageError
+from pipeline.transfer.storage import ObjectStorage, StorageError, StoreAccess
 
 Kind = Literal["unreachable", "auth", "config"]
 
@@ -139,6 +139,7 @@ async def preflight(
     simulate: bool = False,
     timeout_s: float = 10.0,
     run_dir: Path | None = None,
+    storage_access: StoreAccess | None = None,
 ) -> list[PreflightProblem]:
     """Check that the providers and the object storage this manifest needs answer, for free.
 
@@ -165,6 +166,7 @@ async def preflight(
         timeout_s: deadline of each check, in seconds.
         run_dir: handed to adapters probed through ``SupportsProbe`` (default: the manifest's
             directory); nothing is written there.
+        storage_access: the store to check instead (``RunOptions.storage_access``, --simulate).
 
     Returns:
         The problems, providers first (by name), then storage; empty when all is well. Kinds:
@@ -193,7 +195,7 @@ async def preflight(
                 found[name] = problem
 
         async def storage(settings: StorageSettings) -> None:
-            problem = await _check_storage(settings, str(manifest.path), timeout_s)
+            problem = await _check_storage(settings, str(manifest.path), timeout_s, storage_access)
             if problem is not None:
                 found["storage"] = problem
 
@@ -333,11 +335,11 @@ async def _probe_adapter(t: _Target, run: _Run) -> PreflightProblem | None:
 
 
 async def _check_storage(
-    settings: StorageSettings, file: str, timeout_s: float
+    settings: StorageSettings, file: str, timeout_s: float, via: StoreAccess | None
 ) -> PreflightProblem | None:
     hint = "check storage.endpoint_url and that the service is running"
     try:
-        store = ObjectStorage(settings, file=file, max_retries=0, timeout_s=timeout_s)
+        store = ObjectStorage(settings, file=file, max_retries=0, timeout_s=timeout_s, access=via)
     except ManifestError as exc:
         return PreflightProblem("storage", "config", str(exc), "fix the manifest's storage")
     with anyio.move_on_after(timeout_s):

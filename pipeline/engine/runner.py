@@ -49,11 +49,12 @@ from pipeline.engine.options import (
 from pipeline.engine.rundir import open_run
 from pipeline.engine.stages import ShotMachine
 from pipeline.errors import CheckpointError
-from pipeline.journal import snapshot, snapshotter
+from pipeline.journal import inbox, snapshot, snapshotter
 from pipeline.journal.checkpoint import FILE as CHECKPOINT_FILE
 from pipeline.journal.checkpoint import Checkpoint, Record
 from pipeline.journal.state import RunState, ShotRecord, apply
 from pipeline.manifest.loader import Manifest
+from pipeline.manifest.takes import resolver, with_rerolls
 from pipeline.models import Event, Shot, ShotState
 from pipeline.providers.base import Provider, ProviderContext
 from pipeline.settings import ProviderSettings
@@ -64,6 +65,8 @@ log = logging.getLogger("pipeline")
 
 #: How often the runner looks at what shots wait on, and repeats a lasting wait in the log (s).
 WAIT_CHECK_S, WAIT_REPORT_S = 5.0, 30.0
+#: How often a running runner appends the review requests queued in ``RUN_DIR/inbox`` (s).
+INBOX_CHECK_S = 1.0
 
 
 def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
@@ -74,7 +77,13 @@ def _needs_work(rec: ShotRecord | None, options: RunOptions) -> bool:
         return options.retry_failed and chosen
     if rec.state == ShotState.NEEDS_RECONCILE:
         return chosen and bool({"*", rec.id} & options.resubmit_ambiguous)
-    return rec.state != ShotState.CANCELLED
+    if rec.state == ShotState.CANCELLED:  # cancelled on purpose: only when named with --shot
+        return options.retry_failed and options.only is not None and rec.id in options.only
+    return True
+
+
+#: Where a shot may end without the run needing attention (exit 0).
+_SETTLED = frozenset({ShotState.DONE, ShotState.CANCELLED})
 
 
 class Runner:
@@ -91,6 +100,8 @@ class Runner:
         # The live state: the loaded log replayed (see open_run), then every record this run
         # appends folded in as it is written (no records are kept: memory stays flat).
         self.state = state
+        self._busy = 0  # shot workers alive; the inbox watcher ends with the last of them
+        self._idle = anyio.Event()
 
     async def run(self) -> RunResult:
         """Plan, then run every shot with work left. Raises CheckpointError on fail-stop."""
@@ -103,6 +114,8 @@ class Runner:
             manifest=str(self.manifest.path),
             simulate=self.options.simulate,
         )
+        await self._take_requests()  # review requests queued while no runner held the run
+        self.manifest = with_rerolls(self.manifest, state)  # re-rolled takes are shots to run
         self._plan(state)
         await self.ckpt.sync()
         limit = self.options.max_usd
@@ -179,7 +192,11 @@ class Runner:
         """Object storage (when the manifest has some) and how long presigned URLs must last."""
         storage = None
         if self.manifest.storage is not None:
-            storage = ObjectStorage(self.manifest.storage, file=str(self.manifest.path))
+            storage = ObjectStorage(
+                self.manifest.storage,
+                file=str(self.manifest.path),
+                access=self.options.storage_access,
+            )
         longest = max((s.poll_deadline_s for s in settings.values()), default=0.0)
         return MediaResolver(storage=storage, min_validity_s=longest + 600.0)
 
@@ -216,6 +233,7 @@ class Runner:
                 for name, shots in by_provider.items():
                     window = 2 * ctx.settings[name].max_in_flight + 16
                     self._feed(work, ctx, shots, state, window)
+                work.start_soon(self._watch_requests, work, ctx, state)
             self.options.observer.waiting("")  # nothing waits any more
             outer.cancel_scope.cancel()
 
@@ -238,12 +256,53 @@ class Runner:
         queue = iter(shots)  # shared: next() hands each shot to exactly one worker
 
         async def worker() -> None:
-            for shot in queue:
-                rec = state.shots.get(shot.id)
-                await ShotMachine(ctx, shot, copy.copy(rec) if rec else None).run()
+            try:
+                for shot in queue:
+                    rec = state.shots.get(shot.id)
+                    await ShotMachine(ctx, shot, copy.copy(rec) if rec else None).run()
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
 
         for _ in range(min(window, len(shots))):
+            self._busy += 1
             work.start_soon(worker)
+
+    async def _take_requests(self) -> list[Shot]:
+        """Append the review requests queued in ``RUN_DIR/inbox``; returns new re-rolled takes."""
+        requests = inbox.pending(self.ckpt.run_dir)
+        if not requests:
+            return []
+        before = set(self.state.rerolls)
+        await inbox.drain(self._append, self.state, requests, resolver(self.manifest))
+        if set(self.state.rerolls) == before:
+            return []
+        self.manifest = with_rerolls(self.manifest, self.state)
+        return [s for s in self.manifest.shots if s.id in self.state.rerolls.keys() - before]
+
+    async def _watch_requests(
+        self, work: anyio.abc.TaskGroup, ctx: RunContext, state: RunState
+    ) -> None:
+        """Take review requests while shots run; run the re-rolls of providers in use.
+
+        Ends once no shot worker is left (after a last look at the inbox). A re-roll of a
+        provider this run does not use waits, pending, for the next run.
+        """
+        while True:
+            new = await self._take_requests()
+            ready = [s for s in new if s.provider in ctx.providers]
+            for shot in new:
+                if shot not in ready:
+                    log.warning("%s: re-roll recorded; the next run submits it", shot.id)
+            if ready:
+                self._plan(state)
+                self._idle = anyio.Event()
+                self._feed(work, ctx, ready, state, len(ready))
+            elif not self._busy:
+                return
+            with anyio.move_on_after(INBOX_CHECK_S):
+                await self._idle.wait()
 
     async def _report_waits(self, ctx: RunContext) -> None:
         """Say what shots wait on besides their jobs: never a silent wait.
@@ -283,8 +342,8 @@ class Runner:
         states = [final.shots[s.id].state for s in shots if s.id in final.shots]
         if self.interrupted:
             code = EXIT_INTERRUPTED
-        elif all(st == ShotState.DONE for st in states) and len(states) == len(shots):
-            code = EXIT_OK
+        elif all(st in _SETTLED for st in states) and len(states) == len(shots):
+            code = EXIT_OK  # a shot cancelled on purpose (or by the provider) needs nothing
         else:
             code = EXIT_ATTENTION
         return RunResult(final, shots, self.interrupted, code, orphans, self.spend)

@@ -38,6 +38,7 @@ async def wait_for_preflight(manifest: Manifest, options: RunOptions, run_dir: P
             registry=options.registry,
             simulate=options.simulate,
             run_dir=run_dir,
+            storage_access=options.storage_access,
         )
         if not problems:
             return

@@ -13,12 +13,17 @@ live runner holds equals ``replay`` of what it wrote. Transitions (README, resum
     completed         -> fetching  (result URL)
     fetched           -> done      (output path, size, sha256)
     failed / cancelled-> failed / cancelled
+
+Review records (``pipeline review``, ``pipeline pick``) change no shot's state; they fill the
+run-level ``picks``, ``review`` and ``rerolls`` (:func:`_review`). ``reroll_requested`` also
+adds its new take as a ``pending`` shot, which the next runner plans and submits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pipeline._util.gcutil import gc_paused
@@ -89,6 +94,12 @@ class RunState:
     Attributes:
         simulated: True when the run was started as a ``--simulate`` rehearsal (its jobs exist
             only in simulators), False for a real run, None before the first ``run_started``.
+        picks: ``"<scene>-<shot>"`` -> the chosen take's number (0: the pick was cleared).
+        review: take id -> ``{"rejected": bool, "notes": [{"ts": ISO 8601, "text": str}]}``.
+        rerolls: new take id -> ``{"key": "<scene>-<shot>", "take": int, "from": take id it
+            copies, "ts": ISO 8601}``, in the order they were asked for.
+        requests: id of every review request recorded -> its event (a request queued in
+            ``RUN_DIR/inbox`` is recorded once, however often it is drained).
     """
 
     run_id: str | None = None
@@ -96,6 +107,10 @@ class RunState:
     simulated: bool | None = None
     shots: dict[str, ShotRecord] = field(default_factory=dict)
     finished: bool = False
+    picks: dict[str, int] = field(default_factory=dict)
+    review: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rerolls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: dict[str, str] = field(default_factory=dict)
 
 
 # Transitions: ``(shot, ts of the record, the record's data fields)``; ``ts`` is used by those
@@ -234,6 +249,55 @@ _APPLY: dict[str, Callable[[ShotRecord, str, _Data], None]] = {
 }
 
 
+#: Records that change no shot's state (see :func:`_review`).
+REVIEW_EVENTS = frozenset(
+    {Event.TAKE_PICKED, Event.TAKE_REJECTED, Event.NOTE_ADDED, Event.REROLL_REQUESTED}
+)
+
+
+def _verdict(state: RunState, take: str) -> dict[str, Any]:
+    entry = state.review.get(take)
+    if entry is None:
+        entry = state.review[take] = {"rejected": False, "notes": []}
+    return entry
+
+
+def _review(state: RunState, ev: Event, shot: str, ts: str, d: _Data) -> None:
+    """Fold a review record about take ``shot``; one without its fields changes nothing.
+
+    ``take_picked`` sets the pick of ``key`` (and clears the take's rejection);
+    ``take_rejected`` marks the take (and clears the pick when it was the chosen one);
+    ``note_added`` appends the note; ``reroll_requested`` remembers the new take and adds it as
+    a pending shot of the provider and model it copies.
+    """
+    key, take = d.get("key"), d.get("take")
+    if not isinstance(key, str) or take.__class__ is not int:
+        return
+    req = d.get("req")
+    if isinstance(req, str):
+        state.requests[req] = ev.value
+    if ev == Event.TAKE_PICKED:
+        state.picks[key] = take
+        if take and shot in state.review:
+            state.review[shot]["rejected"] = False
+    elif ev == Event.TAKE_REJECTED:
+        rejected = d.get("rejected", True) is not False
+        _verdict(state, shot)["rejected"] = rejected
+        if rejected and state.picks.get(key) == take:
+            state.picks[key] = 0
+    elif ev == Event.NOTE_ADDED:
+        text = d.get("text")
+        if isinstance(text, str):
+            _verdict(state, shot)["notes"].append({"ts": ts, "text": text})
+    elif ev == Event.REROLL_REQUESTED:
+        src = d.get("from")
+        state.rerolls[shot] = {"key": key, "take": take, "from": src, "ts": ts}
+        if shot not in state.shots:
+            state.shots[shot] = ShotRecord(
+                shot, provider=str(d.get("prov", "")), model=str(d.get("model", ""))
+            )
+
+
 def _run_event(state: RunState, ev: Event, d: _Data) -> None:
     """A record without a shot: only ``run_started`` and ``run_finished`` change the state."""
     if ev == "run_started":
@@ -244,6 +308,10 @@ def _run_event(state: RunState, ev: Event, d: _Data) -> None:
         state.finished = False
     elif ev == "run_finished":
         state.finished = True
+
+
+def _review_of_record(state: RunState, ev: Event, rec: ShotRecord, ts: str, d: _Data) -> None:
+    _review(state, ev, rec.id, ts, d)
 
 
 def folder(state: RunState) -> Fold:
@@ -257,7 +325,9 @@ def folder(state: RunState) -> Fold:
     :class:`~pipeline.journal.checkpoint.Record`) and raises what :func:`apply` raises.
     """
     shots = state.shots
-    transitions = _APPLY
+    transitions = dict(_APPLY)
+    for name in REVIEW_EVENTS:  # about a shot, but folded into the run's review fields
+        transitions[name] = partial(_review_of_record, state, name)
 
     def fold(seq: int, ts: str, ev: Event, shot: str | None, data: _Data) -> None:
         if shot is None:
@@ -265,6 +335,9 @@ def folder(state: RunState) -> Fold:
             return
         rec = shots.get(shot)
         if rec is None:
+            if ev in REVIEW_EVENTS:  # tested only on a shot's first record: no cost per line
+                _review(state, ev, shot, ts, data)
+                return
             rec = shots[shot] = ShotRecord(shot)
         transitions[ev](rec, ts, data)
 
@@ -281,6 +354,9 @@ def apply(state: RunState, r: Record) -> None:
     shot = r.shot
     if shot is None:
         _run_event(state, r.ev, r.data)
+        return
+    if r.ev in REVIEW_EVENTS:
+        _review(state, r.ev, shot, r.ts, r.data)
         return
     rec = state.shots.get(shot)
     if rec is None:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,43 @@ def _asset_key(a: Asset | None) -> list[str] | None:
 def _seed(name: str, shot_id: str, take: int) -> int:
     digest = hashlib.sha256(f"{name}\0{shot_id}\0{take}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def take_of(shot: Shot, take: int, run_name: str) -> Shot:
+    """Take ``take`` of ``shot``'s request: what ``takes: take`` or more would have expanded to.
+
+    Used for a re-roll (``pipeline review``): the new take has the id ``<scene>-<shot>-t<take>``,
+    the seed and fingerprint the manifest's own take of that number would have (so raising
+    ``takes`` later to include it does not pay for it again), and sorts after ``shot``.
+
+    Args:
+        shot: any take of the shot (or the shot itself when it has one take).
+        take: the new take's number (>= 1).
+        run_name: the manifest's ``name`` (derived seeds depend on it).
+    """
+    sid = f"{shot.scene}-{shot.name}-t{take}"
+    first = shot.take or 1
+    derived = shot.seed is None or shot.seed == _seed(run_name, shot.id, first)
+    # A seed the manifest set counts up with the takes; a derived one is derived again.
+    seed = _seed(run_name, sid, take) if derived else (shot.seed or 0) - first + take
+    request = {
+        "provider": shot.provider,
+        "model": shot.model,
+        "duration": shot.duration,
+        "aspect_ratio": shot.aspect_ratio,
+        "resolution": shot.resolution,
+        "audio": shot.audio or False,  # as _expand_shot hashes it
+        "consent": shot.consent,
+        "prompt": shot.prompt,
+        "image": _asset_key(shot.image),
+        "end_image": _asset_key(shot.end_image),
+        "references": [_asset_key(r) for r in shot.references],
+        "extra": dict(shot.extra),
+        "seed": seed,
+    }
+    return replace(
+        shot, id=sid, take=take, seed=seed, fingerprint=fingerprint(request), order=shot.order + 1
+    )
 
 
 def _expand_shot(

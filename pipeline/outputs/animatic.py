@@ -12,60 +12,42 @@
 - a slate of ``round(slate_s * fps)`` frames opens every scene; a shot without a readable video
   is a black slate of its own duration naming it (``"dawn-s03 — missing: failed"``).
 
-Encoded as H.264 yuv420p with faststart into a temporary file, then renamed into place. Frames are
-streamed one at a time (memory does not grow with the film). Synchronous and CPU-bound: run it in
-a worker thread. Sizes are pixels, durations seconds.
+Each piece is a **segment** encoded on its own with the same settings
+(:mod:`pipeline.outputs.segments`) and kept in the outputs' cache (:mod:`pipeline.outputs.cache`)
+by the take's video sha256 and those settings; the film is their packets copied one after the
+other (:mod:`pipeline.outputs.concat`), H.264 yuv420p with faststart, into a temporary file
+renamed into place. So a rebuild encodes only the segments that changed (a new pick: the take it
+brings in, if it was never cut before), and nothing at all when the film would be the same.
+Synchronous and CPU-bound: run it in a worker thread. Sizes are pixels, durations seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-
-import av
-from PIL import Image, ImageDraw
 
 from pipeline._util.fsutil import replacing
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot, ShotState
-from pipeline.outputs.contact_sheet import (
-    ACCENT,
-    DECODE_ERRORS,
-    MUTED,
-    TEXT,
-    chosen_take,
-    draw_text,
-    fit_text,
-    group_takes,
-    shot_video,
-    text_width,
+from pipeline.outputs.cache import OutputCache, entry_key, own_cache
+from pipeline.outputs.concat import (
+    Incompatible,
+    concat,
+    copyable,
+    encoder_signature,
+    transcode,
 )
-from pipeline.render.text import load_font
+from pipeline.outputs.segments import ENCODER, encode_segment
+from pipeline.outputs.segments import Segment as Segment
+from pipeline.outputs.sources import chosen_take, group_takes, shot_video
+
+log = logging.getLogger("pipeline")
 
 ANIMATIC = "animatic.mp4"
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One piece of the animatic.
-
-    Attributes:
-        kind: ``"slate"`` (scene slate), ``"clip"`` (a chosen take) or ``"missing"``.
-        title: scene id for a slate, shot id otherwise.
-        frames: number of frames at the animatic's rate.
-        shot: the chosen take (None for a scene slate).
-        reason: for ``missing``: the shot's state (``failed``, ``pending``...).
-        detail: extra slate text (scene summary, or the failure message).
-    """
-
-    kind: str
-    title: str
-    frames: int
-    shot: Shot | None = None
-    reason: str = ""
-    detail: str = ""
 
 
 def plan_animatic(
@@ -157,6 +139,7 @@ def write_animatic(
     width: int = 640,
     fps: int = 12,
     slate_s: float = 1.0,
+    cache: OutputCache | None = None,
 ) -> Path:
     """Write ``RUN_DIR/animatic.mp4`` (H.264, yuv420p, faststart) and return its path.
 
@@ -168,6 +151,7 @@ def write_animatic(
         width: frame width in pixels; the height is 9/16 of it (both rounded to even).
         fps: frame rate; the file has exactly :func:`expected_frames` frames.
         slate_s: length of each scene slate in seconds.
+        cache: the rebuild's cache (None: the run directory's own, saved before returning).
 
     Raises:
         ValueError: ``width`` below 16, ``fps`` below 1 or a negative ``slate_s``.
@@ -178,137 +162,96 @@ def write_animatic(
     if fps < 1 or slate_s < 0:
         raise ValueError(f"cannot write an animatic at {fps} fps with {slate_s} s slates")
     size = animatic_size(width)
-    segments = plan_animatic(manifest, state, picks, fps, slate_s, run_dir)
+    cache, owned = own_cache(run_dir, cache)
+    pieces = [
+        _keyed(cache, state, seg, size, fps)
+        for seg in plan_animatic(manifest, state, picks, fps, slate_s, run_dir)
+    ]
+    key = entry_key("animatic", parts=[k for _, k, _ in pieces], size=list(size), fps=fps)
     dest = run_dir / ANIMATIC
-    with replacing(dest, prefix=".animatic-", suffix=".mp4") as tmp:
-        _encode(run_dir, state, segments, size, fps, tmp)
+    if cache.current(dest, key):
+        cache.stats.kept["animatic"] += 1
+    else:
+        with replacing(dest, prefix=".animatic-", suffix=".mp4") as tmp:
+            _cut(cache, pieces, size, fps, tmp)
+        cache.record(dest, key)
+        cache.stats.written["animatic"] += 1
+    if owned:
+        cache.save()
     return dest
 
 
-def _encode(
-    run_dir: Path,
-    state: RunState,
-    segments: list[Segment],
-    size: tuple[int, int],
-    fps: int,
-    path: Path,
-) -> None:
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        index = 0
-        for segment in segments:
-            for image in _segment_frames(run_dir, state, segment, size, fps):
-                frame = av.VideoFrame.from_image(image)  # type: ignore[no-untyped-call]
-                frame.pts = index
-                index += 1
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+#: A segment with its cache key and, for a clip, its video.
+_Piece = tuple[Segment, str, Path | None]
 
 
-def _segment_frames(
-    run_dir: Path, state: RunState, segment: Segment, size: tuple[int, int], fps: int
-) -> Iterator[Image.Image]:
-    """Exactly ``segment.frames`` images of ``size``."""
-    if segment.kind == "clip" and segment.shot is not None:
-        path, _ = shot_video(run_dir, segment.shot, state)
-        if path is not None:
-            emitted = 0
-            last = None
-            try:
-                for image in _clip_frames(path, size, fps, segment.frames):
-                    last = image
-                    emitted += 1
-                    yield image
-            except DECODE_ERRORS:
-                pass  # a clip broken mid-way holds its last good frame
-            if last is None:
-                segment = Segment("missing", segment.title, segment.frames, reason="unreadable")
-            else:
-                for _ in range(segment.frames - emitted):
-                    yield last
-                return
-    card = _slate(segment, size)
-    for _ in range(segment.frames):
-        yield card
+def _keyed(
+    cache: OutputCache, state: RunState, seg: Segment, size: tuple[int, int], fps: int
+) -> _Piece:
+    """The segment's cache key: the video's content for a clip, the text for a slate."""
+    common = {"frames": seg.frames, "size": list(size), "fps": fps, "encoder": ENCODER}
+    video = None
+    if seg.kind == "clip" and seg.shot is not None:
+        rec = state.shots[seg.shot.id]
+        try:
+            identity = cache.video_id(rec)
+        except OSError:
+            identity = None
+        if identity is not None:
+            video = cache.run_dir / (rec.output or "")
+            return seg, entry_key("segment", video=identity, **common), video
+        seg = Segment("missing", seg.title, seg.frames, seg.shot, "unreadable")
+    key = entry_key(
+        "segment", kind=seg.kind, title=seg.title, reason=seg.reason, detail=seg.detail, **common
+    )
+    return seg, key, video
 
 
-def _clip_frames(path: Path, size: tuple[int, int], fps: int, count: int) -> Iterator[Image.Image]:
-    """Up to ``count`` frames of ``path`` at ``fps``, letterboxed into ``size``.
+def _segment_file(
+    cache: OutputCache, piece: _Piece, size: tuple[int, int], fps: int
+) -> tuple[Path, int]:
+    """The segment's file and its frame count.
 
-    Output frame ``k`` (time ``k / fps`` from the clip's first frame) shows the latest source
-    frame that starts at or before it, within a quarter of an output frame. Stops early if the
-    clip is shorter than ``count`` frames; the caller holds the last one.
+    The take's own video when it can be joined as it is
+    (:func:`~pipeline.outputs.concat.copyable`), else its verified cache entry, encoded on a miss.
     """
-    tolerance = 0.25 / fps
-    k = 0
-    held: av.VideoFrame | None = None
-    held_image: Image.Image | None = None
-    first: float | None = None
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else k / fps
-            first = t if first is None else first
-            while held is not None and k < count and k / fps < t - first - tolerance:
-                held_image = held_image or _fit(held, size)
-                yield held_image
-                k += 1
-            if k >= count:
-                return
-            held, held_image = frame, None
-    while held is not None and k < count:
-        held_image = held_image or _fit(held, size)
-        yield held_image
-        k += 1
+    seg, key, video = piece
+    if video is not None and copyable(video, seg.frames, fps, encoder_signature(size, fps)):
+        cache.stats.copied["segment"] += 1
+        return video, seg.frames
+    found = cache.path("segment", key)
+    if found is None:
+        folder = cache.root / "segment"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".segment-", suffix=".mp4", dir=folder)
+        os.close(fd)
+        try:
+            encode_segment(seg, video, size, fps, Path(name))
+            found = cache.store_file("segment", key, ".mp4", Path(name))
+        finally:
+            Path(name).unlink(missing_ok=True)
+    return found, seg.frames
 
 
-def _fit(frame: av.VideoFrame, size: tuple[int, int]) -> Image.Image:
-    """``frame`` scaled (aspect kept, by swscale) and centred on black bars of ``size``."""
-    width, height = size
-    scale = min(width / frame.width, height / frame.height)
-    fit_w = max(2, min(width, round(frame.width * scale)))
-    fit_h = max(2, min(height, round(frame.height * scale)))
-    scaled = frame.reformat(width=fit_w, height=fit_h, format="rgb24", interpolation="BILINEAR")
-    image: Image.Image = scaled.to_image()  # type: ignore[no-untyped-call]
-    if (fit_w, fit_h) == size:
-        return image
-    canvas = Image.new("RGB", size, (0, 0, 0))
-    canvas.paste(image, ((width - fit_w) // 2, (height - fit_h) // 2))
-    return canvas
-
-
-def _slate(segment: Segment, size: tuple[int, int]) -> Image.Image:
-    """A scene slate (dark grey, scene name large) or a black ``missing`` card."""
-    width, height = size
-    missing = segment.kind != "slate"
-    card = Image.new("RGB", size, (0, 0, 0) if missing else (18, 19, 23))
-    draw = ImageDraw.Draw(card)
-    big = load_font(max(10, height // (14 if missing else 7)))
-    small = load_font(max(8, height // 24))
-    big_size = int(getattr(big, "size", 10))
-    room = width - width // 8
-    if missing:
-        title = fit_text(
-            f"{segment.title} — missing: {segment.reason.replace('_', ' ')}", big, room
-        )
-        colour = (236, 110, 100)
-    else:
-        title = fit_text(segment.title, big, room)
-        colour = TEXT
-    top = height // 2 - big_size
-    draw_text(draw, ((width - text_width(title, big)) // 2, top), title, big, colour)
-    if not missing:
-        bar_w = max(8, width // 12)
-        bar_y = top - big_size // 2
-        draw.rectangle([(width - bar_w) // 2, bar_y, (width + bar_w) // 2, bar_y + 2], fill=ACCENT)
-    if segment.detail:
-        detail = fit_text(segment.detail, small, room)
-        y = top + int(big_size * 1.6)
-        draw_text(draw, ((width - text_width(detail, small)) // 2, y), detail, small, MUTED)
-    return card
+def _cut(
+    cache: OutputCache, pieces: list[_Piece], size: tuple[int, int], fps: int, dest: Path
+) -> None:
+    """Join the pieces' segments into ``dest``: by stream copy, else (once) by re-encoding."""
+    if not pieces:
+        transcode([], dest, size, fps)
+        return
+    for attempt in range(2):
+        parts = [_segment_file(cache, piece, size, fps) for piece in pieces]
+        try:
+            concat(parts, dest, fps)
+            return
+        except Incompatible as exc:
+            # A segment from another build (another encoder) or damaged in a way its tag could
+            # not show: build it again; if joining still fails, re-encode the whole film.
+            then = "encoding it again" if attempt == 0 else "re-encoding the whole animatic"
+            log.info("animatic: %s; %s", exc, then)
+            cache.evict("segment", pieces[exc.index][1])
+            if exc.index > 0:
+                cache.evict("segment", pieces[0][1])
+    parts = [_segment_file(cache, piece, size, fps) for piece in pieces]
+    transcode(parts, dest, size, fps)

@@ -3,7 +3,8 @@
 ``poster_frame(video, dest)`` decodes one frame with PyAV (the middle of the clip by default, the
 first frame of a clip too short to seek in) and writes it as a JPEG of the clip's own size, via a
 temporary file and a rename, so a reader never sees half a poster. ``ensure_posters(run_dir,
-state)`` keeps ``RUN_DIR/posters/<shot id>.jpg`` up to date for every ``done`` shot.
+state)`` keeps ``RUN_DIR/posters/<shot id>.jpg`` up to date for every ``done`` shot, decoding
+each video once (the outputs' cache, :mod:`pipeline.outputs.cache`).
 
 Everything here is synchronous and CPU-bound: call it from a worker thread
 (``anyio.to_thread.run_sync``), never on the event loop. Times are seconds.
@@ -11,6 +12,7 @@ Everything here is synchronous and CPU-bound: call it from a worker thread
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -18,8 +20,9 @@ import av
 from PIL import Image
 
 from pipeline._util.fsutil import replacing
-from pipeline.journal.state import RunState
+from pipeline.journal.state import RunState, ShotRecord
 from pipeline.models import ShotState
+from pipeline.outputs.cache import OutputCache, entry_key, own_cache, write_atomic
 
 log = logging.getLogger("pipeline")
 
@@ -83,11 +86,20 @@ def poster_frame(video: Path, dest: Path, *, at: float = 0.5) -> Path:
     return dest
 
 
-def ensure_posters(run_dir: Path, state: RunState) -> dict[str, Path]:
+def ensure_posters(
+    run_dir: Path, state: RunState, *, cache: OutputCache | None = None
+) -> dict[str, Path]:
     """Make ``RUN_DIR/posters/<shot id>.jpg`` for every ``done`` shot whose video exists.
 
-    A poster newer than its video is kept as it is. A video that cannot be decoded is logged
-    and left without a poster (the page shows its card without one); it is not an error.
+    A poster is decoded once per video content (kept in the outputs' cache, keyed by the video's
+    sha256, :mod:`pipeline.outputs.cache`); a poster file already made from the same video, and
+    unchanged since, is kept as it is. A video that cannot be decoded is logged and left without
+    a poster (the page shows its card without one); it is not an error.
+
+    Args:
+        run_dir: the run directory.
+        state: the replayed checkpoint.
+        cache: the rebuild's cache (None: the run directory's own, saved before returning).
 
     Returns:
         shot id -> poster path, for every done shot that has an up-to-date poster.
@@ -97,25 +109,57 @@ def ensure_posters(run_dir: Path, state: RunState) -> dict[str, Path]:
     """
     posters = run_dir / POSTERS
     posters.mkdir(exist_ok=True)
+    cache, owned = own_cache(run_dir, cache)
     out: dict[str, Path] = {}
     for shot_id, rec in state.shots.items():
         if rec.state != ShotState.DONE or not rec.output:
             continue
-        video = run_dir / rec.output
-        dest = posters / f"{shot_id}.jpg"
         try:
-            video_mtime = video.stat().st_mtime_ns
-        except FileNotFoundError:
-            log.warning("%s: %s is missing; no poster", shot_id, rec.output)
-            continue
-        try:
-            if dest.stat().st_mtime_ns > video_mtime:
-                out[shot_id] = dest
-                continue
-        except FileNotFoundError:
-            pass
-        try:
-            out[shot_id] = poster_frame(video, dest)
+            made = _poster(cache, rec, posters / f"{shot_id}.jpg")
         except (OSError, ValueError) as exc:
             log.warning("%s: no poster frame from %s: %s", shot_id, rec.output, exc)
+            continue
+        if made is not None:
+            out[shot_id] = made
+    if owned:
+        cache.save()
     return out
+
+
+def _poster(cache: OutputCache, rec: ShotRecord, dest: Path) -> Path | None:
+    """``dest`` up to date with the shot's video (None: the video is missing).
+
+    Raises:
+        OSError, ValueError (and PyAV's errors, subclasses of both): not a readable video.
+    """
+    video_path = cache.run_dir / (rec.output or "")
+    video = cache.video_id(rec)
+    if video is None:
+        log.warning("%s: %s is missing; no poster", rec.id, rec.output)
+        cache.forget(dest)
+        return None
+    st = video_path.stat()
+    key = poster_key(video)
+    signature = f"{key}:{st.st_size}:{st.st_mtime_ns}"  # a touched video: the poster again
+    if cache.current(dest, signature):
+        cache.stats.kept["poster"] += 1
+        return dest
+    data = cache.read("poster", key)
+    if data is None:
+        data = _jpeg(_grab(video_path, 0.5).convert("RGB"))
+        cache.store("poster", key, ".jpg", data)
+    write_atomic(dest, data)  # 0644: a web server must read it
+    cache.record(dest, signature)
+    cache.stats.written["poster"] += 1
+    return dest
+
+
+def poster_key(video: str) -> str:
+    """The cache key of the poster of a video (``video``: its ``OutputCache.video_id``)."""
+    return entry_key("poster", video=video, at=0.5, quality=QUALITY)
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=QUALITY, optimize=True)
+    return out.getvalue()

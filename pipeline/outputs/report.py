@@ -8,19 +8,23 @@ One object per shot id, in manifest order::
      "shots": {"dawn-s01": {"state": "done", "provider": "local", "model": "previz",
                "job_id": "loc-…", "output": "shots/dawn-s01.mp4", "sha256": "…",
                "seconds_waited": 4.2, "polls": 3, "retries": 0, "attempts": 1,
-               "estimated_usd": null, "actual_usd": null, "credits": null, "error": null}}}
+               "estimated_usd": null, "actual_usd": null, "credits": null, "error": null,
+               "picked": false, "rejected": false, "notes": [], "reroll_of": null}},
+     "picks": {"dawn-s02": 2}}
 
 ``seconds_waited`` runs from the submit intent to the verified video (or the last event);
 ``polls`` counts recorded status changes; ``retries`` counts submits that provably did not leave.
 Costs: ``estimated_usd`` is the quote or price known at submit; ``actual_usd`` what the shot
-cost in the end (0.0 when the provider refunded a failure, None when unknown). No URL or secret
-is written here.
+cost in the end (0.0 when the provider refunded a failure, None when unknown). Review: ``picks``
+maps each shot (``<scene>-<shot>``) to its chosen take; per take, ``picked``, ``rejected``, the
+reviewers' ``notes`` (``{"ts", "text"}``) and, for a re-rolled take, the shot it re-rolls
+(``reroll_of``). No URL or secret is written here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,13 +99,54 @@ def shot_report(rec: ShotRecord, timing: _Timing | None) -> dict[str, Any]:
     }
 
 
+def picked_ids(picks: Mapping[str, int], ids: Mapping[str, object] | set[str]) -> set[str]:
+    """The ids of the picked takes among ``ids`` (shot ids: ``key-tN``, or ``key`` for take 1).
+
+    A shot that had one take and was re-rolled has ``key`` as its take 1 and ``key-t2``...
+    """
+    out = set()
+    for key, take in picks.items():
+        sid = f"{key}-t{take}"
+        if sid in ids:
+            out.add(sid)
+        elif take == 1 and key in ids:
+            out.add(key)
+    return out
+
+
+def _review(state: RunState, sid: str, picked: set[str]) -> dict[str, Any]:
+    verdict = state.review.get(sid, {})
+    reroll = state.rerolls.get(sid)
+    return {
+        "picked": sid in picked,
+        "rejected": bool(verdict.get("rejected")),
+        "notes": [{"ts": n["ts"], "text": n["text"]} for n in verdict.get("notes", [])],
+        "reroll_of": reroll["key"] if reroll else None,
+    }
+
+
 def build_report(
-    run_name: str, state: RunState, records: Sequence[Record], order: Sequence[str]
+    run_name: str,
+    state: RunState,
+    records: Sequence[Record],
+    order: Sequence[str],
+    *,
+    picks: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The whole report object for ``state`` (shots in ``order``, unknown ids last)."""
+    """The whole report object for ``state`` (shots in ``order``, unknown ids last).
+
+    ``picks`` are the picks in effect (:func:`pipeline.outputs.picks.read_picks`); default:
+    the checkpoint's.
+    """
     timings = _timings(records)
     ids = [i for i in order if i in state.shots] + [i for i in state.shots if i not in order]
-    shots = {sid: shot_report(state.shots[sid], timings.get(sid)) for sid in ids}
+    if picks is None:
+        picks = {k: v for k, v in state.picks.items() if v > 0}
+    picked = picked_ids(picks, state.shots)
+    shots = {
+        sid: shot_report(state.shots[sid], timings.get(sid)) | _review(state, sid, picked)
+        for sid in ids
+    }
     actual = [s["actual_usd"] for s in shots.values()]
     estimated = [s["estimated_usd"] for s in shots.values() if s["estimated_usd"] is not None]
     totals = {
@@ -119,6 +164,7 @@ def build_report(
         "generated": generated,
         "totals": totals,
         "shots": shots,
+        "picks": dict(picks),
     }
 
 
@@ -129,9 +175,14 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 
 def write_report(
-    run_dir: Path, state: RunState, records: Sequence[Record], order: Sequence[str]
+    run_dir: Path,
+    state: RunState,
+    records: Sequence[Record],
+    order: Sequence[str],
+    *,
+    picks: Mapping[str, int] | None = None,
 ) -> Path:
-    """Write ``RUN_DIR/report.json`` atomically; returns its path."""
+    """Write ``RUN_DIR/report.json`` atomically; returns its path (``picks``: as above)."""
     path = run_dir / REPORT
-    write_json_atomic(path, build_report(run_dir.name, state, records, order))
+    write_json_atomic(path, build_report(run_dir.name, state, records, order, picks=picks))
     return path

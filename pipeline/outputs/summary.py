@@ -5,38 +5,56 @@ One-time URLs and presigned query strings never appear here: only ids, states, p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline._util.redaction import redact
 from pipeline._util.table import text_table
 from pipeline.journal.state import RunState, ShotRecord, counts
 from pipeline.models import ShotState
+from pipeline.outputs.report import picked_ids
 
 _ATTENTION = (ShotState.FAILED, ShotState.NEEDS_RECONCILE)
 
 
 def status_json(
-    run_name: str, state: RunState, order: Sequence[str] | None = None
+    run_name: str,
+    state: RunState,
+    order: Sequence[str] | None = None,
+    *,
+    picks: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``status --json`` object.
 
+    Args:
+        run_name: the run directory's name.
+        state: the replayed checkpoint.
+        order: shot ids in display order (default: first appearance).
+        picks: the picks in effect (:func:`pipeline.outputs.picks.read_picks`, which adds an
+            old run's ``picks.json``); default: the checkpoint's.
+
     Returns:
-        ``{"run": str, "simulated": bool, "counts": {state: n}, "shots": [{"id", "state",
-        "provider", "model", "job_id", "output", "error"}]}``; ``simulated`` is True for a
-        ``--simulate`` rehearsal. with shots in ``order`` (default: first appearance).
+        ``{"run": str, "simulated": bool, "counts": {state: n}, "picks": {shot: take},
+        "shots": [{"id", "state", "provider", "model", "job_id", "output", "error", "held",
+        "picked", "rejected", "notes"}]}``; ``simulated`` is True for a ``--simulate``
+        rehearsal; ``notes`` are the reviewers' texts, oldest first.
     """
     ids = list(order) if order is not None else list(state.shots)
-    shots = [_shot_json(state.shots[i]) for i in ids if i in state.shots]
+    if picks is None:
+        picks = {k: v for k, v in state.picks.items() if v > 0}
+    picked = picked_ids(picks, state.shots)
+    shots = [_shot_json(state, state.shots[i], picked) for i in ids if i in state.shots]
     return {
         "run": run_name,
         "simulated": bool(state.simulated),
         "counts": counts(state),
+        "picks": dict(picks),
         "shots": shots,
     }
 
 
-def _shot_json(rec: ShotRecord) -> dict[str, Any]:
+def _shot_json(state: RunState, rec: ShotRecord, picked: set[str]) -> dict[str, Any]:
+    verdict = state.review.get(rec.id, {})
     return {
         "id": rec.id,
         "state": rec.state.value,
@@ -46,6 +64,9 @@ def _shot_json(rec: ShotRecord) -> dict[str, Any]:
         "output": rec.output,
         "error": redact(rec.error) if rec.error else None,
         "held": rec.held if _waiting(rec) else None,
+        "picked": rec.id in picked,
+        "rejected": bool(verdict.get("rejected")),
+        "notes": [n["text"] for n in verdict.get("notes", [])],
     }
 
 

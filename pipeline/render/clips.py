@@ -4,17 +4,22 @@ A clip is what a storyboard artist would cut together as previs:
 
 - a title card with the shot id, the take and the wrapped prompt;
 - when a first frame is given, a slow camera move (push-in with a drift) over it, after a short
-  dissolve from the title card;
+  dissolve from the title card; an image whose aspect differs from the clip's is shown whole
+  (fit inside what the camera sees at the end of its move, over a blurred copy of itself scaled
+  to fill the frame), never cropped;
 - when an end frame is given, a crossfade into it over the last part of the clip;
 - a burn-in (shot id and timecode) in the lower left corner, as on dailies.
 
-Everything here is synchronous and CPU-bound: call it from a worker thread
-(``anyio.to_thread.run_sync``), never on the event loop. Sizes are pixels, durations seconds.
+Clips are H.264 encoded with :data:`H264` (the animatic's segments use the same settings, so a
+clip of the animatic's size and rate is copied into it without re-encoding). Everything here is
+synchronous and CPU-bound: call it from a worker thread (``anyio.to_thread.run_sync``), never on
+the event loop. Sizes are pixels, durations seconds.
 """
 
 from __future__ import annotations
 
 import colorsys
+import math
 import random
 import tempfile
 import textwrap
@@ -23,10 +28,19 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from pipeline._util.fsutil import replacing
 from pipeline.render.text import load_font
+
+#: libx264 settings of every rendered clip and of the animatic's segments (no B-frames: packets
+#: in presentation order). Equal settings (and size and rate) give equal SPS/PPS, which is what
+#: lets :mod:`pipeline.outputs.concat` join such files by stream copy.
+H264 = {"preset": "superfast", "crf": "23", "bf": "0"}
+#: Aspect ratios closer than this (relative) count as the same: the image is covered, not fit.
+SAME_ASPECT = 0.01
+#: The camera move: it ends on this fraction of the frame (a push-in from 100 %).
+END_ZOOM = 0.88
 
 #: Short side in pixels per resolution name (``720p`` -> 1280x720 at 16:9).
 RESOLUTIONS = {"240p": 240, "360p": 360, "480p": 480, "540p": 540, "720p": 720, "1080p": 1080}
@@ -164,27 +178,80 @@ def _reference_strip(card: Image.Image, refs: tuple[Path, ...], margin: int) -> 
         x -= margin // 2
 
 
-def _cover(path: Path, w: int, h: int, scale: float) -> Image.Image:
-    """The image scaled to cover ``w*scale`` x ``h*scale`` (cropped to the frame's ratio)."""
+def _drift(seed: int) -> tuple[float, float]:
+    """The camera's drift direction for ``seed``: (dx in [-1, 1], dy in [-0.6, 0.6])."""
+    rng = random.Random(seed)
+    return rng.uniform(-1, 1), rng.uniform(-0.6, 0.6)
+
+
+def _end_box(w: int, h: int, seed: int) -> tuple[int, int, int, int]:
+    """The last view of the camera over a ``w`` x ``h`` source: in view for the whole move.
+
+    Returns (left, top, right, bottom) in whole pixels, inside the exact view.
+    """
+    dx, dy = _drift(seed)
+    cw, ch = w * END_ZOOM, h * END_ZOOM
+    cx, cy = w / 2 + dx * (w - cw) / 2, h / 2 + dy * (h - ch) / 2
+    left, top = max(0, math.ceil(cx - cw / 2)), max(0, math.ceil(cy - ch / 2))
+    return left, top, min(w, math.floor(cx + cw / 2)), min(h, math.floor(cy + ch / 2))
+
+
+def fit_over_blur(
+    image: Image.Image, size: tuple[int, int], box: tuple[int, int, int, int] | None = None
+) -> Image.Image:
+    """The whole of ``image``, fit inside ``box`` of a ``size`` frame over a blurred fill.
+
+    Args:
+        image: any RGB image.
+        size: (width, height) of the result.
+        box: (left, top, right, bottom) inside the frame where the image is fit (aspect kept,
+            centred); None: the whole frame.
+
+    Returns:
+        An RGB image of ``size``: ``image`` scaled to fit ``box``, over a copy of ``image``
+        scaled to fill the frame (cropped), blurred and darkened.
+    """
+    w, h = size
+    small = ImageOps.fit(image, (max(1, w // 4), max(1, h // 4)), Image.Resampling.BILINEAR)
+    small = small.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) / 80)))
+    frame = ImageEnhance.Brightness(small).enhance(0.55).resize(size, Image.Resampling.BILINEAR)
+    left, top, right, bottom = box or (0, 0, w, h)
+    inner = ImageOps.contain(image, (right - left, bottom - top), Image.Resampling.LANCZOS)
+    frame.paste(
+        inner,
+        (left + (right - left - inner.width) // 2, top + (bottom - top - inner.height) // 2),
+    )
+    return frame
+
+
+def _framed(path: Path, w: int, h: int, seed: int) -> Image.Image:
+    """The image as the camera's source, ``w`` x ``h``.
+
+    It covers the frame when its aspect is the frame's (a few pixels cropped); otherwise it is
+    whole, inside the camera's last view, over a blurred fill (:func:`fit_over_blur`).
+    """
     with Image.open(path) as src:
         img = ImageOps.exif_transpose(src).convert("RGB")
-    return ImageOps.fit(img, (int(w * scale), int(h * scale)), Image.Resampling.LANCZOS)
+    if abs((img.width / img.height) / (w / h) - 1) <= SAME_ASPECT:
+        return ImageOps.fit(img, (w, h), Image.Resampling.LANCZOS)
+    return fit_over_blur(img, (w, h), _end_box(w, h, seed))
 
 
 class _CameraMove:
-    """A push-in from 100 % to ~88 % of the covered image, drifting along a seeded direction."""
+    """A push-in from 100 % to :data:`END_ZOOM` of the source, drifting along a seeded direction."""
 
     def __init__(self, source: Image.Image, w: int, h: int, seed: int) -> None:
         self.source, self.w, self.h = source, w, h
-        rng = random.Random(seed)
-        self.dx, self.dy = rng.uniform(-1, 1), rng.uniform(-0.6, 0.6)
+        self.dx, self.dy = _drift(seed)
 
     def frame(self, t: float) -> Image.Image:
         sw, sh = self.source.size
-        zoom = 1.0 - 0.12 * t
+        zoom = 1.0 - (1.0 - END_ZOOM) * t
         cw, ch = sw * zoom, sh * zoom
-        cx = sw / 2 + self.dx * (sw - cw) / 2 * t
-        cy = sh / 2 + self.dy * (sh - ch) / 2 * t
+        # Each view lies inside the one before (the drift grows with the zoom), so what is in
+        # the last view (:func:`_end_box`) is in view for the whole move.
+        cx = sw / 2 + self.dx * (sw - cw) / 2
+        cy = sh / 2 + self.dy * (sh - ch) / 2
         box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
         return self.source.resize((self.w, self.h), Image.Resampling.BILINEAR, box=box)
 
@@ -250,17 +317,11 @@ def render_clip(spec: ClipSpec, dest: Path) -> None:
     total = spec.duration_s * spec.fps
     card = _title_card(spec)
     first = last = None
+    w, h = spec.width, spec.height
     if spec.image is not None:
-        first = _CameraMove(
-            _cover(spec.image, spec.width, spec.height, 1.0), spec.width, spec.height, spec.seed
-        )
+        first = _CameraMove(_framed(spec.image, w, h, spec.seed), w, h, spec.seed)
     if spec.end_image is not None:
-        last = _CameraMove(
-            _cover(spec.end_image, spec.width, spec.height, 1.0),
-            spec.width,
-            spec.height,
-            spec.seed + 1,
-        )
+        last = _CameraMove(_framed(spec.end_image, w, h, spec.seed + 1), w, h, spec.seed + 1)
     with replacing(dest, prefix=".render-", suffix=".mp4") as tmp:  # local.py sweeps .render-*
         _encode(spec, total, card, first, last, tmp)
 
@@ -278,7 +339,7 @@ def _encode(
         stream.width, stream.height = spec.width, spec.height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"preset": "veryfast", "crf": "24", "tune": "stillimage"}
+        stream.options = {**H264, "tune": "stillimage"}  # tune: same SPS/PPS as without
         for i in range(total):
             image = _frame_at(i, total, spec, card, first, last)
             _burn_in(image, spec.title, i, spec.fps)

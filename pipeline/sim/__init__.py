@@ -7,6 +7,9 @@ timing, clips, serving) lives in :mod:`pipeline.sim.common`.
 :func:`running` serves the simulators a run needs and yields where they listen; it backs both
 ``pipeline run --simulate`` (in-process, gone when the run ends) and ``pipeline sim`` (a
 standing server, so an interrupted rehearsal can be resumed against the same jobs).
+
+:mod:`pipeline.sim.objectstore` is the simulated S3-compatible object store ``--simulate`` uploads
+to (``objectstore.running()``), served in the same process.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ instance metadata service (unreachable off-cloud, slow to time out). Machines th
 credentials from that service opt in by setting ``AWS_METADATA_ENDPOINT`` to its URL. ``~/.aws``
 profiles are not read.
 
+``--simulate`` passes a :class:`StoreAccess` instead: the same code talks S3 to the in-process
+simulated store with that store's keys, and no environment variable is read for it.
+
 Objects are named ``<prefix>/<sha256>.<ext>`` (extension from the sniffed type), so one file used
 by many shots or many runs is stored once: :meth:`ObjectStorage.ensure` HEADs before it PUTs.
 Every failure is a :class:`StorageError` with a one-line message naming the store and what to
@@ -26,7 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +38,13 @@ from urllib.parse import urlsplit
 import anyio
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
-from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import from_url
 
-from pipeline._util.redaction import redact
-from pipeline.errors import ManifestError, PipelineError
+from pipeline.errors import ManifestError
 from pipeline.settings import StorageSettings
+from pipeline.transfer.storage_errors import KINDS as KINDS
+from pipeline.transfer.storage_errors import S3_KEYS_HINT, classify
+from pipeline.transfer.storage_errors import StorageError as StorageError
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -63,11 +67,6 @@ _EXT = {
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
-#: What went wrong, as :attr:`StorageError.kind`: ``credentials`` (none found), ``denied`` (the
-#: credentials were refused), ``unreachable`` (no connection or a server error), ``bucket`` (it
-#: does not exist), ``region`` (the bucket lives elsewhere), ``other``.
-KINDS = ("credentials", "denied", "unreachable", "bucket", "region", "other")
-
 #: Environment variable groups, any complete one of which gives an S3 store credentials without
 #: the instance metadata service (``AWS_METADATA_ENDPOINT`` opts in to that service).
 _S3_SOURCES = (
@@ -77,45 +76,7 @@ _S3_SOURCES = (
     ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"),
     ("AWS_METADATA_ENDPOINT",),
 )
-_S3_KEYS_HINT = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys)"
-)
-_CREDENTIAL_HINTS = {
-    "s3": _S3_KEYS_HINT,
-    "gs": "set GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS) to a key file",
-    "az": "set AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or a client id/secret/tenant)",
-}
 _SCHEMES = {"s3a": "s3", "abfs": "az", "abfss": "az", "adl": "az", "azure": "az"}
-#: Signs that a failure happened while looking for credentials at a metadata service.
-_METADATA = re.compile(
-    r"169\.254\.|fd00:ec2|metadata\.google|latest/api/token|meta-data|/metadata/identity", re.I
-)
-_URL = re.compile(r"https?://[^/\s\"'<>]+")
-_DENIED = re.compile(
-    r"accessdenied|access denied|forbidden|invalidaccesskeyid|signaturedoesnotmatch|"
-    r"status code: 40[13]"
-)
-
-
-class StorageError(PipelineError):
-    """An object-store call failed.
-
-    Args:
-        message: one line naming the store and what happened (no secrets, no signatures).
-        retryable: True for network and server errors (trying again may help).
-        kind: one of :data:`KINDS`.
-        hint: what to set or fix (empty when there is nothing specific); ``str(error)`` ends
-            with it.
-    """
-
-    def __init__(
-        self, message: str, *, retryable: bool, kind: str = "other", hint: str = ""
-    ) -> None:
-        super().__init__(f"{message}: {hint}" if hint else message)
-        self.detail = message
-        self.retryable = retryable
-        self.kind = kind
-        self.hint = hint
 
 
 def parse_ttl(text: str) -> float:
@@ -149,6 +110,38 @@ def missing_s3_credentials(environ: Mapping[str, str]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreAccess:
+    """An S3-compatible store reached with these keys instead of the environment's credentials.
+
+    ``--simulate`` passes the in-process simulated store's (``pipeline.sim.objectstore``): the
+    manifest's bucket and prefix are kept, its scheme, endpoint and region are replaced, and no
+    ``AWS_*`` variable is needed. Its presigned URLs end with the process that serves it.
+
+    Attributes:
+        endpoint_url: ``http://127.0.0.1:PORT`` (path-style requests).
+        access_key_id, secret_access_key: the keys requests and presigned URLs are signed with.
+        region: the signing region.
+    """
+
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    region: str = "us-east-1"
+
+    def settings(self, manifest: StorageSettings) -> StorageSettings:
+        """``manifest`` pointed at this store: ``s3://<bucket>/<prefix>``, endpoint, region."""
+        parts = urlsplit(manifest.url)
+        bucket = parts.netloc.split("@")[0] or "pipeline"
+        return manifest.model_copy(
+            update={
+                "url": f"s3://{bucket}{parts.path}",
+                "endpoint_url": self.endpoint_url,
+                "region": self.region,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SignedUrl:
     """A presigned GET URL and when it stops working (Unix seconds)."""
 
@@ -166,6 +159,7 @@ class ObjectStorage:
         timeout_s: longest one request may take (None: the store's default); also bounds the
             connect phase.
         environ: where credentials are looked for (default: the process environment).
+        access: use this store and its keys instead (:class:`StoreAccess`; ``--simulate``).
 
     Raises:
         ManifestError: the URL or TTL is not usable.
@@ -179,7 +173,10 @@ class ObjectStorage:
         max_retries: int = 2,
         timeout_s: float | None = None,
         environ: Mapping[str, str] | None = None,
+        access: StoreAccess | None = None,
     ) -> None:
+        if access is not None:
+            settings = access.settings(settings)
         try:
             self.ttl_s = parse_ttl(settings.presign_ttl)
         except ValueError as exc:
@@ -189,8 +186,15 @@ class ObjectStorage:
         scheme = urlsplit(settings.url).scheme
         self.scheme = _SCHEMES.get(scheme, scheme)
         env = os.environ if environ is None else environ
-        self.missing = missing_s3_credentials(env) if self.scheme == "s3" else None
+        s3 = self.scheme == "s3" and access is None
+        self.missing = missing_s3_credentials(env) if s3 else None
         config: S3Config = {}
+        if access is not None:  # these keys win over any AWS_* variable obstore reads itself
+            config["access_key_id"] = access.access_key_id
+            config["secret_access_key"] = access.secret_access_key
+            config["virtual_hosted_style_request"] = False
+            config["skip_signature"] = False
+            config["session_token"] = ""  # no AWS_SESSION_TOKEN of yours either
         options: ClientConfig = {}
         if self.scheme == "s3":
             if settings.endpoint_url:
@@ -233,7 +237,7 @@ class ObjectStorage:
                 f"object storage {self.where}: {self.missing}",
                 retryable=False,
                 kind="credentials",
-                hint=_S3_KEYS_HINT,
+                hint=S3_KEYS_HINT,
             )
 
     async def exists(self, name: str) -> bool:
@@ -326,71 +330,4 @@ class ObjectStorage:
 
     def error(self, op: str, name: str, exc: BaseException) -> StorageError:
         """The :class:`StorageError` an obstore failure of ``op`` on ``name`` means (one line)."""
-        full = redact(str(exc))
-        text = full.split("\n", 1)[0]
-        low = full.lower()
-        where = self.where
-        if _METADATA.search(full):  # the store went looking for instance credentials
-            hint = _CREDENTIAL_HINTS.get(self.scheme, "set the store's credential variables")
-            return StorageError(
-                f"object storage {where}: no credentials found (on {op} {name})",
-                retryable=False,
-                kind="credentials",
-                hint=hint,
-            )
-        if "nosuchbucket" in low or "bucket does not exist" in low:
-            bucket = urlsplit(self.url).netloc
-            return StorageError(
-                f"object storage {where}: bucket {bucket!r} does not exist",
-                retryable=False,
-                kind="bucket",
-                hint="create it, or fix storage.url (and storage.endpoint_url)",
-            )
-        if "region" in low and ("wrong" in low or "redirect" in low or "expecting" in low):
-            return StorageError(
-                f"object storage {where}: the bucket is in another region (on {op} {name})",
-                retryable=False,
-                kind="region",
-                hint="set storage.region to the bucket's region",
-            )
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(low):
-            hint = "check the store's credentials and their permissions on the bucket"
-            if self.scheme == "s3":
-                hint = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy"
-            return StorageError(
-                f"object storage {where}: access denied on {op} {name}",
-                retryable=False,
-                kind="denied",
-                hint=hint,
-            )
-        reason = _network_reason(low)
-        if reason is not None:
-            match = _URL.search(text)
-            target = match.group(0) if match else (self.endpoint or self.url)
-            return StorageError(
-                f"object storage {self.url}: cannot reach {target} ({reason}) on {op} {name}",
-                retryable=True,
-                kind="unreachable",
-                hint="check storage.endpoint_url and that the service is running"
-                if self.endpoint
-                else "check the network",
-            )
-        server = re.search(r"status code: 5\d\d", text) is not None
-        return StorageError(
-            f"object storage {where}: {op} {name} failed: {text}",
-            retryable=server,
-            kind="unreachable" if server else "other",
-        )
-
-
-def _network_reason(low: str) -> str | None:
-    """Why no connection was made, from an obstore error text (lower case), or None."""
-    if "connectionrefused" in low or "connection refused" in low:
-        return "connection refused"
-    if "dns error" in low or "failed to lookup" in low or "name or service not known" in low:
-        return "host not found"
-    if "timed out" in low or "kind: timeout" in low or "operation timed out" in low:
-        return "timed out"
-    if "error sending request" in low or "kind: connect" in low:
-        return "could not connect"
-    return None
+        return classify(op, name, exc, url=self.url, endpoint=self.endpoint, scheme=self.scheme)

@@ -214,9 +214,13 @@ def test_r26_an_unconfirmed_storage_endpoint_stops_the_run(
 ) -> None:
     storage = f"storage: {{url: 's3://media/x', endpoint_url: '{collector.url}'}}\n"
     _manifest(tmp_path / "m.yaml", storage=storage)
-    done = _cli("run", "m.yaml", "--no-progress", "--simulate", cwd=tmp_path)
+    done = _cli("run", "m.yaml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 2
     assert "m.yaml:4: storage.endpoint_url: asks to send requests" in done.stderr
+    assert collector.hits == []
+    # A rehearsal uses the simulated store: the manifest's endpoint is neither used nor asked for.
+    rehearsal = _cli("run", "m.yaml", "--no-progress", "--simulate", cwd=tmp_path)
+    assert rehearsal.returncode == 0, rehearsal.stderr
     assert collector.hits == []
     confirmed = _cli(
         "validate", "m.yaml", cwd=tmp_path, PIPELINE_STORAGE_ENDPOINT_URL=collector.url

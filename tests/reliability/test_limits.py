@@ -43,8 +43,11 @@ async def test_r08_429_storm_pauses_every_task_and_loses_nothing(tmp_path: Path)
     assert len(in_storm) <= 6 * 3  # tasks x (storm / Retry-After + 1): no storm of retries
 
 
-#: How far the simulator's arrival stamp of one request may trail its send (same event loop).
-ARRIVAL_JITTER_S = 0.01
+#: How far the simulator's arrival stamp of one request may trail its send (same event loop; on
+#: a machine busy with other test workers a stall of tens of ms happens), as a share of the
+#: spacing 1/per_second: one call too many in a window shows as a span of at most
+#: 1 - 1/per_second, so half a spacing of tolerance still catches it.
+ARRIVAL_JITTER_SHARE = 0.5
 
 
 @pytest.mark.parametrize("disk", ["quick", "slow-fsync"])
@@ -74,7 +77,7 @@ async def test_r09_submit_and_poll_rates_hold_in_every_window(
         # consecutive arrivals span at least 1 s. The simulator stamps arrivals in the same
         # event loop as the sends, which may shift a stamp by a few ms.
         spans = [b - a for a, b in zip(times, times[per_second:], strict=False)]
-        assert min(spans) >= 1.0 - ARRIVAL_JITTER_S, (route, min(spans))
+        assert min(spans) >= 1.0 - ARRIVAL_JITTER_SHARE / per_second, (route, min(spans))
     polls = sorted(t for t, r, _ in log if r == "poll")
     buckets = {int(t * 100) for t in polls}  # 10 ms buckets
     assert len(buckets) > len(polls) * 0.5  # jittered, not every shot polled at the same instant
