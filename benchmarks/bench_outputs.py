@@ -215,32 +215,36 @@ def _measure(run_dir: Path, manifest: Any, repeats: int) -> list[dict[str, Any]]
 
     summary = _Summary()
     logger = logging.getLogger("pipeline")
+    level = logger.level
     logger.addHandler(summary)
     logger.setLevel(logging.INFO)
-
-    multi = next(s for s in manifest.shots if s.take == 2)
-    key = f"{multi.scene}-{multi.name}"
-    lines = []
-    for repeat in range(repeats):
-        _clean(run_dir)
-        for step in STEPS:
-            if step == "pick":
-                set_pick(run_dir, manifest, key, 2)  # cold starts with no pick: take 1
-            wall, cpu, written = _timed(lambda: write_outputs(run_dir, manifest))
-            line: dict[str, Any] = {
-                "step": step,
-                "takes": len(manifest.shots),
-                "repeat": repeat,
-                "wall_s": round(wall, 3),
-                "cpu_s": round(cpu, 3),
-                "animatic_frames": _frames(run_dir / "animatic.mp4"),
-                "written": len(written),
-            }
-            if summary.last:
-                line["cache"] = summary.last
-            summary.last = ""
-            print(json.dumps(line), flush=True)
-            lines.append(line)
+    try:
+        multi = next(s for s in manifest.shots if s.take == 2)
+        key = f"{multi.scene}-{multi.name}"
+        lines = []
+        for repeat in range(repeats):
+            _clean(run_dir)
+            for step in STEPS:
+                if step == "pick":
+                    set_pick(run_dir, manifest, key, 2)  # cold starts with no pick: take 1
+                wall, cpu, written = _timed(lambda: write_outputs(run_dir, manifest))
+                line: dict[str, Any] = {
+                    "step": step,
+                    "takes": len(manifest.shots),
+                    "repeat": repeat,
+                    "wall_s": round(wall, 3),
+                    "cpu_s": round(cpu, 3),
+                    "animatic_frames": _frames(run_dir / "animatic.mp4"),
+                    "written": len(written),
+                }
+                if summary.last:
+                    line["cache"] = summary.last
+                summary.last = ""
+                print(json.dumps(line), flush=True)
+                lines.append(line)
+    finally:
+        logger.removeHandler(summary)
+        logger.setLevel(level)
     return lines
 
 
@@ -277,7 +281,7 @@ def run(
         "sizes": sizes,
         "repeats": repeats,
         "label": label,
-        "code": str(code) if code else "working tree",
+        "code": "another checkout (--code)" if code else "working tree",
         "clips": clips,
         "duration_s": DURATION,
         "fps": FPS,
@@ -295,30 +299,47 @@ def _cell(values: list[float], digits: int) -> str:
 
 
 def table(documents: list[dict[str, Any]]) -> str:
-    """A Markdown table: a row per (takes, step, wall/CPU), a column per results file."""
-    head = "| takes, rebuild | " + " | ".join(d["settings"]["label"] for d in documents) + " |"
-    lines = [head, "|---" * (len(documents) + 1) + "|"]
-    sizes = sorted({r["takes"] for d in documents for r in d["results"]})
-    for takes in sizes:
-        for step in STEPS:
-            for field, unit in (("wall_s", "wall"), ("cpu_s", "CPU")):
-                cells = []
-                for d in documents:
-                    values = [
-                        r[field] for r in d["results"] if r["takes"] == takes and r["step"] == step
-                    ]
-                    cells.append(_cell(values, 2))
-                lines.append(f"| {takes}, {step}, {unit} s | " + " | ".join(cells) + " |")
+    """A Markdown table: a column per label (``before``, ``after``...), a row per clips, size
+    and rebuild (wall time; CPU of all threads for the cold rebuild), from one or more files.
+    """
+    labels = list(dict.fromkeys(d["settings"]["label"] for d in documents))
+    runs = [
+        {**r, "label": d["settings"]["label"], "clips": d["settings"].get("clips", "local")}
+        for d in documents
+        for r in d["results"]
+    ]
+    lines = ["| clips, takes, rebuild | " + " | ".join(labels) + " |"]
+    lines.append("|---" * (len(labels) + 1) + "|")
+    for clips in CLIPS:
+        for takes in sorted({r["takes"] for r in runs if r["clips"] == clips}):
+            rows = [(step, "wall_s", "s") for step in STEPS] + [("cold", "cpu_s", "s of CPU")]
+            for step, field, unit in rows:
+                cells = [
+                    _cell(
+                        [
+                            r[field]
+                            for r in runs
+                            if (r["clips"], r["takes"], r["step"], r["label"])
+                            == (clips, takes, step, label)
+                        ],
+                        2,
+                    )
+                    for label in labels
+                ]
+                lines.append(f"| {clips}, {takes}, {step}, {unit} | " + " | ".join(cells) + " |")
     captions = []
     for d in documents:
         m, s = d["machine"], d["settings"]
         captions.append(
-            f"{s['label']}: {s.get('clips', 'local')} clips, {s['repeats']} repeat(s), median "
-            f"(min-max); {m['cpus']} CPUs, "
-            f"Python {m['python']}, load average {m['loadavg_before'][0]:.2f} before and "
-            f"{m['loadavg_after'][0]:.2f} after; {m['when']}, {m['git']}"
+            f"{s['label']} ({s.get('clips', 'local')} clips, {s['sizes']} takes): "
+            f"{s['repeats']} repeat(s), load average {m['loadavg_before'][0]:.2f} before and "
+            f"{m['loadavg_after'][0]:.2f} after, {m['when']}, {m['git']}"
         )
-    return "\n".join(["; ".join(captions), "", *lines])
+    first = documents[0]["machine"]
+    head = f"median (min-max); {first['cpus']} CPUs, Python {first['python']}; " + "; ".join(
+        captions
+    )
+    return "\n".join([head, "", *lines])
 
 
 def main(argv: list[str] | None = None) -> int:

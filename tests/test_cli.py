@@ -140,12 +140,12 @@ def test_validate_reports_file_line_field_and_exit_2(workdir: Path) -> None:
     assert "duration" in res.stderr
 
 
-def _kill_manifest(workdir: Path, shots: int = 12) -> Path:
+def _kill_manifest(workdir: Path, shots: int = 12, latency_s: float = 0.3) -> Path:
     lines = [
         "version: 1",
         "name: killme",
         "defaults: {provider: local, duration: 2}",
-        "providers: {local: {max_in_flight: 3, latency_s: 0.3}}",
+        f"providers: {{local: {{max_in_flight: 3, latency_s: {latency_s}}}}}",
         "scenes:",
         "  - id: k",
         "    shots:",
@@ -218,12 +218,14 @@ def test_sigint_stops_cleanly_and_resume_finishes(workdir: Path) -> None:
 
 
 def test_second_runner_on_the_same_run_directory_is_refused(workdir: Path) -> None:
-    _kill_manifest(workdir, shots=6)
+    # two rounds of 5 s jobs: the first runner outlives the second's start, even on a busy box
+    _kill_manifest(workdir, shots=6, latency_s=5.0)
     run_dir = workdir / "jobs" / "killme"
     first = start("run", "samples/kill.yaml", "--no-progress", cwd=workdir)
     try:
         wait_for(lambda: (run_dir / "checkpoint.jsonl").exists())
         second = cli("run", "samples/kill.yaml", "--no-progress", cwd=workdir)
+        assert first.poll() is None  # it still held the run directory
         assert second.returncode == 4
         assert "another" in second.stderr.lower()
     finally:

@@ -117,9 +117,25 @@ def _command(args: argparse.Namespace) -> int:
         from pipeline.cli import models_view
 
         return models_view.command(args, os.environ)
+    if args.command == "storyboard":  # the outputs only: no engine, HTTP client or simulators
+        return _storyboard(args.run_dir)
     from pipeline.cli import commands
 
     return commands.command(args)
+
+
+def _storyboard(run_dir: Path) -> int:
+    """``pipeline storyboard``: rebuild the outputs; a failure to write one is exit 1."""
+    from pipeline import api
+    from pipeline.outputs.write import write_outputs
+
+    try:
+        written = write_outputs(run_dir, api.manifest_of(run_dir))
+    except OSError as exc:
+        print(f"could not write the storyboard outputs: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ATTENTION
+    print(f"written: {', '.join(p.name for p in written)}")
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -216,7 +216,7 @@ def _segment_file(
     (:func:`~pipeline.outputs.concat.copyable`), else its verified cache entry, encoded on a miss.
     """
     seg, key, video = piece
-    if video is not None and copyable(video, seg.frames, fps, encoder_signature(size, fps)):
+    if video is not None and _copyable(cache, key, video, seg.frames, size, fps):
         cache.stats.copied["segment"] += 1
         return video, seg.frames
     found = cache.path("segment", key)
@@ -231,6 +231,18 @@ def _segment_file(
         finally:
             Path(name).unlink(missing_ok=True)
     return found, seg.frames
+
+
+def _copyable(
+    cache: OutputCache, key: str, video: Path, frames: int, size: tuple[int, int], fps: int
+) -> bool:
+    """Whether the take's video can stand as its segment; the answer is kept in the cache."""
+    answer = cache.read("copyable", key, count=False)  # key: the video's content and settings
+    if answer not in (b"yes", b"no"):
+        fits = copyable(video, frames, fps, encoder_signature(size, fps))
+        answer = b"yes" if fits else b"no"
+        cache.store("copyable", key, ".txt", answer, count=False)
+    return answer == b"yes"
 
 
 def _cut(

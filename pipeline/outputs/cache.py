@@ -226,20 +226,21 @@ class OutputCache:
             self._listing[kind] = listing
         return listing
 
-    def read(self, kind: str, key: str) -> bytes | None:
+    def read(self, kind: str, key: str, *, count: bool = True) -> bytes | None:
         """The bytes of the entry ``key`` of ``kind``, verified; None (a miss) otherwise.
 
         An entry whose bytes do not match its tag is deleted and counted as ``rejected``.
+        ``count=False``: not counted as ``reused`` (a remembered answer, not a product).
         """
-        found = self._verified(kind, key)
+        found = self._verified(kind, key, count)
         return found[1] if found is not None else None
 
     def path(self, kind: str, key: str) -> Path | None:
         """Like :meth:`read`, but the verified entry's path (for files read by PyAV)."""
-        found = self._verified(kind, key)
+        found = self._verified(kind, key, True)
         return found[0] if found is not None else None
 
-    def _verified(self, kind: str, key: str) -> tuple[Path, bytes] | None:
+    def _verified(self, kind: str, key: str, count: bool) -> tuple[Path, bytes] | None:
         names = self._names(kind).get(key, [])
         for name in list(names):
             path = self.root / kind / name
@@ -250,7 +251,8 @@ class OutputCache:
                 continue
             tag = name.partition("-")[2].partition(".")[0]
             if tag == _tag(key, data):
-                self.stats.reused[kind] += 1
+                if count:
+                    self.stats.reused[kind] += 1
                 return path, data
             log.info("outputs cache: %s/%s is damaged or foreign; building it again", kind, name)
             self.stats.rejected[kind] += 1
@@ -258,8 +260,10 @@ class OutputCache:
             path.unlink(missing_ok=True)
         return None
 
-    def store(self, kind: str, key: str, suffix: str, data: bytes) -> Path:
+    def store(self, kind: str, key: str, suffix: str, data: bytes, *, count: bool = True) -> Path:
         """Add ``data`` as the entry ``key`` of ``kind`` (``suffix`` like ``.png``); its path.
+
+        ``count=False``: not counted as ``made`` (a remembered answer, not a product).
 
         Raises:
             OSError: the cache directory cannot be written.
@@ -269,7 +273,8 @@ class OutputCache:
         name = f"{key}-{_tag(key, data)}{suffix}"
         write_atomic(folder / name, data, 0o600)
         self._names(kind).setdefault(key, []).insert(0, name)
-        self.stats.made[kind] += 1
+        if count:
+            self.stats.made[kind] += 1
         return folder / name
 
     def store_file(self, kind: str, key: str, suffix: str, src: Path) -> Path:
