@@ -11,16 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-import anyio
 import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from pipeline.engine.options import RunOptions
-from pipeline.engine.runner import execute
-from pipeline.journal.checkpoint import FILE, load
-from pipeline.journal.state import RunState, ShotRecord, replay
-from pipeline.manifest.loader import Manifest, load_manifest
+from pipeline.journal.state import RunState, ShotRecord
+from pipeline.manifest.loader import load_manifest
 from pipeline.models import ShotState
 from pipeline.outputs.animatic import expected_frames, plan_animatic, write_animatic
 from pipeline.outputs.contact_sheet import (
@@ -31,6 +27,7 @@ from pipeline.outputs.contact_sheet import (
     write_contact_sheet,
 )
 from pipeline.render.clips import ClipSpec, probe, render_clip
+from tests.local_runs import Run, finished_run
 
 MANIFEST = """\
 version: 1
@@ -52,27 +49,10 @@ NEVER_RUN = '      - {id: e, prompt: "Added after the run", duration: 2}\n'
 FPS = 12
 
 
-@dataclasses.dataclass
-class Run:
-    run_dir: Path
-    manifest: Manifest
-    state: RunState
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("storyboard")
-    pier = Image.new("RGB", (320, 180), (40, 60, 110))
-    pier.paste((230, 160, 60), (120, 60, 200, 120))
-    pier.save(root / "pier.png")
-    path = root / "m.yaml"
-    path.write_text(MANIFEST)
-    run_dir = root / "jobs" / "cut"
-    result = anyio.run(execute, load_manifest(path), run_dir, RunOptions())
-    assert result.exit_code == 0
-    path.write_text(MANIFEST + NEVER_RUN)
-    state = replay(load(run_dir / FILE, repair=False).records)
-    return Run(run_dir, load_manifest(path), state)
+    return finished_run(root, MANIFEST, "cut", then=MANIFEST + NEVER_RUN)
 
 
 def frames_of(path: Path) -> Iterator[Image.Image]:

@@ -16,16 +16,10 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import anyio
 import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from pipeline.engine.options import RunOptions
-from pipeline.engine.runner import execute
-from pipeline.journal.checkpoint import FILE, load
-from pipeline.journal.state import RunState, replay
-from pipeline.manifest.loader import Manifest, load_manifest
 from pipeline.outputs.animatic import expected_frames, plan_animatic, write_animatic
 from pipeline.outputs.cache import CACHE, CacheStats, OutputCache
 from pipeline.outputs.contact_sheet import sheet_layout, write_contact_sheet
@@ -33,6 +27,7 @@ from pipeline.outputs.drawing import letterbox
 from pipeline.outputs.posters import ensure_posters
 from pipeline.outputs.write import write_outputs
 from pipeline.render.clips import probe
+from tests.local_runs import Run, finished_run
 
 MANIFEST = """\
 version: 1
@@ -52,25 +47,9 @@ FPS = 12
 SIZE = (640, 360)
 
 
-@dataclasses.dataclass
-class Run:
-    run_dir: Path
-    manifest: Manifest
-    state: RunState
-
-
 @pytest.fixture(scope="module")
 def original(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    root = tmp_path_factory.mktemp("cache")
-    pier = Image.new("RGB", (320, 180), (40, 60, 110))
-    pier.paste((230, 160, 60), (120, 60, 200, 120))
-    pier.save(root / "pier.png")
-    (root / "m.yaml").write_text(MANIFEST)
-    run_dir = root / "jobs" / "cache"
-    result = anyio.run(execute, load_manifest(root / "m.yaml"), run_dir, RunOptions())
-    assert result.exit_code == 0
-    state = replay(load(run_dir / FILE, repair=False).records)
-    return Run(run_dir, load_manifest(root / "m.yaml"), state)
+    return finished_run(tmp_path_factory.mktemp("cache"), MANIFEST, "cache")
 
 
 @pytest.fixture
