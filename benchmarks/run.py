@@ -272,7 +272,7 @@ async def scenario_replay(quick: bool) -> dict[str, Any]:
     then loaded from its last periodic snapshot (``kill_load_s``, goal < 2 s) and replayed in full
     (``kill_replay_s``), the two states compared. The snapshot policy is the default one but for
     its 30 s floor between snapshots, scaled like the other scenarios (``SCALE``: 0.3 s), since
-    this writer appends a run's hours of events in seconds; so the 10 % rule decides, as in a real
+    this writer appends a run's hours of events in seconds; so the 5 % rule decides, as in a real
     run. ``writer_*``: that writer's append rate, event-loop lag and RSS; ``writer_no_snapshots_*``
     (not with ``--quick``): the same writer killed at the same point without snapshots, so what
     taking them costs a process that does nothing but append (a real run waits on its providers).

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import stamina
 
+from tests.pgserver import pg_database, pg_server  # noqa: F401  (fixtures of the distributed mode)
+
 
 @pytest.fixture
 def anyio_backend() -> str:

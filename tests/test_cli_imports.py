@@ -138,3 +138,17 @@ def test_the_cli_exit_codes_are_the_engines() -> None:
     names = ("EXIT_OK", "EXIT_ATTENTION", "EXIT_INPUT", "EXIT_CHECKPOINT", "EXIT_LOCKED")
     for name in (*names, "EXIT_INTERRUPTED"):
         assert getattr(cli_main, name) == getattr(options, name), name
+
+
+def test_a_run_reaches_its_first_submit_without_outputs_simulators_or_retries() -> None:
+    # `pipeline run`'s start-up is importing pipeline.cli.commands: the video library, the
+    # outputs (templates, timeline), the simulators and the retry library come later, when a
+    # video is checked, the outputs are written, --simulate is asked or a call first fails.
+    code = "import json, sys, pipeline.cli.commands; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    modules = set(json.loads(done.stdout))
+    assert "pipeline.engine.runner" in modules  # it did load the engine
+    later = ("av", "PIL", "jinja2", "opentimelineio", "stamina", "pipeline.sim", "pipeline.render")
+    assert _loaded(modules, *later, "pipeline.outputs.write") == []

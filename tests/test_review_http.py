@@ -114,11 +114,18 @@ async def test_bad_input_is_refused_with_the_field(app: App) -> None:
         ("/api/pick", {"shot": "dawn-s02"}, "only take"),
         ("/api/pick", {"shot": "dawn-s01-t1", "picked": "yes"}, "picked"),
         ("/api/reroll", {"shot": "dawn-s01-t1"}, "confirm"),
+        ("/api/reroll", {"shot": "nope", "confirm": True}, "shot"),
+        ("/api/pick", {"shot": 7}, "shot"),
     ]
     for path, body, field in cases:
         res = await app.post(path, body, **good)
         assert res.status == 400, (path, body)
-        assert field in await res.text(), (path, body)
+        assert field in (await res.json())["error"], (path, body)
+    unknown = await app.client.get("/api/quote", params={"shot": "nope"})
+    assert (unknown.status, await unknown.json()) == (
+        400,
+        {"error": "shot: not a take of this run"},
+    )
     refused = await app.post("/api/reroll", {"shot": "dawn-s01-t1"}, **good)
     quote = await refused.json()
     assert (quote["new_take"], quote["price"]) == ("dawn-s01-t3", "$0.00")  # local is free

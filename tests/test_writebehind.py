@@ -73,6 +73,18 @@ class _SpyDigest:
         return self._digest.hexdigest()
 
 
+async def _write_and_check(body: bytes, dest: Path, *, announced: bool = True) -> None:
+    """``body`` through write_verified into ``dest``: its sha256 and its bytes come out whole."""
+    art = await write_verified(
+        Download(_pieces(body), size=len(body) if announced else None),
+        dest,
+        max_bytes=len(body),
+        record=_record,
+    )
+    assert art.sha256 == hashlib.sha256(body).hexdigest()
+    assert dest.read_bytes() == body
+
+
 @pytest.mark.parametrize("announced", [True, False])
 async def test_many_small_pieces_are_hashed_off_the_loop_in_whole_slots(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, announced: bool
@@ -83,14 +95,7 @@ async def test_many_small_pieces_are_hashed_off_the_loop_in_whole_slots(
     spy = types.SimpleNamespace(sha256=lambda: _SpyDigest(calls))
     monkeypatch.setattr(download, "hashlib", spy)
     body = _body(download.FLUSH_BYTES + 5 * slot + 12_345, seed=2)
-    art = await write_verified(
-        Download(_pieces(body), size=len(body) if announced else None),
-        tmp_path / "a.mp4",
-        max_bytes=len(body),
-        record=_record,
-    )
-    assert art.sha256 == hashlib.sha256(body).hexdigest()
-    assert (tmp_path / "a.mp4").read_bytes() == body
+    await _write_and_check(body, tmp_path / "a.mp4", announced=announced)
     loop_thread = threading.get_ident()
     assert all(ident != loop_thread for ident, _ in calls)  # never on the event loop
     sizes = [n for _, n in calls]
@@ -140,14 +145,7 @@ async def test_memory_is_bounded_by_the_slots_not_the_size(
         gate = threading.Event()
         allocated = handed = written = worst = 0
         body = _body(size, seed=size)
-        art = await write_verified(
-            Download(_pieces(body), size=size),
-            tmp_path / f"{size}.mp4",
-            max_bytes=size,
-            record=_record,
-        )
-        assert art.sha256 == hashlib.sha256(body).hexdigest()
-        assert (tmp_path / f"{size}.mp4").read_bytes() == body
+        await _write_and_check(body, tmp_path / f"{size}.mp4")
         assert allocated == slots  # the same few buffers for 4 MB and for 32 MB
         assert worst == slots * slot  # the reading ran ahead up to the slots, never further
         assert not _threads()
@@ -213,14 +211,7 @@ async def test_full_slots_are_written_direct_and_the_tail_buffered(
 
     monkeypatch.setattr(writebehind, "write_all", spying)
     body = _body(download.FLUSH_BYTES + 3 * slot + 5000)
-    art = await write_verified(
-        Download(_pieces(body), size=len(body)),
-        tmp_path / "d.mp4",
-        max_bytes=len(body),
-        record=_record,
-    )
-    assert art.sha256 == hashlib.sha256(body).hexdigest()
-    assert (tmp_path / "d.mp4").read_bytes() == body
+    await _write_and_check(body, tmp_path / "d.mp4")
     full = len(body) // slot
     assert seen[:full] == [(slot, True)] * full
     tail = len(body) % slot
@@ -247,13 +238,6 @@ async def test_a_refused_direct_write_falls_back_to_buffered_writes(
 
     monkeypatch.setattr(writebehind, "write_all", refusing)
     body = _body(download.FLUSH_BYTES + 3 * slot + 5000, seed=9)
-    art = await write_verified(
-        Download(_pieces(body), size=len(body)),
-        tmp_path / "e.mp4",
-        max_bytes=len(body),
-        record=_record,
-    )
-    assert art.sha256 == hashlib.sha256(body).hexdigest()
-    assert (tmp_path / "e.mp4").read_bytes() == body
+    await _write_and_check(body, tmp_path / "e.mp4")
     assert seen[:3] == [True, True, True]
     assert not any(seen[3:])  # buffered from the refusal on

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from pipeline import api, sim
+from pipeline import api
 from pipeline._util.redaction import redact, register
 from pipeline.cli import endpoints, userconfig
 from pipeline.engine import pollsched
@@ -44,11 +44,8 @@ from pipeline.journal.checkpoint import FILE as CHECKPOINT
 from pipeline.journal.snapshot import load_state
 from pipeline.manifest.loader import Manifest, load_manifest, print_warnings
 from pipeline.manifest.takes import resolver, with_rerolls
-from pipeline.outputs.picks import pick_request, set_pick
 from pipeline.outputs.summary import attention, render_table
-from pipeline.outputs.write import write_outputs
 from pipeline.providers import PROVIDERS
-from pipeline.sim.common import SimConfig
 
 
 def command(args: argparse.Namespace) -> int:
@@ -112,6 +109,8 @@ def check_preflight(manifest: Manifest) -> int:
 def _pick(run_dir: Path, shot: str, take: int) -> int:
     """``pipeline pick``: a ``take_picked`` record (queued when a runner holds the run)."""
     base = api.manifest_of(run_dir)
+    from pipeline.outputs.picks import pick_request, set_pick
+
     manifest = with_rerolls(base, api.status(run_dir))
     request = pick_request(manifest, shot, take)
     set_pick(run_dir, manifest, shot, take)
@@ -232,6 +231,8 @@ def _run(manifest: Manifest, run_dir: Path, args: argparse.Namespace) -> int:
 
 def _outputs(run_dir: Path, manifest: Manifest, *, quiet: bool = False) -> int:
     """Write the storyboard outputs; a failure here never changes the run's exit code."""
+    from pipeline.outputs.write import write_outputs  # PyAV, Pillow, Jinja2, OTIO: not before
+
     try:
         written = write_outputs(run_dir, manifest)
     except OSError as exc:
@@ -251,6 +252,8 @@ def _plan(args: argparse.Namespace) -> int:
     async def planned() -> Plan:
         if not args.simulate:
             return await make_plan(manifest, args.jobs_dir / manifest.name, options)
+        from pipeline import sim
+
         async with sim.running({s.provider for s in manifest.shots}) as sims:
             simulated = replace(
                 options,
@@ -275,6 +278,9 @@ def _announce(urls: Mapping[str, str]) -> None:
 
 
 async def _serve_simulators(host: str, port: int, latency: float) -> int:
+    from pipeline import sim
+    from pipeline.sim.common import SimConfig
+
     config = SimConfig(api_key=sim.SIM_KEY, latency_s=latency)
     async with sim.running(sim.SIMULATORS, config=config, host=host, port=port) as sims:
         print(f"provider simulators (API key: {sim.SIM_KEY}); Ctrl-C stops them")

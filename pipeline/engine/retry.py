@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
-
-import stamina
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pipeline.engine.clock import Clock
 from pipeline.errors import Ambiguous, FetchError, NotSent, RateLimited
 from pipeline.settings import RetryPolicy
 from pipeline.transfer.storage import StorageError
+
+if TYPE_CHECKING:  # imported when a call first fails: not on every command's start-up path
+    import stamina
 
 #: The retry policy of a provider whose settings say nothing (the settings' defaults).
 DEFAULT_POLICY = RetryPolicy()
@@ -116,6 +117,8 @@ class Backoff:
 
 def attempts(hook: Backoff, skip: int = 0) -> AsyncIterator[stamina.Attempt]:
     """A stamina retry context driven by ``hook`` (its policy's bounds), ``skip`` tries fewer."""
+    import stamina
+
     policy = hook.policy
     return stamina.retry_context(
         on=hook,
@@ -155,4 +158,6 @@ async def call(hook: Callable[[], Backoff], fn: Callable[[], Awaitable[T]]) -> T
 
 def testing() -> bool:
     """True inside ``stamina.set_testing`` (waits are skipped)."""
+    import stamina
+
     return stamina.is_testing()

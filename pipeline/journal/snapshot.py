@@ -200,8 +200,9 @@ def read_snapshot(path: Path, log: BinaryIO) -> tuple[RunState, Prefix]:
     """
     try:
         with path.open("rb") as fh:
-            header = fmt.check_header(fh, log)
-            state = _decode(fh, header)
+            header = fmt.parse_header(fh.readline())
+            with fmt.PrefixCheck(log, header):
+                state = _decode(fh, header)
     except OSError as exc:
         raise Stale(f"cannot read: {exc.strerror or exc}") from None
     return state, Prefix(offset=header["offset"], seq=header["seq"], lines=header["lines"])

@@ -6,9 +6,12 @@ writes one when a run ends. A run that is killed (or stopped by Ctrl-C) never ge
 
 - **When:** the thread looks at the log's size every :attr:`Policy.check_s` and writes a snapshot
   once the log has grown by at least ``max(min_growth, growth x covered)`` records since the
-  last one (10,000 records or 10 %, counted in bytes at the covered prefix's mean line length),
+  last one (10,000 records or 5 %, counted in bytes at the covered prefix's mean line length),
   and at most every :attr:`Policy.min_interval_s` (30 s). A resume then folds at most about a
-  tenth of the log, plus what was appended while the last snapshot was being taken.
+  twentieth of the log, plus what was appended while the last snapshot was being taken: at
+  1,000,000 records about 50,000, 0.4 s of folding beside the snapshot's 1 s. Writing costs
+  a snapshot's size every 5 % of growth (about 20 times the final size over a run, in a thread
+  of its own and off the appends' path).
 - **What, and why it is consistent:** the thread does not look at the runner's live state. That
   state is not the state of any log prefix at most moments: a record is folded into it only
   once its append returns, so with many shots appending at once a later record is often folded
@@ -85,7 +88,7 @@ class Policy:
     """
 
     min_growth: int = 10_000
-    growth: float = 0.10
+    growth: float = 0.05
     min_interval_s: float = 30.0
     check_s: float = 2.0
     busy: float = 1.0

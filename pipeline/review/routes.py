@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.journal.inbox import Request
-from pipeline.models import Event
+from pipeline.models import Event, Shot
 from pipeline.outputs.pages import ASSETS, asset
 from pipeline.review import views
 from pipeline.review.session import Session
@@ -52,6 +52,23 @@ routes = web.RouteTableDef()
 
 def _json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _take(session: Session, value: object) -> Shot:
+    """The take of this run whose id is ``value``.
+
+    Raises:
+        web.HTTPBadRequest: none is (a JSON ``{"error": ...}`` answer naming the field).
+    """
+    shot = session.take(value)
+    if shot is None:
+        raise _bad("shot: not a take of this run")
+    return shot
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    """A 400 whose JSON body ``{"error": message}`` names the field (as :func:`_json_error`)."""
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 @routes.get("/")
@@ -85,9 +102,7 @@ async def state(request: web.Request) -> web.Response:
 async def quote(request: web.Request) -> web.Response:
     """The price of a re-roll and the budget left."""
     session = request.app[SESSION]
-    shot = session.take(request.query.get("shot"))
-    if shot is None:
-        return _json_error(400, "shot: not a take of this run")
+    shot = _take(session, request.query.get("shot"))
     return web.json_response(session.quote(shot), headers={"Cache-Control": "no-store"})
 
 
@@ -95,9 +110,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="the body must be a JSON object\n") from None
+        raise _bad("the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be a JSON object\n")
+        raise _bad("the body must be a JSON object")
     return body
 
 
@@ -111,7 +126,7 @@ async def _record(session: Session, request: Request) -> web.Response:
 def _flag(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, True)
     if not isinstance(value, bool):
-        raise web.HTTPBadRequest(text=f"{name}: must be true or false\n")
+        raise _bad(f"{name}: must be true or false")
     return value
 
 
@@ -120,9 +135,7 @@ async def verdict(request: web.Request) -> web.Response:
     """Pick (or unpick), reject (or unreject) a take, or add a note to it."""
     session = request.app[SESSION]
     body = await _body(request)
-    shot = session.take(body.get("shot"))
-    if shot is None:
-        return _json_error(400, "shot: not a take of this run")
+    shot = _take(session, body.get("shot"))
     key, number = f"{shot.scene}-{shot.name}", shot.take or 1
     kind = request.match_info["verdict"]
     if kind == "pick":
@@ -148,9 +161,7 @@ async def reroll(request: web.Request) -> web.Response:
     """Ask for a new, paid take of a shot (``confirm`` must be true: the page showed the price)."""
     session = request.app[SESSION]
     body = await _body(request)
-    shot = session.take(body.get("shot"))
-    if shot is None:
-        return _json_error(400, "shot: not a take of this run")
+    shot = _take(session, body.get("shot"))
     if body.get("confirm") is not True:
         refused = {"error": "confirm: a re-roll is paid; confirm its price", **session.quote(shot)}
         return web.json_response(refused, status=400)

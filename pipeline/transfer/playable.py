@@ -28,10 +28,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import av
-import av.error
-
 from pipeline.errors import FetchError
+
+# PyAV (``import av.error`` in the functions) is imported by the first check, not by every
+# command that might fetch: 50 ms of `pipeline run`'s start-up.
 
 
 class UnplayableVideo(FetchError):
@@ -124,6 +124,8 @@ def check(source: Path | bytes, expected: Expected | None = None) -> VideoFacts:
         UnplayableVideo: not a readable video, truncated, undecodable ends, or a duration
             outside the tolerance. The message says which.
     """
+    import av.error
+
     size = len(source) if isinstance(source, bytes) else source.stat().st_size
     what: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
@@ -162,6 +164,8 @@ def check(source: Path | bytes, expected: Expected | None = None) -> VideoFacts:
 
 def _demux(container: Any, stream: Any, size: int) -> _Scan:
     """One pass over every packet of ``stream``; decode packets only until a first frame."""
+    import av.error
+
     scan = _Scan(declared=stream.frames or 0)
     try:
         for packet in container.demux(stream):
@@ -187,6 +191,8 @@ def _demux(container: Any, stream: Any, size: int) -> _Scan:
 
 def _decodes(stream: Any, packet: Any) -> bool:
     """Feed ``packet`` (None: drain) to the decoder: True once it gives a frame."""
+    import av.error
+
     try:
         return bool(stream.codec_context.decode(packet))
     except av.error.FFmpegError as exc:
@@ -217,6 +223,8 @@ def _last_frame_decodes(container: Any, stream: Any, scan: _Scan) -> bool:
     The last frame needs every reference frame since that keyframe; frames nothing refers to
     (most B-frames) are skipped until the last :data:`_DECODE_ALL` packets, which all decode.
     """
+    import av.error
+
     target = scan.last_key_ts if scan.last_key_ts is not None else scan.first_ts
     ctx = stream.codec_context
     skip_until = scan.tail - _DECODE_ALL if scan.last_key_ts is not None else 0
