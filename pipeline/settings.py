@@ -178,6 +178,10 @@ class ProviderSettings(_Frozen):
             120); not applied to video downloads, which have a throughput floor instead.
         max_response_bytes: largest API answer (JSON of submit, poll...) read, in bytes
             (default 16 MiB); a larger one is refused unread (not video downloads).
+        account: the provider account whose limits the shots share in the distributed mode
+            (``--store``): every run and manifest naming the same account shares one queue,
+            so ``max_in_flight`` and ``requests_per_minute`` hold across all of them
+            (default ``default``; ``[A-Za-z0-9][A-Za-z0-9_.-]*``; ignored by embedded runs).
     """
 
     base_url: str | None = None
@@ -201,6 +205,7 @@ class ProviderSettings(_Frozen):
     read_timeout_s: PositiveFloat = 60.0
     request_timeout_s: PositiveFloat = 120.0
     max_response_bytes: PositiveInt = 16 * MIB
+    account: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
     check_base_url = field_validator("base_url")(api_url)
     check_api_key_env = field_validator("api_key_env")(key_variable)

@@ -53,6 +53,29 @@ def take_number(text: str) -> int:
     return int(digits)
 
 
+STORE_HELP = (
+    "read the run RUN from this PostgreSQL store of the distributed mode "
+    "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; default: $PIPELINE_STORE)"
+)
+
+
+def store_flags(p: argparse.ArgumentParser, *, into: bool = False) -> None:
+    """Add ``--store URL`` (with ``into``: ``--into DIR`` and ``--trust-endpoints`` too).
+
+    With ``--store`` the positional run is a run id of the store; ``--into`` is the local run
+    directory it is pulled into.
+    """
+    p.add_argument("--store", metavar="URL", help=STORE_HELP)
+    if into:
+        p.add_argument(
+            "--into",
+            type=Path,
+            metavar="DIR",
+            help="with --store: the local run directory the run is pulled into (default jobs/RUN)",
+        )
+        p.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pipeline`` parser: one subcommand per command, with their flags and help."""
     parser = argparse.ArgumentParser(
@@ -108,14 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("manifest", type=Path)
     p_run.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="default: ./jobs")
     run_flags(p_run)
+    p_run.add_argument(
+        "--store",
+        metavar="URL",
+        help="distributed mode: start or join the run in this PostgreSQL store and work on it "
+        "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; default: $PIPELINE_STORE; docs/scale.md)",
+    )
+    p_run.add_argument(
+        "--no-work", action="store_true", help="with --store: enqueue the shots and leave"
+    )
 
     p_resume = sub.add_parser("resume", help="continue an interrupted run")
     p_resume.add_argument("run_dir", type=Path)
     run_flags(p_resume)
 
     p_status = sub.add_parser("status", help="show where every shot stands")
-    p_status.add_argument("run_dir", type=Path)
+    p_status.add_argument("run_dir", type=Path, metavar="RUN_DIR|RUN")
     p_status.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    store_flags(p_status)
 
     p_val = sub.add_parser("validate", help="check a manifest offline")
     p_val.add_argument("manifest", type=Path)
@@ -160,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_plan.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p_plan.add_argument("--max-usd", type=float, metavar="USD", help="compare with this budget")
     p_plan.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    store_flags(p_plan)
+    p_plan.add_argument(
+        "--run",
+        metavar="RUN",
+        help="with --store: the run to compare with (default: the newest "
+        "run of the manifest's name)",
+    )
 
     p_pick = sub.add_parser("pick", help="choose the take the animatic and storyboard use")
     p_pick.add_argument("run_dir", type=Path)
@@ -167,12 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_pick.add_argument("take", type=take_number, metavar="TAKE", help="1, t1 or T1")
 
     p_board = sub.add_parser("storyboard", help="rebuild the page, sheet, animatic and report")
-    p_board.add_argument("run_dir", type=Path)
+    p_board.add_argument("run_dir", type=Path, metavar="RUN_DIR|RUN")
+    store_flags(p_board, into=True)
 
     p_export = sub.add_parser(
         "export", help="the cut as a timeline for an editor (OTIO, EDL, FCP 7 XML, FCPXML)"
     )
-    p_export.add_argument("run_dir", type=Path)
+    p_export.add_argument("run_dir", type=Path, metavar="RUN_DIR|RUN")
+    store_flags(p_export, into=True)
     p_export.add_argument(
         "--format",
         required=True,
@@ -197,6 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="with --refresh: fetch from the simulator"
     )
 
+    p_pull = sub.add_parser(
+        "pull", help="copy a run of the store (records, manifest, videos) into a run directory"
+    )
+    p_pull.add_argument("run", metavar="RUN", help="the run id `pipeline run --store` printed")
+    p_pull.add_argument("--store", metavar="URL", help=STORE_HELP)
+    p_pull.add_argument(
+        "-o", "--output", type=Path, metavar="DIR", help="the run directory (default jobs/RUN)"
+    )
+    p_pull.add_argument("--trust-endpoints", action="store_true", help=TRUST_HELP)
+
+    p_worker = sub.add_parser(
+        "worker", help="distributed mode: execute queued shots of any run until Ctrl-C"
+    )
+    p_worker.add_argument(
+        "--store", metavar="URL", help="the PostgreSQL store (default: $PIPELINE_STORE)"
+    )
+    p_worker.add_argument(
+        "--providers", metavar="A,B", help="only these providers' shots (default: all)"
+    )
+    p_worker.add_argument("-v", "--verbose", action="store_true", help="log every transition")
+
     p_sim = sub.add_parser("sim", help="serve the provider simulators (until Ctrl-C)")
     p_sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p_sim.add_argument("--port", type=int, default=0, help="first port (default: free ports)")
@@ -205,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_review = sub.add_parser(
         "review", help="review a run in the browser: takes side by side, picks, notes, re-rolls"
     )
-    p_review.add_argument("run_dir", type=Path)
+    p_review.add_argument("run_dir", type=Path, metavar="RUN_DIR|RUN")
+    store_flags(p_review, into=True)
     p_review.add_argument(
         "--host",
         help="address to bind (default 127.0.0.1; another address only when named here)",

@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from pipeline.sim.account import ACCOUNT
+from pipeline.sim.account import install as install_account
 from pipeline.sim.common import (
     CONFIG,
     LEDGER,
@@ -136,6 +138,7 @@ def make_app(
     app.router.add_get(f"{BASE_PATH}/models", _models, name="models")
     app.router.add_get("/files/{task_id}.mp4", _file, name="fetch")
     app.on_cleanup.append(_cleanup)
+    install_account(app)  # the account's own in-flight count and submit times (/_sim/account)
     return app
 
 
@@ -214,6 +217,7 @@ async def _submit(request: web.Request) -> web.Response:
     )
     st.jobs[job.task_id] = job
     app[LEDGER].add(job.task_id, model, body, cost_usd=cost)
+    app[ACCOUNT].submitted(job.task_id, job.prompt, job.finished_at)
     task = asyncio.get_running_loop().create_task(_finish_later(app, job))
     st.tasks.add(task)
     task.add_done_callback(st.tasks.discard)

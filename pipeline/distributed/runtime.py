@@ -1,0 +1,147 @@
+"""What the workflows of one worker process share: the store, the API keys, adapters, storage.
+
+A process sets it up once (:func:`install`) before DBOS launches; the workflow steps reach it
+with :func:`current`. Adapters and object stores are built on first use, on DBOS's event loop
+(the one every async workflow of the process runs on), one per provider settings and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.distributed.intent import Submits
+from pipeline.journal.pgjournal import PgJournal
+from pipeline.providers import PROVIDERS
+from pipeline.providers.base import Provider, ProviderContext
+from pipeline.settings import DownloadSettings, ProviderSettings, StorageSettings
+from pipeline.transfer.storage import ObjectStorage
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass
+class Runtime:
+    """One worker process's shared state.
+
+    Attributes:
+        journal: the store's run journals.
+        submits: submit intents and budgets (:mod:`.intent`).
+        keys: environment variable name -> value, for the API keys this worker may use
+            (``providers.<name>.api_key_env``); read by the CLI, never written anywhere.
+        workdir: a private directory for downloads in progress (removed at :meth:`close`).
+        stopping: set when the process is stopping: no new paid call starts (a shot about to
+            submit waits; it is recovered by another worker once this one exits).
+        submits_in_air: paid calls in progress (a stopping process waits for them).
+    """
+
+    journal: PgJournal
+    submits: Submits
+    keys: Mapping[str, str]
+    workdir: Path
+    stopping: bool = False
+    submits_in_air: int = 0
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _stores: dict[str, ObjectStorage] = field(default_factory=dict)
+
+    def provider(
+        self, name: str, settings: ProviderSettings, downloads: DownloadSettings, simulate: bool
+    ) -> Provider:
+        """The adapter for ``name`` with these settings (built once per process).
+
+        Raises:
+            KeyError: not a provider of the registry.
+        """
+        ident = json.dumps(
+            [name, settings.model_dump(mode="json"), downloads.model_dump(mode="json"), simulate],
+            sort_keys=True,
+        )
+        cache_key = hashlib.sha256(ident.encode()).hexdigest()
+        adapter = self._providers.get(cache_key)
+        if adapter is None:
+            spec = PROVIDERS[name]
+            key = self.keys.get(settings.api_key_env or "") if settings.api_key_env else None
+            ctx = ProviderContext(
+                name=name,
+                settings=settings,
+                run_dir=self.workdir,
+                api_key=key,
+                simulate=simulate,
+                downloads=downloads,
+            )
+            adapter = self._providers[cache_key] = spec.factory(ctx)
+        return adapter
+
+    def storage(self, settings: StorageSettings) -> ObjectStorage:
+        """The object storage of a manifest's ``storage`` section (built once per process).
+
+        Raises:
+            ManifestError: the URL or TTL is not usable.
+        """
+        ident = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+        store = self._stores.get(ident)
+        if store is None:
+            store = self._stores[ident] = ObjectStorage(settings, file="the run's manifest")
+        return store
+
+    async def aclose(self) -> None:
+        """Close every adapter (on DBOS's loop, where they were built)."""
+        adapters, self._providers = list(self._providers.values()), {}
+        for adapter in adapters:
+            try:
+                await adapter.aclose()
+            except Exception as exc:  # closing must not hide the shutdown's real outcome
+                log.debug("closing %s: %s", adapter.name, exc)
+
+    def close(self) -> None:
+        """Close the journal's connection and remove the work directory."""
+        self.journal.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_CURRENT: Runtime | None = None
+
+
+def install(dsn: str, keys: Mapping[str, str]) -> Runtime:
+    """Set up this process's runtime for the store ``dsn`` with these API key variables."""
+    global _CURRENT
+    journal = PgJournal(dsn)
+    _CURRENT = Runtime(
+        journal=journal,
+        submits=Submits(journal),
+        keys=dict(keys),
+        workdir=Path(tempfile.mkdtemp(prefix="pipeline-worker-")),
+    )
+    return _CURRENT
+
+
+def current() -> Runtime:
+    """The runtime :func:`install` set up.
+
+    Raises:
+        RuntimeError: none was installed in this process.
+    """
+    if _CURRENT is None:
+        raise RuntimeError("pipeline.distributed.runtime.install() was not called")
+    return _CURRENT
+
+
+def uninstall(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Close the runtime (adapters on ``loop`` if given and running), then forget it."""
+    global _CURRENT
+    rt, _CURRENT = _CURRENT, None
+    if rt is None:
+        return
+    if loop is not None and loop.is_running():
+        try:
+            asyncio.run_coroutine_threadsafe(rt.aclose(), loop).result(timeout=10)
+        except Exception as exc:
+            log.debug("closing adapters: %s", exc)
+    rt.close()

@@ -1,0 +1,195 @@
+"""The distributed mode end to end: real PostgreSQL, the RelayDance simulator in its own process,
+object storage on moto, and the real CLI in worker processes (``pipeline worker``) and runs
+(``pipeline run --store``).
+
+What the provider saw is read from the simulator itself (``/_sim/account``: its own count of
+jobs in flight, every submit's time; ``/_sim/ledger``: every charge), not from the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests import dist_env
+from tests.conftest import S3
+
+pytestmark = pytest.mark.usefixtures("s3")
+
+
+def _store_sha(s3: S3, url: str) -> str:
+    bucket, key = url.removeprefix("s3://").split("/", 1)
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    return hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+def _provider_sha(prov: dist_env.Provider, job_id: str) -> str:
+    req = urllib.request.Request(
+        f"{prov.base_url}/videos/{job_id}/content",
+        headers={"Authorization": f"Bearer {dist_env.KEY}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return hashlib.sha256(resp.read()).hexdigest()
+
+
+def test_three_workers_two_manifests_share_one_account(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    with dist_env.provider(0.4, 0.9) as prov:
+        env = dist_env.env(prov)
+        workers = [dist_env.cli("worker", "--store", pg_database, environ=env) for _ in range(3)]
+        try:
+            for name in ("alpha", "beta"):  # two manifests, one account (`team`), limit 4
+                m = dist_env.manifest(
+                    tmp_path / f"{name}.yaml", name, 10, storage=s3.storage_yaml(name), rpm=600
+                )
+                run = dist_env.cli(
+                    "run", str(m), "--store", pg_database, "--no-work", "--trust-endpoints",
+                    environ=env,
+                )  # fmt: skip
+                out, err = run.communicate(timeout=120)
+                assert run.returncode == 0, err
+                assert f"run {name} started: 10 shot(s) on relaydance.team" in out
+            states = dist_env.wait_finished(pg_database, ["alpha", "beta"], 120)
+        finally:
+            outputs = [dist_env.stop(w) for w in workers]
+        for w, (_, err) in zip(workers, outputs, strict=True):
+            assert w.returncode == 0, err
+        account = prov.account()
+        ledger = prov.ledger()
+        fetched = _fetched_urls(pg_database)
+        provider_sha = {job: _provider_sha(prov, job) for job, _, _ in fetched.values()}
+
+    assert 1 < account["max_in_flight"] <= 4  # the provider's own count, all processes together
+    for state in states.values():
+        assert {r.state.value for r in state.shots.values()} == {"done"}
+        for rec in state.shots.values():
+            assert rec.job is not None
+            assert rec.output == f"shots/{rec.id}.mp4"
+    prompts = Counter(s["prompt"] for s in account["submits"])
+    assert len(prompts) == 20  # every shot paid ...
+    assert set(prompts.values()) == {1}  # ... exactly once
+    assert len(ledger) == 20
+    # every output in the object store is the provider's bytes
+    assert len(fetched) == 20
+    for shot, (job_id, url, sha) in fetched.items():
+        assert _store_sha(s3, url) == sha == provider_sha[job_id], shot
+
+
+def _fetched_urls(dsn: str) -> dict[str, tuple[str, str, str]]:
+    """``{run/shot: (job id, object URL, sha256)}`` from the store's journal."""
+    from pipeline.journal.pgjournal import PgJournal
+
+    out: dict[str, tuple[str, str, str]] = {}
+    with PgJournal(dsn) as journal:
+        for run in journal.runs():
+            jobs: dict[str, str] = {}
+            for r in journal.records(run.run_id):
+                if r.ev == "submitted" and r.shot:
+                    jobs[r.shot] = r.data["job"]
+                if r.ev == "fetched" and r.shot:
+                    out[f"{run.run_id}/{r.shot}"] = (jobs[r.shot], r.data["url"], r.data["sha256"])
+    return out
+
+
+def test_budget_is_shared_by_the_workers_of_a_run(tmp_path: Path, pg_database: str, s3: S3) -> None:
+    with dist_env.provider(0.3, 0.5) as prov:
+        env = dist_env.env(prov)
+        m = dist_env.manifest(
+            tmp_path / "money.yaml", "money", 8, storage=s3.storage_yaml("money"),
+            budget=5.0, usd_per_job=1.0,
+        )  # fmt: skip
+        worker = dist_env.cli("worker", "--store", pg_database, environ=env)
+        try:  # the run's own process works too: two workers check one budget
+            run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
+                               environ=env)  # fmt: skip
+            out, err = run.communicate(timeout=120)
+        finally:
+            dist_env.stop(worker)
+        ledger = prov.ledger()
+    assert run.returncode == 1, err  # held shots need attention
+    assert "5 done" in out
+    assert "3 pending" in out
+    assert len(ledger) == 5  # never more than the budget: $5 at $1 a shot
+
+
+def test_a_bad_store_is_refused_without_its_password(tmp_path: Path) -> None:
+    m = dist_env.manifest(tmp_path / "m.yaml", "m", 1, storage="storage: {url: 's3://bkt/x'}")
+    secret = "hunter2-secret"
+    for argv in (
+        ["run", str(m), "--store", f"postgresql://u:{secret}@127.0.0.1:1/db"],
+        ["worker", "--store", f"postgresql://u:{secret}@127.0.0.1:1/db"],
+        ["worker", "--store", f"mysql://u:{secret}@h/db"],
+    ):
+        proc = dist_env.cli(*argv, environ=os.environ)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (argv, err)
+        assert secret not in out + err
+        assert ("postgresql://u@127.0.0.1:1/db" in err) or ("mysql://u@h/db" in err)
+
+
+def test_the_embedded_mode_never_imports_dbos(tmp_path: Path) -> None:
+    m = tmp_path / "local.yaml"
+    m.write_text(
+        "version: 1\nname: tiny\ndefaults: {provider: local, duration: 1}\n"
+        "providers: {local: {latency_s: 0}}\nscenes: [{id: a, shots: [{id: s, prompt: p}]}]\n"
+    )
+    code = (
+        "import sys; from pipeline.cli.main import main; "
+        f"rc = main(['run', {str(m)!r}, '--jobs-dir', {str(tmp_path / 'jobs')!r}, "
+        "'--no-progress']); "
+        "bad = sorted(n for n in sys.modules if n == 'dbos' or n.startswith(('dbos.', "
+        "'pipeline.distributed', 'psycopg'))); print(rc, bad); sys.exit(0 if rc == 0 and not bad "
+        "else 1)"
+    )
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=dist_env.ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "jobs" / "tiny" / "shots" / "a-s.mp4").exists()
+
+
+@pytest.mark.slow
+def test_the_account_rate_holds_across_workers_and_manifests(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    """requests_per_minute 30 on one account, 36 shots from two manifests, three workers:
+    no rolling minute of the provider's own submit log holds more than 30 submits."""
+    from pipeline.distributed.queues import limiter_for
+
+    rpm = 30
+    with dist_env.provider(0.2, 0.4) as prov:
+        env = dist_env.env(prov)
+        workers = [dist_env.cli("worker", "--store", pg_database, environ=env) for _ in range(3)]
+        try:
+            for name in ("east", "west"):
+                m = dist_env.manifest(
+                    tmp_path / f"{name}.yaml", name, 18, storage=s3.storage_yaml(name), rpm=rpm
+                )
+                run = dist_env.cli(
+                    "run", str(m), "--store", pg_database, "--no-work", "--trust-endpoints",
+                    environ=env,
+                )  # fmt: skip
+                assert run.communicate(timeout=120)[0].startswith(f"run {name} started")
+            states = dist_env.wait_finished(pg_database, ["east", "west"], 240)
+        finally:
+            for w in workers:
+                dist_env.stop(w)
+        submits = sorted(s["t"] for s in prov.account()["submits"])
+    assert len(submits) == 36
+    assert all(r.state.value == "done" for s in states.values() for r in s.shots.values())
+    busiest = max(sum(1 for u in submits[i:] if u < t + 60.0) for i, t in enumerate(submits))
+    assert busiest <= rpm
+    limiter = limiter_for(rpm)
+    assert limiter is not None
+    assert busiest >= limiter["limit"] * (60 / limiter["period"]) - limiter["limit"]  # it binds
