@@ -15,6 +15,22 @@ from pipeline.journal.state import RunState, replay
 from pipeline.manifest.loader import Manifest, load_manifest
 
 
+def two_shot_manifest(name: str) -> str:
+    """A manifest named ``name``: scene ``one``, shot ``a`` (first frame ``pier.png``) and shot
+    ``b`` in two takes, on the offline ``local`` provider (for :func:`finished_run`)."""
+    return f"""\
+version: 1
+name: {name}
+defaults: {{provider: local, duration: 1, aspect_ratio: "16:9"}}
+providers: {{local: {{latency_s: 0}}}}
+scenes:
+  - id: one
+    shots:
+      - {{id: a, prompt: "Wide: the pier at dawn", image: pier.png}}
+      - {{id: b, prompt: "The lighthouse", takes: 2, seed: 5}}
+"""
+
+
 @dataclasses.dataclass
 class Run:
     """A run directory, its manifest (as it stands after the run) and its replayed state."""

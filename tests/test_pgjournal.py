@@ -24,20 +24,10 @@ from pipeline.journal.pgjournal import PgJournal, StoreDamaged, StoreError
 from pipeline.journal.state import replay
 from pipeline.models import Event, ShotState
 from pipeline.outputs.summary import status_json
-from tests.local_runs import finished_run
+from tests.local_runs import finished_run, two_shot_manifest
 from tests.pgserver import PgServer
 
-MANIFEST = """\
-version: 1
-name: folded
-defaults: {provider: local, duration: 1, aspect_ratio: "16:9"}
-providers: {local: {latency_s: 0}}
-scenes:
-  - id: one
-    shots:
-      - {id: a, prompt: "Wide: the pier at dawn", image: pier.png}
-      - {id: b, prompt: "The lighthouse", takes: 2, seed: 5}
-"""
+MANIFEST = two_shot_manifest("folded")
 
 
 _OPEN: list[PgJournal] = []

@@ -24,19 +24,9 @@ from pipeline.journal.lines import Record
 from pipeline.journal.pgjournal import PgJournal
 from pipeline.models import Event
 from tests.conftest import S3
-from tests.local_runs import Run, finished_run
+from tests.local_runs import Run, finished_run, two_shot_manifest
 
-MANIFEST = """\
-version: 1
-name: dock
-defaults: {provider: local, duration: 1, aspect_ratio: "16:9"}
-providers: {local: {latency_s: 0}}
-scenes:
-  - id: one
-    shots:
-      - {id: a, prompt: "Wide: the pier at dawn", image: pier.png}
-      - {id: b, prompt: "The lighthouse", takes: 2, seed: 5}
-"""
+MANIFEST = two_shot_manifest("dock")
 RUN = "dock-7f3a"
 
 

@@ -18,20 +18,10 @@ import pytest
 from pipeline.cli.main import main
 from pipeline.journal.checkpoint import FILE, load
 from pipeline.journal.pgjournal import PgJournal
-from tests.local_runs import Run, finished_run
+from tests.local_runs import Run, finished_run, two_shot_manifest
 from tests.pgserver import PgServer
 
-MANIFEST = """\
-version: 1
-name: harbor
-defaults: {provider: local, duration: 1, aspect_ratio: "16:9"}
-providers: {local: {latency_s: 0}}
-scenes:
-  - id: one
-    shots:
-      - {id: a, prompt: "Wide: the pier at dawn", image: pier.png}
-      - {id: b, prompt: "The lighthouse", takes: 2, seed: 5}
-"""
+MANIFEST = two_shot_manifest("harbor")
 
 
 @pytest.fixture(scope="module")
