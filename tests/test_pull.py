@@ -47,6 +47,17 @@ class Stored:
         client = boto3.client("s3", endpoint_url=self.s3.endpoint, region_name="us-east-1")
         client.put_object(Bucket=self.s3.bucket, Key=self.keys[rel], Body=data)
 
+    def pull_argv(self, dest: Path) -> tuple[str, ...]:
+        """``pipeline pull`` of the run into ``dest``, the manifest's endpoint trusted."""
+        return ("pull", RUN, "--store", self.dsn, "-o", str(dest), "--trust-endpoints")
+
+    def with_media(self, dest: Path) -> Path:
+        """``dest``, made, with the manifest's first frame ``pier.png`` put beside it."""
+        dest.mkdir(exist_ok=True)
+        frame = self.local.run_dir.parent.parent / "pier.png"
+        (dest / "pier.png").write_bytes(frame.read_bytes())
+        return dest
+
 
 @pytest.fixture
 def stored(pg_database: str, s3: S3, local_run: Run) -> Stored:
@@ -85,8 +96,7 @@ def test_a_pulled_run_is_a_run_directory_every_local_command_works_on(
     stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dest = tmp_path / "pulled"
-    code, out, err = cli(capsys, "pull", RUN, "--store", stored.dsn, "-o", str(dest),
-                         "--trust-endpoints")  # fmt: skip
+    code, out, err = cli(capsys, *stored.pull_argv(dest))
     # The manifest's first frame (pier.png) is not in the store: the outputs wait for it.
     assert code == 1
     assert "3 video(s) downloaded, 0 already here" in out
@@ -108,7 +118,7 @@ def test_a_pulled_run_is_a_run_directory_every_local_command_works_on(
     got.pop("run")
     assert got == want
 
-    (dest / "pier.png").write_bytes((stored.local.run_dir.parent.parent / "pier.png").read_bytes())
+    stored.with_media(dest)
     code, out, _ = cli(capsys, "storyboard", str(dest))
     assert code == 0
     assert "storyboard.html" in out
@@ -119,10 +129,8 @@ def test_a_pulled_run_is_a_run_directory_every_local_command_works_on(
 def test_pulling_again_downloads_only_what_is_missing(
     stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dest = tmp_path / "pulled"
-    dest.mkdir()
-    (dest / "pier.png").write_bytes((stored.local.run_dir.parent.parent / "pier.png").read_bytes())
-    argv = ("pull", RUN, "--store", stored.dsn, "-o", str(dest), "--trust-endpoints")
+    dest = stored.with_media(tmp_path / "pulled")
+    argv = stored.pull_argv(dest)
     code, out, _ = cli(capsys, *argv)
     assert code == 0
     assert "3 video(s) downloaded" in out
@@ -147,8 +155,7 @@ def test_bytes_that_do_not_match_the_record_are_refused_and_not_kept(
     bad = sorted(stored.videos)[1]
     stored.put(bad, b"\x00\x00\x00\x18ftypmp42" + b"not the provider's bytes" * 100)
     dest = tmp_path / "pulled"
-    code, out, err = cli(capsys, "pull", RUN, "--store", stored.dsn, "-o", str(dest),
-                         "--trust-endpoints")  # fmt: skip
+    code, out, err = cli(capsys, *stored.pull_argv(dest))
     assert code == 1
     assert "2 video(s) downloaded" in out
     assert f"{bad}: the object's bytes do not match the record" in err
@@ -181,7 +188,7 @@ def test_a_directory_of_another_run_or_a_local_run_is_refused(
     assert code == 2
     assert "holds a run that was not pulled from a store" in err
     dest = tmp_path / "pulled"
-    argv = ("pull", RUN, "--store", stored.dsn, "-o", str(dest), "--trust-endpoints")
+    argv = stored.pull_argv(dest)
     cli(capsys, *argv)
     (dest / ".pull.json").write_text("{not json")
     code, _, err = cli(capsys, *argv)
@@ -192,10 +199,8 @@ def test_a_directory_of_another_run_or_a_local_run_is_refused(
 def test_verdicts_given_on_a_pulled_run_reach_the_store_on_the_next_pull(
     stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dest = tmp_path / "pulled"
-    dest.mkdir()
-    (dest / "pier.png").write_bytes((stored.local.run_dir.parent.parent / "pier.png").read_bytes())
-    argv = ("pull", RUN, "--store", stored.dsn, "-o", str(dest), "--trust-endpoints")
+    dest = stored.with_media(tmp_path / "pulled")
+    argv = stored.pull_argv(dest)
     assert cli(capsys, *argv)[0] == 0
     code, out, _ = cli(capsys, "pick", str(dest), "one-b", "2")
     assert code == 0
@@ -215,9 +220,7 @@ def test_verdicts_given_on_a_pulled_run_reach_the_store_on_the_next_pull(
 def test_storyboard_and_export_with_a_store_pull_first(
     stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dest = tmp_path / "board"
-    dest.mkdir()
-    (dest / "pier.png").write_bytes((stored.local.run_dir.parent.parent / "pier.png").read_bytes())
+    dest = stored.with_media(tmp_path / "board")
     store = ("--store", stored.dsn, "--into", str(dest), "--trust-endpoints")
     code, out, _ = cli(capsys, "storyboard", RUN, *store)
     assert code == 0

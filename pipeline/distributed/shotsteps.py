@@ -180,17 +180,7 @@ async def _close(
 ) -> Json:
     doc = job_json(job)
     fields = _submitted_fields(job, est, **extra)
-    await anyio.to_thread.run_sync(
-        lambda: rt.submits.close_intent(
-            t.run_id,
-            t.shot.id,
-            t.shot.fingerprint,
-            outcome=outcome,
-            event=Event.SUBMITTED,
-            fields=fields,
-            job=doc,
-        )
-    )
+    await _close_intent(rt, t, outcome, Event.SUBMITTED, fields, job=doc)
     return {"state": ShotState.POLLING.value, "job": doc}
 
 
@@ -202,6 +192,13 @@ async def _close_failed(
     reason: str,
     fields: Json | None = None,
 ) -> None:
+    await _close_intent(rt, t, outcome, event, fields or {"reason": reason})
+
+
+async def _close_intent(
+    rt: Runtime, t: ShotTask, outcome: str, event: Event, fields: Json, job: Json | None = None
+) -> None:
+    """Record the outcome of ``t``'s submit intent and its ``event`` (a worker thread)."""
     await anyio.to_thread.run_sync(
         lambda: rt.submits.close_intent(
             t.run_id,
@@ -209,7 +206,8 @@ async def _close_failed(
             t.shot.fingerprint,
             outcome=outcome,
             event=event,
-            fields=fields or {"reason": reason},
+            fields=fields,
+            job=job,
         )
     )
 

@@ -56,8 +56,11 @@ class Stale(ValueError):
     """The snapshot cannot be used (the reason is the message)."""
 
 
-def prefix_crc(fh: BinaryIO, offset: int) -> tuple[int, int]:
+def prefix_crc(fh: BinaryIO, offset: int, *, count_lines: bool = True) -> tuple[int, int]:
     """``(CRC32, number of newlines)`` of the first ``offset`` bytes of ``fh``.
+
+    With ``count_lines`` false the count is 0 and not made: ``zlib.crc32`` lets go of the GIL on
+    large blocks, counting does not (:class:`PrefixCheck` runs this beside other work).
 
     Raises:
         Stale: the file is shorter than ``offset``.
@@ -71,7 +74,8 @@ def prefix_crc(fh: BinaryIO, offset: int) -> tuple[int, int]:
         if not block:
             raise Stale(f"the log is shorter than the {offset} bytes the snapshot covers")
         crc = zlib.crc32(block, crc)
-        lines += block.count(b"\n")
+        if count_lines:
+            lines += block.count(b"\n")
         left -= len(block)
     return crc, lines
 
@@ -130,25 +134,6 @@ def parse_header(line: bytes) -> dict[str, Any]:
     return header
 
 
-def _crc_of_prefix(fd: int, offset: int) -> int:
-    """CRC32 of the first ``offset`` bytes of the file ``fd`` (``pread``: no shared position).
-
-    ``zlib.crc32`` lets go of the GIL on large blocks, so this runs beside the body's decoding.
-
-    Raises:
-        Stale: the file is shorter than ``offset``.
-        OSError: a read failed.
-    """
-    crc = pos = 0
-    while pos < offset:
-        block = os.pread(fd, min(BLOCK, offset - pos), pos)
-        if not block:
-            raise Stale(f"the log is shorter than the {offset} bytes the snapshot covers")
-        crc = zlib.crc32(block, crc)
-        pos += len(block)
-    return crc
-
-
 class PrefixCheck:
     """The check that the log starts with the bytes a snapshot covers, run in a thread.
 
@@ -163,21 +148,22 @@ class PrefixCheck:
     """
 
     def __init__(self, log: BinaryIO, header: dict[str, Any]) -> None:
-        self._fd, self._header = log.fileno(), header
+        self._log, self._header = log, header
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-check")
-        self._crc: Future[int] | None = None
+        self._crc: Future[tuple[int, int]] | None = None
 
     def __enter__(self) -> PrefixCheck:
         offset = self._header["offset"]
-        if os.fstat(self._fd).st_size < offset:
+        if os.fstat(self._log.fileno()).st_size < offset:
             raise Stale(f"the log is shorter than the {offset} bytes the snapshot covers")
-        self._crc = self._pool.submit(_crc_of_prefix, self._fd, offset)
+        # The log is this thread's alone until the block ends (its reader seeks it again).
+        self._crc = self._pool.submit(prefix_crc, self._log, offset, count_lines=False)
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         assert self._crc is not None
         try:
-            crc = self._crc.result()  # waits; the body's own error, if any, wins below
+            crc, _ = self._crc.result()  # waits; the body's own error, if any, wins below
         finally:
             self._pool.shutdown(wait=True)
         if exc_type is None and crc != self._header["log_crc"]:
