@@ -338,11 +338,14 @@ def test_a_running_runner_records_queued_requests_and_runs_the_reroll(tmp_path: 
             request(Event.NOTE_ADDED, "dawn-s02", key="dawn-s02", take=1, text="queued"),
         ]
         recorded, _ = anyio.run(inbox.record, rd, queued, resolver(manifest))
-        assert recorded is False  # the runner holds the run: queued for it
-        assert len(inbox.pending(rd)) == 2
+        # The runner holds the run: the requests are queued for it, not appended here (the
+        # runner may already have taken some of them from the inbox, so no count is asserted).
+        assert recorded is False
         out, err = runner.communicate(timeout=120)
     finally:
-        runner.kill()
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
     assert runner.returncode == 0, err
     assert "dusk-s01-t2" in out  # run by that same runner
     assert inbox.pending(rd) == []
