@@ -121,7 +121,7 @@ class Submits:
         Raises:
             StoreError / StoreDamaged: the store failed; nothing was committed.
         """
-        with self.journal.connect() as conn, conn.transaction():
+        with self.journal.pooled() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT budget_usd FROM pipeline.runs WHERE run_id = %s FOR UPDATE", (run_id,)
             ).fetchone()
@@ -188,7 +188,7 @@ class Submits:
         Raises:
             StoreError / StoreDamaged: the store failed; nothing was committed.
         """
-        with self.journal.connect() as conn, conn.transaction():
+        with self.journal.pooled() as conn, conn.transaction():
             # The run's row first, as open_intent takes it: one lock order, no deadlock.
             conn.execute("SELECT 1 FROM pipeline.runs WHERE run_id = %s FOR UPDATE", (run_id,))
             conn.execute(
@@ -200,7 +200,7 @@ class Submits:
 
     def committed_usd(self, run_id: str) -> float:
         """What the run has committed: intents in the air, submitted and ambiguous (USD)."""
-        with self.journal.connect() as conn:
+        with self.journal.pooled() as conn:
             row = conn.execute(
                 "SELECT coalesce(sum(est_usd), 0) FROM pipeline.submits WHERE run_id = %s "
                 "AND (outcome IS NULL OR outcome = ANY(%s))",

@@ -5,8 +5,10 @@ Shots of every run and every manifest that use provider ``P`` with ``providers.P
 queue's limits across every process that dequeues from it:
 
 - ``global_concurrency`` = ``max_in_flight``: a shot workflow counts from the moment a worker
-  dequeues it (PENDING) until it ends, i.e. from before its submit until after its fetch, so
-  the provider never has more than ``max_in_flight`` of the account's jobs unfinished. A workflow
+  dequeues it (PENDING) until it ends, i.e. from before its submit until its job ends at the
+  provider, so the provider never has more than ``max_in_flight`` of the account's jobs
+  unfinished. The download and the object-storage put of a finished job run afterwards as a
+  fetch workflow on :data:`FETCH_QUEUE`, so they never hold one of the account's slots. A workflow
   of a worker that died stays PENDING (and counted) until it is recovered; recovery puts it back
   ENQUEUED in its old place, and queues dequeue the oldest first, so it gets the next free slot
   before any newer shot can be submitted.
@@ -41,12 +43,25 @@ POLL_S = 0.25
 #: The queue of run workflows (no limits): any worker may take a run's bookkeeping.
 RUN_QUEUE = "pipeline.runs"
 
+#: The queue of fetch workflows (download, verify, put): finished jobs, no account slot held.
+FETCH_QUEUE = "pipeline.fetches"
+
+#: Fetch workflows one worker process runs at once (downloads share its CPU and network).
+FETCHES_PER_WORKER = 8
+
 
 def register_run_queue() -> None:
-    """Create the queue of run workflows if missing."""
+    """Create the queues of run and fetch workflows if missing."""
     from dbos import DBOS
 
-    DBOS.register_queue(RUN_QUEUE, polling_interval_sec=POLL_S, on_conflict="always_update")
+    # Each queue costs every worker a few queries per look: the run queue is looked at rarely.
+    DBOS.register_queue(RUN_QUEUE, polling_interval_sec=1.0, on_conflict="always_update")
+    DBOS.register_queue(
+        FETCH_QUEUE,
+        worker_concurrency=FETCHES_PER_WORKER,
+        polling_interval_sec=2 * POLL_S,
+        on_conflict="always_update",
+    )
 
 
 def queue_name(provider: str, account: str = "default") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any, cast
 
@@ -40,6 +41,10 @@ Json = dict[str, Any]
 FREE_ATTEMPTS = 5
 #: Attempts of a submit that provably created nothing (NotSent, 429), same key each time.
 SUBMIT_ATTEMPTS = 5
+#: Poll interval growth per poll, between the provider's ``poll_min_s`` and ``poll_max_s``.
+POLL_GROWTH = 1.5
+#: Longest one poll step polls before it hands back to its workflow's durable sleep (s).
+POLL_STEP_S = 60.0
 
 
 def _provider(rt: Runtime, t: ShotTask) -> Provider:
@@ -90,8 +95,6 @@ async def _fresh_media(rt: Runtime, t: ShotTask) -> list[MediaRef]:
 
     The shot may have waited in the queue since ``pipeline run`` signed its URLs.
     """
-    import time
-
     out: list[MediaRef] = []
     for ref in t.media:
         stale = ref.expires_at is not None and ref.expires_at - time.time() < (
@@ -181,7 +184,7 @@ async def _close(
     doc = job_json(job)
     fields = _submitted_fields(job, est, **extra)
     await _close_intent(rt, t, outcome, Event.SUBMITTED, fields, job=doc)
-    return {"state": ShotState.POLLING.value, "job": doc}
+    return {"state": ShotState.POLLING.value, "job": doc, "since": time.time()}
 
 
 async def _close_failed(
@@ -226,7 +229,7 @@ async def _earlier(
     provider where the adapter can, else ``needs_reconcile``; never submit again.
     """
     if outcome == "submitted" and job is not None:
-        return {"state": ShotState.POLLING.value, "job": dict(job)}
+        return {"state": ShotState.POLLING.value, "job": dict(job), "since": time.time()}
     if outcome == "rejected":
         return {"state": ShotState.FAILED.value}
     if outcome == "ambiguous":
@@ -259,21 +262,54 @@ def _intent_time(rt: Runtime, t: ShotTask) -> float:
 
 
 @DBOS.step(name="pipeline.poll")
-async def poll(task: Json, job: Json, last_raw: str) -> Json:
-    """Ask once (retrying transient failures) for the job's status; journal what changed.
+async def poll(task: Json, job: Json, last_raw: str, wait_s: float, deadline: float) -> Json:
+    """Poll the job until it ends, its deadline passes or :data:`POLL_STEP_S` have gone by.
+
+    One step holds many polls, with in-memory waits between them that start at ``wait_s`` and
+    grow by :data:`POLL_GROWTH` between the provider's ``poll_min_s`` and ``poll_max_s``: DBOS
+    records a step's start and result in PostgreSQL (about five transactions with the durable
+    sleep between steps), so one step per poll made that bookkeeping most of a worker's CPU.
+    A worker that dies inside the step loses nothing: polls are free, and the recovered step
+    simply polls again.
+
+    Args:
+        task: the :meth:`ShotTask.to_json`.
+        job: the submitted job (:func:`~.tasks.job_json`).
+        last_raw: the provider's last status seen (journaled only when it changes).
+        wait_s: seconds to wait before the first poll (0 after the workflow's durable sleep).
+        deadline: epoch seconds after which the shot fails as timed out.
 
     Returns:
-        The :class:`PollResult` as JSON; a failed job also carries ``final``.
+        The last :class:`PollResult` as JSON, plus ``raw`` (the provider's last status),
+        ``next_s`` (the wait before the next poll), ``timed_out`` (bool) and, for a job that
+        failed, ``final``.
     """
     rt, t = current(), ShotTask.of(task)
-    provider = _provider(rt, t)
-    handle = job_of(job)
+    provider, handle, settings = _provider(rt, t), job_of(job), t.settings
+    started, delay = time.monotonic(), wait_s
+    while True:
+        await asyncio.sleep(max(0.0, min(delay, deadline - time.time())))
+        result = await _poll_once(rt, t, provider, handle, last_raw)
+        last_raw = result["raw"]
+        delay = min(settings.poll_max_s, max(settings.poll_min_s, delay * POLL_GROWTH))
+        result["next_s"] = delay
+        result["timed_out"] = time.time() >= deadline
+        if result["status"] not in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            return result
+        if result["timed_out"] or time.monotonic() - started + delay > POLL_STEP_S:
+            return result
+
+
+async def _poll_once(
+    rt: Runtime, t: ShotTask, provider: Provider, handle: JobHandle, last_raw: str
+) -> Json:
+    """Ask once (retrying transient failures) for the job's status; journal what changed."""
     try:
         result = await _free_call(lambda: provider.poll(handle))
     except JobFailed as exc:
         charged = Charged.NO if exc.refunded else Charged.UNKNOWN
         await _append(rt, t, Event.FAILED, reason=f"job failed: {exc}", charged=charged.value)
-        return {"status": JobStatus.FAILED.value, "final": ShotState.FAILED.value}
+        return {"status": JobStatus.FAILED.value, "final": ShotState.FAILED.value, "raw": ""}
     raw = result.raw_status or result.status.value
     if raw != last_raw:
         await _append(rt, t, Event.STATUS, status=result.status.value, raw=raw)
@@ -284,10 +320,10 @@ async def poll(task: Json, job: Json, last_raw: str) -> Json:
         final = ShotState.CANCELLED if ev == Event.CANCELLED else ShotState.FAILED
         reason = f"job {result.status.value}: {result.message or raw}"
         await _append(rt, t, ev, reason=reason, charged=charged.value)
-        return {**poll_json(result), "final": final.value}
+        return {**poll_json(result), "final": final.value, "raw": raw}
     if result.status == JobStatus.SUCCEEDED:
         await _append(rt, t, Event.COMPLETED)
-    return poll_json(result)
+    return {**poll_json(result), "raw": raw}
 
 
 @DBOS.step(name="pipeline.fetch")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.distributed import app, intent, runtime
-from pipeline.distributed.queues import RUN_QUEUE
+from pipeline.distributed.queues import FETCH_QUEUE, RUN_QUEUE
 from pipeline.journal.pgconn import connect
 from pipeline.journal.pgjournal import PgJournal
 
@@ -113,7 +113,7 @@ def start(
     if not work:
         listen = []
     elif providers is not None:
-        listen = [RUN_QUEUE, *provider_queues(dsn, providers)]
+        listen = [RUN_QUEUE, FETCH_QUEUE, *provider_queues(dsn, providers)]
     try:
         executor = app.launch(dsn, listen=listen, watch_s=watch_s)
     except BaseException:

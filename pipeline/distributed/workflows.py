@@ -7,10 +7,14 @@ was interrupted:
 
 - ``submit`` (:func:`.shotsteps.submit`): the money rules of :mod:`.intent`: intent committed,
   then the paid call, then its outcome; re-run, it finds the intent and never pays again;
-- ``poll``, then a durable sleep (``DBOS.sleep_async``: a recovered workflow sleeps only what is
-  left), until the job ends or its poll deadline passes;
-- ``fetch``: the video downloaded and verified in a private directory, put in the manifest's
-  object storage, ``fetched`` recorded with its object URL and sha256.
+- ``poll`` (:func:`.shotsteps.poll`): polls with in-memory waits for up to a minute, then a
+  durable sleep (``DBOS.sleep_async``: a recovered workflow sleeps only what is left) before the
+  next poll step, until the job ends or its poll deadline (from the submit) passes;
+- once the job succeeded, the shot workflow enqueues its **fetch workflow**
+  (:func:`fetch_workflow`, id ``<shot workflow id>/fetch``, on the fetch queue) and ends, which
+  hands the account's slot back: the video is downloaded and verified in a private directory,
+  put in the manifest's object storage, and ``fetched`` recorded with its object URL and sha256,
+  while the next shot of the account is already being submitted.
 
 Every transition is also an event of the run's journal (the same events as the JSONL
 checkpoint), so ``pipeline status --store`` follows the run live.
@@ -22,46 +26,86 @@ that has the files (:mod:`.submitrun`): the tasks it enqueues carry URLs only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, Queue, SetWorkflowID
 
 from pipeline.distributed import shotsteps
-from pipeline.distributed.queues import queue_name
+from pipeline.distributed.queues import FETCH_QUEUE, queue_name
 from pipeline.distributed.tasks import ShotTask
 from pipeline.models import JobStatus, ShotState
 
-#: Poll interval growth per poll, between the provider's ``poll_min_s`` and ``poll_max_s``.
-POLL_GROWTH = 1.5
+#: What a shot workflow returns when its video is left to its fetch workflow.
+FETCHING = "fetching"
+#: The workflows' registered names.
+SHOT_WORKFLOW, FETCH_WORKFLOW = "pipeline.shot", "pipeline.fetch"
 
 
-@DBOS.workflow(name="pipeline.shot")
+def fetch_workflow_id(shot_workflow_id: str) -> str:
+    """The fetch workflow's id for the shot workflow ``shot_workflow_id``."""
+    return f"{shot_workflow_id}/fetch"
+
+
+@DBOS.workflow(name=SHOT_WORKFLOW)
 async def shot_workflow(task: dict[str, Any]) -> str:
-    """Submit, poll and fetch one shot; returns its final state (a :class:`ShotState` value).
+    """Submit and poll one shot, then hand its video to :func:`fetch_workflow`.
 
     ``task`` is a :meth:`ShotTask.to_json`.
+
+    Returns:
+        The shot's final state (a :class:`ShotState` value), or :data:`FETCHING` once the job
+        succeeded and the fetch workflow ``fetch_workflow_id(<this id>)`` is enqueued.
     """
     t = ShotTask.of(task)
     outcome = await shotsteps.submit(task)
     if outcome["state"] != ShotState.POLLING:
         return str(outcome["state"])
-    job = outcome["job"]
-    settings = t.settings
-    delay, waited, last_raw = settings.poll_min_s, 0.0, ""
+    job, since = outcome["job"], float(outcome["since"])
+    deadline = since + t.settings.poll_deadline_s
+    wait, last_raw = t.settings.poll_min_s, ""
     while True:
-        await DBOS.sleep_async(delay)
-        waited += delay
-        result = await shotsteps.poll(task, job, last_raw)
-        last_raw = str(result.get("raw_status") or result["status"])
-        status = result["status"]
+        result = await shotsteps.poll(task, job, last_raw, wait, deadline)
+        last_raw, status = str(result["raw"]), result["status"]
         if status == JobStatus.SUCCEEDED:
-            return await shotsteps.fetch(task, job, result)
+            await _enqueue_fetch(t, job, result)
+            return FETCHING
         if status in (JobStatus.FAILED, JobStatus.CANCELLED):
             return str(result.get("final") or ShotState.FAILED)
-        if waited >= settings.poll_deadline_s:
-            return await shotsteps.timed_out(task, waited)
-        delay = min(settings.poll_max_s, max(settings.poll_min_s, delay * POLL_GROWTH))
+        if result["timed_out"]:
+            return await shotsteps.timed_out(task, deadline - since)
+        await DBOS.sleep_async(float(result["next_s"]))
+        wait = 0.0
+
+
+#: Queues already read from the store by this process (a read is a query), by name.
+_QUEUES: dict[str, Queue] = {}
+
+
+async def _queue(name: str) -> Queue:
+    """The registered queue ``name`` (read once per process)."""
+    queue = _QUEUES.get(name) or await DBOS.retrieve_queue_async(name)
+    if queue is None:  # registered by `pipeline run` before the run workflow starts
+        raise RuntimeError(f"no queue {name}")
+    _QUEUES[name] = queue
+    return queue
+
+
+async def _enqueue_fetch(t: ShotTask, job: dict[str, Any], result: dict[str, Any]) -> None:
+    queue = await _queue(FETCH_QUEUE)
+    with SetWorkflowID(fetch_workflow_id(t.workflow_id)):
+        await queue.enqueue_async(fetch_workflow, t.to_json(), job, result)
+
+
+@DBOS.workflow(name=FETCH_WORKFLOW)
+async def fetch_workflow(task: dict[str, Any], job: dict[str, Any], result: dict[str, Any]) -> str:
+    """Download, verify and store the video of a succeeded job (:func:`.shotsteps.fetch`).
+
+    Returns:
+        ``"done"`` or ``"failed"``.
+    """
+    return await shotsteps.fetch(task, job, result)
 
 
 @DBOS.workflow(name="pipeline.run")
@@ -74,22 +118,69 @@ async def run_workflow(run_id: str, tasks: list[dict[str, Any]]) -> dict[str, in
     Returns:
         Shots per final state (``{"done": n, "failed": m, ...}``).
     """
-    handles = []
+    ids = []
     for task in tasks:
         t = ShotTask.of(task)
-        queue = await DBOS.retrieve_queue_async(
-            queue_name(t.shot.provider, t.settings.account or "default")
-        )
-        if queue is None:  # registered by `pipeline run` before the run workflow starts
-            raise RuntimeError(f"no queue for {t.shot.provider} (account {t.settings.account})")
+        queue = await _queue(queue_name(t.shot.provider, t.settings.account or "default"))
         with SetWorkflowID(t.workflow_id):
-            handles.append(await queue.enqueue_async(shot_workflow, task))
-    finals: dict[str, int] = {}
-    for handle in handles:
-        state = await handle.get_result()
-        finals[state] = finals.get(state, 0) + 1
+            await queue.enqueue_async(shot_workflow, task)
+        ids.append(t.workflow_id)
+    finals = await wait_shots(run_id, ids)
     await shotsteps.finish_run(run_id, finals)
     return finals
+
+
+#: How often a run workflow looks whether its shots have all ended (s).
+WAIT_S = 1.0
+#: Workflows read per query when a run's results are gathered.
+_BATCH = 500
+
+
+@DBOS.step(name="pipeline.wait_shots")
+async def wait_shots(run_id: str, ids: list[str]) -> dict[str, int]:
+    """Wait until no shot or fetch workflow of the run is unfinished; count their final states.
+
+    One query every :data:`WAIT_S` (is any of the run's shot or fetch workflows still queued or
+    running?) rather than a durable wait per shot, which cost a step, i.e. two transactions, for
+    each of thousands of shots. A step re-run after its worker died simply looks again.
+
+    Args:
+        run_id: the run (its workflows' ids start with ``<run_id>/``).
+        ids: the shot workflows enqueued by this run.
+
+    Returns:
+        Shots per final state; a workflow that ended in an error counts as ``"error"``.
+    """
+    while True:
+        unfinished = await DBOS.list_workflows_async(
+            workflow_id_prefix=f"{run_id}/",
+            name=[SHOT_WORKFLOW, FETCH_WORKFLOW],
+            status=["PENDING", "ENQUEUED"],
+            load_input=False,
+            load_output=False,
+            limit=1,
+        )
+        if not unfinished:
+            break
+        await asyncio.sleep(WAIT_S)
+    shots = await _outputs(ids)
+    fetches = await _outputs([fetch_workflow_id(i) for i, out in shots.items() if out == FETCHING])
+    finals: dict[str, int] = {}
+    for wid in ids:
+        state = shots.get(wid, "error")
+        if state == FETCHING:
+            state = fetches.get(fetch_workflow_id(wid), "error")
+        finals[state] = finals.get(state, 0) + 1
+    return finals
+
+
+async def _outputs(ids: list[str]) -> dict[str, str]:
+    """``{workflow id: its result}`` of the workflows ``ids`` that ended successfully."""
+    out: dict[str, str] = {}
+    for at in range(0, len(ids), _BATCH):
+        rows = await DBOS.list_workflows_async(workflow_ids=ids[at : at + _BATCH], load_input=False)
+        out |= {r.workflow_id: str(r.output) for r in rows if r.status == "SUCCESS"}
+    return out
 
 
 def summary(finals: Mapping[str, int]) -> str:

@@ -29,7 +29,8 @@ URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 #: A run id: also the name of the run directory ``pipeline pull`` writes.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
-_CONNECT_TIMEOUT_S = 10
+#: How long a connection to the store may take to open (s).
+CONNECT_TIMEOUT_S = 10
 
 
 class StoreError(UsageError):
@@ -119,7 +120,7 @@ def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         return psycopg.connect(
             dsn,
             autocommit=autocommit,
-            connect_timeout=_CONNECT_TIMEOUT_S,
+            connect_timeout=CONNECT_TIMEOUT_S,
             application_name="pipeline",
         )
     except psycopg.Error as exc:

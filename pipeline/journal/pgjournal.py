@@ -15,29 +15,33 @@ provider call): they hold the run's counter.
 
 The API is synchronous (psycopg 3); callers on an event loop wrap calls in
 ``anyio.to_thread.run_sync``. One :class:`PgJournal` may be shared by threads: its own
-connection is used under a lock.
+connection is used under a lock, and :meth:`PgJournal.pooled` lends connections of a pool
+(psycopg_pool) for the callers' own transactions.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg_pool
 
 from pipeline._util.gcutil import gc_paused
 from pipeline.errors import UsageError
 from pipeline.journal.lines import Record, now_ts
-from pipeline.journal.pgconn import StoreDamaged as StoreDamaged
-from pipeline.journal.pgconn import StoreError as StoreError
 from pipeline.journal.pgconn import (
+    CONNECT_TIMEOUT_S,
     check_run_id,
     clean,
     connect,
     create_schema,
     safe_name,
 )
+from pipeline.journal.pgconn import StoreDamaged as StoreDamaged
+from pipeline.journal.pgconn import StoreError as StoreError
 from pipeline.journal.pgrows import BUMP, COPY, INSERT, ROWS, RUN_COLUMNS, decode_row
 from pipeline.journal.pgrows import RunInfo as RunInfo
 from pipeline.journal.pgrows import encode_data as encode_data
@@ -45,6 +49,9 @@ from pipeline.journal.state import RunState, folder
 from pipeline.models import Event
 
 _BATCH = 5000  # rows read per query by records() and state(), written per COPY
+
+#: Most connections :meth:`PgJournal.pooled` keeps open.
+POOL_MAX = 8
 
 
 class PgJournal:
@@ -63,6 +70,7 @@ class PgJournal:
         self._dsn = dsn
         self.name = safe_name(dsn)
         self._conn: psycopg.Connection[Any] | None = None
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._lock = threading.RLock()
 
     def connect(self) -> psycopg.Connection[Any]:
@@ -74,6 +82,38 @@ class PgJournal:
             StoreError: unreachable or refused.
         """
         return connect(self._dsn)
+
+    @contextmanager
+    def pooled(self) -> Iterator[psycopg.Connection[Any]]:
+        """An autocommit connection of the journal's pool, given back when the block ends.
+
+        For the caller's own short transactions (``with conn.transaction(): ...``), many per
+        second from many threads, without a new connection (TCP, login) for each: the pool
+        keeps up to :data:`POOL_MAX` open, checks one with a round trip before lending it, and
+        drops one that broke.
+
+        Raises:
+            StoreError: no connection within the connect timeout (unreachable or refused).
+        """
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg_pool.ConnectionPool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    kwargs={"autocommit": True, "application_name": "pipeline"},
+                    check=psycopg_pool.ConnectionPool.check_connection,
+                    timeout=CONNECT_TIMEOUT_S,
+                    name="pipeline",
+                    open=True,
+                )
+            pool = self._pool
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout:
+            connect(self._dsn).close()  # raises the StoreError that says why
+            raise StoreError(f"the store {self.name} lent no connection in time") from None
 
     def _shared(self) -> psycopg.Connection[Any]:
         """The journal's own connection (reopened when it broke). Call under ``self._lock``."""
@@ -92,11 +132,14 @@ class PgJournal:
         return StoreDamaged(f"{what}: the store {self.name} refused it: {text}")
 
     def close(self) -> None:
-        """Close the journal's own connection (it reopens on next use). Idempotent."""
+        """Close the journal's own connection and its pool (they reopen on next use). Idempotent."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def __enter__(self) -> PgJournal:
         return self
