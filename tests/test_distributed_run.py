@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import urllib.request
 from collections import Counter
@@ -118,6 +119,34 @@ def test_budget_is_shared_by_the_workers_of_a_run(tmp_path: Path, pg_database: s
     assert "5 done" in out
     assert "3 pending" in out
     assert len(ledger) == 5  # never more than the budget: $5 at $1 a shot
+
+
+def test_a_finished_job_hands_its_account_slot_back_before_its_download(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    # One slot, jobs of about 0.3 s, downloads held 3 s: the next shot is submitted while the
+    # previous video is still downloading, never after it (the slot is the provider's job).
+    with dist_env.provider(0.3, 0.35, fetch_delay=3.0) as prov:
+        env = dist_env.env(prov)
+        m = dist_env.manifest(
+            tmp_path / "slot.yaml", "slot", 3, storage=s3.storage_yaml("slot"), max_in_flight=1
+        )
+        run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
+                           environ=env)  # fmt: skip
+        out, err = run.communicate(timeout=120)
+        account = prov.account()
+    assert run.returncode == 0, err
+    assert "3 done" in out
+    assert account["max_in_flight"] == 1
+    from pipeline.journal.pgjournal import PgJournal
+
+    [run_id] = re.findall(r"^run (\S+): 3 done$", out, re.M)
+    with PgJournal(pg_database) as journal:
+        wanted = ("submitted", "fetched")
+        order = [(r.ev, r.shot) for r in journal.records(run_id) if r.ev in wanted]
+    first_fetched = next(i for i, (ev, _) in enumerate(order) if ev == "fetched")
+    submitted_before = [shot for ev, shot in order[:first_fetched] if ev == "submitted"]
+    assert len(submitted_before) >= 2, order
 
 
 def test_a_bad_store_is_refused_without_its_password(tmp_path: Path) -> None:
