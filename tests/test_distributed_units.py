@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.distributed.queues import MIN_WINDOW_S, limiter_for, queue_name
+from pipeline.distributed.runtime import OWNER_LOCK, WORKDIR_PREFIX, claim_workdir
 from pipeline.distributed.tasks import ShotTask, shot_workflow_id
 from pipeline.models import Asset, MediaRef, MediaRole, Shot
 from pipeline.settings import DownloadSettings, Price, ProviderSettings, StorageSettings
@@ -58,3 +63,40 @@ def test_a_task_survives_its_json(tmp_path: Path) -> None:
     assert again == task
     assert again.workflow_id == shot_workflow_id("r", "sc-s01-t2", shot.fingerprint)
     assert again.workflow_id == "r/sc-s01-t2/" + "cd" * 8
+
+
+def test_a_worker_killed_mid_download_leaves_no_files_behind_its_next_start(
+    tmp_path: Path,
+) -> None:
+    # A worker process claims its work directory, writes half a video, and is killed -9.
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from pipeline.distributed.runtime import claim_workdir\n"
+        "d, fd = claim_workdir(Path(sys.argv[1]))\n"
+        "(d / 'x.mp4.part').write_bytes(b'half a video')\n"
+        "print(d, flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    dead = Path(proc.stdout.readline().strip())
+    alive, alive_fd = claim_workdir(tmp_path)  # a worker still running
+    young = tmp_path / f"{WORKDIR_PREFIX}young"  # its owner may not hold its lock yet
+    young.mkdir()
+    (young / OWNER_LOCK).touch()
+    other = tmp_path / f"{WORKDIR_PREFIX}notours"  # no owner lock: not a worker's
+    other.mkdir()
+    proc.kill()
+    proc.communicate()
+    old = time.time() - 3600
+    for d in (dead, alive, other):
+        os.utime(d, (old, old))
+    assert (dead / "x.mp4.part").is_file()
+    mine, fd = claim_workdir(tmp_path)
+    try:
+        assert not dead.exists()  # the dead worker's partial file is gone
+        assert [d.is_dir() for d in (alive, young, other, mine)] == [True] * 4
+    finally:
+        os.close(fd)
+        os.close(alive_fd)

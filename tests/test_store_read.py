@@ -9,7 +9,13 @@ documented codes and never show the store's password.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +199,40 @@ def test_plan_against_a_store_without_the_run_plans_everything_new(
     assert code == 0
     assert "no run of it in the store" in err
     assert {s["status"] for s in json.loads(out)["shots"]} == {"new"}
+
+
+def test_review_of_a_store_run_sends_its_verdicts_to_the_store(
+    store: PgJournal, pg_database: str, local_run: Run, tmp_path: Path
+) -> None:
+    into = tmp_path / "reviewed"
+    into.mkdir()
+    shutil.copy(local_run.run_dir.parent.parent / "pier.png", into)  # its media, beside it
+    review = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "review", "harbor-1", "--store", pg_database,
+         "--into", str(into), "--port", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert review.stdout is not None
+        lines = iter(review.stdout.readline, "")  # the pull's summary, then the page's URL
+        url = next((m[1] for ln in lines if (m := re.match(r"review: (http://\S+)", ln))), None)
+        assert url is not None, review.communicate(timeout=60)[1]
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        [token] = re.findall(r'<meta name="review-token" content="([^"]+)">', page)
+        note = {"shot": "one-b-t2", "text": "warmer, from the studio"}
+        req = urllib.request.Request(
+            url.rstrip("/") + "/api/note",
+            data=json.dumps(note).encode(),
+            headers={"X-Review-Token": token, "Content-Type": "application/json"},
+            method="POST",
+        )
+        assert json.loads(urllib.request.urlopen(req, timeout=30).read())["recorded"] is True
+    finally:
+        review.send_signal(signal.SIGINT)
+        _, err = review.communicate(timeout=60)
+    assert review.returncode == 0, err
+    # The note is in the store (sent when the review ended), once, and in the local copy.
+    notes = [r for r in store.records("harbor-1") if r.ev == "note_added"]
+    assert [(r.shot, r.data["text"]) for r in notes] == [("one-b-t2", "warmer, from the studio")]
+    local = [r for r in load(into / FILE, repair=False).records if r.ev == "note_added"]
+    assert len(local) == 1

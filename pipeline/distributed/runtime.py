@@ -8,11 +8,14 @@ with :func:`current`. Adapters and object stores are built on first use, on DBOS
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,46 @@ from pipeline.transfer.storage import ObjectStorage
 
 log = logging.getLogger("pipeline")
 
+#: A worker's work directory is ``<temp dir>/pipeline-worker-XXXXXXXX``.
+WORKDIR_PREFIX = "pipeline-worker-"
+#: The file in it that its worker holds an exclusive lock on (``flock``) while it lives.
+OWNER_LOCK = ".owner.lock"
+#: A work directory younger than this is never taken for a dead worker's (s).
+_STALE_AFTER_S = 60.0
+
+
+def claim_workdir(base: Path | None = None) -> tuple[Path, int]:
+    """A new private work directory under ``base`` (default: the temp dir), locked by us.
+
+    Work directories of dead workers (a worker killed mid-download leaves its partial files) are
+    removed first: a directory whose owner lock can be taken has no living owner. Directories
+    younger than a minute are left alone (their owner may not hold its lock yet).
+
+    Returns:
+        ``(directory, fd)``: keep ``fd`` open while the process lives; close it after removing
+        the directory.
+    """
+    base = Path(base or tempfile.gettempdir())
+    for old in base.glob(WORKDIR_PREFIX + "*"):
+        try:
+            if time.time() - old.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            fd = os.open(old / OWNER_LOCK, os.O_RDWR)
+        except OSError:
+            continue  # not a worker's directory, or gone meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its worker is alive
+        finally:
+            os.close(fd)
+        log.debug("removing %s, left by a worker that died", old)
+        shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=base))
+    fd = os.open(path / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return path, fd
+
 
 @dataclass
 class Runtime:
@@ -36,7 +79,8 @@ class Runtime:
         submits: submit intents and budgets (:mod:`.intent`).
         keys: environment variable name -> value, for the API keys this worker may use
             (``providers.<name>.api_key_env``); read by the CLI, never written anywhere.
-        workdir: a private directory for downloads in progress (removed at :meth:`close`).
+        workdir: a private directory for downloads in progress (removed at :meth:`close`, or
+            by the next worker to start on this machine if this one dies: :func:`claim_workdir`).
         stopping: set when the process is stopping: no new paid call starts (a shot about to
             submit waits; it is recovered by another worker once this one exits).
         submits_in_air: paid calls in progress (a stopping process waits for them).
@@ -48,6 +92,7 @@ class Runtime:
     workdir: Path
     stopping: bool = False
     submits_in_air: int = 0
+    workdir_fd: int | None = None
     _providers: dict[str, Provider] = field(default_factory=dict)
     _stores: dict[str, ObjectStorage] = field(default_factory=dict)
 
@@ -104,6 +149,9 @@ class Runtime:
         """Close the journal's connection and remove the work directory."""
         self.journal.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir_fd is not None:
+            os.close(self.workdir_fd)
+            self.workdir_fd = None
 
 
 _CURRENT: Runtime | None = None
@@ -113,11 +161,13 @@ def install(dsn: str, keys: Mapping[str, str]) -> Runtime:
     """Set up this process's runtime for the store ``dsn`` with these API key variables."""
     global _CURRENT
     journal = PgJournal(dsn)
+    workdir, fd = claim_workdir()
     _CURRENT = Runtime(
         journal=journal,
         submits=Submits(journal),
         keys=dict(keys),
-        workdir=Path(tempfile.mkdtemp(prefix="pipeline-worker-")),
+        workdir=workdir,
+        workdir_fd=fd,
     )
     return _CURRENT
 

@@ -29,6 +29,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ MANIFEST_FILE = "manifest.yaml"
 #: Local records a pull shares with the store: a reviewer's verdicts.
 VERDICTS = frozenset({Event.TAKE_PICKED, Event.TAKE_REJECTED, Event.NOTE_ADDED})
 _CHUNK = 1 << 20
+#: Videos downloaded at once by :func:`pull` (the object store, hash and fsync overlap).
+PULL_THREADS = 4
 
 
 @dataclass
@@ -312,6 +315,7 @@ def pull(
         meta.lines = out.records
         meta.save(last)  # the checkpoint is the store's now, whatever the videos do below
         store = ObjectStorage(storage, file=f"run {run_id}") if storage is not None else None
+        wanted: list[tuple[str, Path, Mapping[str, Any]]] = []
         for shot, rec in out.state.shots.items():
             doc = fetched.get(shot)
             if rec.state != ShotState.DONE or doc is None:
@@ -329,12 +333,15 @@ def pull(
             ):
                 out.kept += 1
                 continue
-            why = _fetch_video(target, doc, store)
-            if why is not None:
-                out.problems.append((str(rel), why))
-                continue
-            meta.videos[str(rel)] = str(sha)
-            out.downloaded.append(str(rel))
+            wanted.append((str(rel), target, doc))
+        with ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="pull") as pool:
+            whys = pool.map(lambda w: _fetch_video(w[1], w[2], store), wanted)
+            for (rel, _, doc), why in zip(wanted, whys, strict=True):
+                if why is not None:
+                    out.problems.append((rel, why))
+                    continue
+                meta.videos[rel] = str(doc.get("sha256"))
+                out.downloaded.append(rel)
         meta.save(last)
     finally:
         os.close(fd)
