@@ -149,6 +149,26 @@ def test_a_finished_job_hands_its_account_slot_back_before_its_download(
     assert len(submitted_before) >= 2, order
 
 
+def test_a_manifest_that_changes_an_accounts_limits_says_so(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    with dist_env.provider(0.3, 0.4) as prov:
+        env = dist_env.env(prov)
+        errs = []
+        for name, slots in (("first", 4), ("second", 4), ("third", 2)):
+            m = dist_env.manifest(
+                tmp_path / f"{name}.yaml", name, 1, storage=s3.storage_yaml(name),
+                max_in_flight=slots,
+            )  # fmt: skip
+            run = dist_env.cli("run", str(m), "--store", pg_database, "--no-work",
+                               "--trust-endpoints", environ=env)  # fmt: skip
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+            errs.append(err)
+    assert "queue relaydance" not in errs[0] + errs[1]  # a new queue, then the same limits
+    assert "queue relaydance.team: max_in_flight 4 -> 2 for every run on this account" in errs[2]
+
+
 def test_a_bad_store_is_refused_without_its_password(tmp_path: Path) -> None:
     m = dist_env.manifest(tmp_path / "m.yaml", "m", 1, storage="storage: {url: 's3://bkt/x'}")
     secret = "hunter2-secret"

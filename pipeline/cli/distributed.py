@@ -82,6 +82,8 @@ def _run(args: argparse.Namespace, dsn: str, environ: Mapping[str, str]) -> int:
             f"run {started.run_id} {verb}: {started.shots} shot(s) on "
             f"{', '.join(started.queues)} ({started.new} newly planned)"
         )
+        for warning in started.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         if args.no_work:
             print(f"queued; workers: pipeline worker --store <URL>; then: pipeline status "
                   f"--store <URL> {started.run_id}")  # fmt: skip

@@ -117,10 +117,27 @@ class QueueSpec:
             limiter_for(settings.requests_per_minute),
         )
 
-    def register(self) -> None:
-        """Create or update the queue in DBOS (the latest registration's limits win)."""
+    def register(self) -> str | None:
+        """Create or update the queue in DBOS (the latest registration's limits win).
+
+        Returns:
+            None, or what changed when the queue existed with other limits (a warning for the
+            user: every run on the account now has these).
+        """
         from dbos import DBOS
 
+        old = DBOS.retrieve_queue(self.name)
+        changed = None
+        if old is not None and old.global_concurrency != self.concurrency:
+            changed = (
+                f"queue {self.name}: max_in_flight {old.global_concurrency} -> "
+                f"{self.concurrency} for every run on this account (the latest manifest's)"
+            )
+        elif old is not None and (old.limiter or None) != (self.limiter or None):
+            changed = (
+                f"queue {self.name}: requests_per_minute changed for every run on this account "
+                "(the latest manifest's)"
+            )
         DBOS.register_queue(
             self.name,
             global_concurrency=self.concurrency,
@@ -128,6 +145,7 @@ class QueueSpec:
             polling_interval_sec=POLL_S,
             on_conflict="always_update",
         )
+        return changed
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class Started:
         new: shots journaled as planned now (new or edited).
         queues: the account queues the shots go to.
         workflow_id: the run workflow's DBOS id.
+        warnings: account queues whose limits this manifest changed (for every run on them).
     """
 
     run_id: str
@@ -53,6 +54,7 @@ class Started:
     new: int
     queues: tuple[str, ...]
     workflow_id: str
+    warnings: tuple[str, ...] = ()
 
 
 def check(manifest: Manifest) -> None:
@@ -152,8 +154,7 @@ def start_run(manifest: Manifest, dsn: str, *, max_usd: float | None = None) -> 
         journal.close()
     settings = _settings(manifest)
     specs = {q.name: q for q in (QueueSpec.of(name, s) for name, s in settings.items())}
-    for spec in specs.values():
-        spec.register()
+    warnings = tuple(w for w in (spec.register() for spec in specs.values()) if w is not None)
     tasks = anyio.run(_prepare, manifest, settings)
     ids = "\n".join(shot_workflow_id(run_id, t.shot.id, t.shot.fingerprint) for t in tasks)
     digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
@@ -164,7 +165,7 @@ def start_run(manifest: Manifest, dsn: str, *, max_usd: float | None = None) -> 
     with SetWorkflowID(workflow_id):  # any worker runs it: `--no-work` may leave at once
         runs.enqueue(run_workflow, run_id, [t.to_json() for t in tasks])
     queues = tuple(sorted(specs))
-    return Started(run_id, created, len(tasks), new, queues, workflow_id)
+    return Started(run_id, created, len(tasks), new, queues, workflow_id, warnings)
 
 
 def wait_run(workflow_id: str) -> dict[str, int]:
