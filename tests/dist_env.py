@@ -43,16 +43,21 @@ class Provider:
 
 @contextmanager
 def provider(
-    low: float, high: float, submit_delay: float = 0.0, fetch_delay: float = 0.0
+    low: float,
+    high: float,
+    submit_delay: float = 0.0,
+    fetch_delay: float = 0.0,
+    refuse_every: int = 0,
 ) -> Iterator[Provider]:
     """The RelayDance simulator in its own process, jobs of ``low``-``high`` seconds; each
     submit held ``submit_delay`` seconds before the job is created, each video download
-    ``fetch_delay`` seconds before it is answered (``tests/dist_provider.py``).
+    ``fetch_delay`` seconds before it is answered, every ``refuse_every``-th submit refused
+    with 429 (``tests/dist_provider.py``).
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.dist_provider", "--low", str(low), "--high",
          str(high), "--key", KEY, "--submit-delay", str(submit_delay),
-         "--fetch-delay", str(fetch_delay)],
+         "--fetch-delay", str(fetch_delay), "--refuse-every", str(refuse_every)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -1,9 +1,12 @@
-"""The benchmark's RelayDance provider (``benchmarks/fake_provider.py``) with an optional slow
-submit and slow downloads, for the distributed mode's tests: ``python -m tests.dist_provider
---low L --high H --key K [--submit-delay S] [--fetch-delay F]``. With a submit delay, every
-submit is held S seconds *before* the simulator creates (and charges) the job: a worker killed
-meanwhile leaves a submit in the air. With a fetch delay, every video download is held F
-seconds before its bytes are sent.
+"""The benchmark's RelayDance provider (``benchmarks/fake_provider.py``) with fault knobs for
+the distributed mode's tests: ``python -m tests.dist_provider --low L --high H --key K
+[--submit-delay S] [--fetch-delay F] [--refuse-every N]``.
+
+- ``--submit-delay S``: every submit is held S seconds *before* the simulator creates (and
+  charges) the job: a worker killed meanwhile leaves a submit in the air.
+- ``--fetch-delay F``: every video download is held F seconds before its bytes are sent.
+- ``--refuse-every N``: every N-th submit is answered 429 (Retry-After: 0) and creates
+  nothing; ``GET /_test/refused`` lists their times.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import json
 import signal
+import time
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +32,28 @@ def _slow_fetch(delay_s: float) -> Any:
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.match_info.route.name in ("content", "fetch"):
             await asyncio.sleep(delay_s)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+def _refusing(every: int, refused: list[float]) -> Any:
+    """A middleware: every ``every``-th submit is refused with 429 before any job is created;
+    the time of each refusal is kept in ``refused`` (served at ``/_test/refused``)."""
+    seen = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal seen
+        if request.path == "/_test/refused":
+            return web.json_response(refused)
+        if request.match_info.route.name == "submit":
+            seen += 1
+            if seen % every == 0:
+                refused.append(time.time())
+                body = {"error": {"message": "rate limit reached", "type": "rate_limit"}}
+                return web.json_response(body, status=429, headers={"Retry-After": "0"})
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -60,6 +86,8 @@ async def _serve(args: argparse.Namespace) -> None:
         app.middlewares.insert(0, _slow_submit(args.submit_delay))
     if args.fetch_delay > 0:
         app.middlewares.insert(0, _slow_fetch(args.fetch_delay))
+    if args.refuse_every > 0:
+        app.middlewares.insert(0, _refusing(args.refuse_every, []))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,6 +104,7 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--submit-delay", type=float, default=0.0)
     parser.add_argument("--fetch-delay", type=float, default=0.0)
+    parser.add_argument("--refuse-every", type=int, default=0)
     asyncio.run(_serve(parser.parse_args()))
 
 

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import boto3
+import psycopg
 import pytest
 
 from tests import dist_env
@@ -147,6 +148,34 @@ def test_a_finished_job_hands_its_account_slot_back_before_its_download(
     first_fetched = next(i for i, (ev, _) in enumerate(order) if ev == "fetched")
     submitted_before = [shot for ev, shot in order[:first_fetched] if ev == "submitted"]
     assert len(submitted_before) >= 2, order
+
+
+def test_a_refused_submit_goes_back_through_the_accounts_queue(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    # Every 3rd submit is answered 429 (nothing created). Each retry is a new shot workflow on
+    # the account's queue, so every submit request the provider saw had its own start there
+    # (what DBOS's limiter and concurrency count), and every shot is paid once.
+    with dist_env.provider(0.2, 0.3, refuse_every=3) as prov:
+        env = dist_env.env(prov)
+        m = dist_env.manifest(
+            tmp_path / "busy.yaml", "busy", 6, storage=s3.storage_yaml("busy"), max_in_flight=2
+        )
+        run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
+                           environ=env)  # fmt: skip
+        out, err = run.communicate(timeout=180)
+        refused = prov.get("/_test/refused")
+        ledger = prov.ledger()
+    assert run.returncode == 0, err
+    assert "6 done" in out
+    assert len(refused) >= 2  # 8+ submit requests for 6 shots: at least 2 were refused
+    assert len(ledger) == 6  # 6 shots done, 6 charges: each paid exactly once
+    with psycopg.connect(pg_database) as conn:
+        [(starts,)] = conn.execute(
+            "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = 'relaydance.team' "
+            "AND name = 'pipeline.shot'"
+        ).fetchall()
+    assert starts == len(ledger) + len(refused)
 
 
 def test_a_manifest_that_changes_an_accounts_limits_says_so(

@@ -57,11 +57,19 @@ async def _append(rt: Runtime, t: ShotTask, ev: Event, **fields: Any) -> None:
     )
 
 
-async def _backoff(attempt: int, exc: Exception | None = None) -> None:
-    wait = min(10.0, 0.2 * 2**attempt)
+def backoff_s(attempt: int, exc: Exception | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``.
+
+    0.2 s doubling up to 10 s; a 429's Retry-After (up to 60 s) as a floor.
+    """
+    wait: float = min(10.0, 0.2 * 2.0**attempt)
     if isinstance(exc, RateLimited) and exc.retry_after:
         wait = max(wait, min(exc.retry_after, 60.0))
-    await asyncio.sleep(wait)
+    return wait
+
+
+async def _backoff(attempt: int, exc: Exception | None = None) -> None:
+    await asyncio.sleep(backoff_s(attempt, exc))
 
 
 async def _free_call(fn: Any) -> Any:
@@ -121,46 +129,60 @@ def _submitted_fields(job: JobHandle, est_usd: float | None, **extra: Any) -> Js
     }
 
 
+#: What :func:`submit` returns for a submit that provably created nothing and may be retried.
+RETRY = "retry"
+
+
 @DBOS.step(name="pipeline.submit")
-async def submit(task: Json) -> Json:
+async def submit(task: Json, attempt: int = 0) -> Json:
     """Intent, paid call, outcome (see :mod:`.intent`); or, re-run, the recorded outcome.
 
+    One paid call at most. A call that provably created nothing (NotSent, 429) is not retried
+    here: the step returns :data:`RETRY` and the workflow goes back to the account's queue, so
+    that every submit request, a retry too, passes the queue's limiter and concurrency.
+
+    Args:
+        task: the :meth:`ShotTask.to_json`.
+        attempt: 0 for the shot's first submit, then 1, 2... for retries after NotSent/429
+            (the same client reference each time).
+
     Returns:
-        ``{"state": "polling", "job": {...}}`` or ``{"state": <final state>}``.
+        ``{"state": "polling", "job": {...}, "since": epoch s}``, ``{"state": "retry",
+        "after": s}`` or ``{"state": <final state>}`` (``pending`` after
+        :data:`SUBMIT_ATTEMPTS` unsent attempts).
     """
     rt, t = current(), ShotTask.of(task)
     shot, provider = t.shot, _provider(rt, t)
     key = f"{t.run_id}:{shot.id}:1"
     est = await _estimate(provider, t)
-    fields = {"att": 1, "key": key, "fp": shot.fingerprint, "prov": shot.provider}
+    fields = {"att": attempt + 1, "key": key, "fp": shot.fingerprint, "prov": shot.provider}
     fields |= {"model": shot.model, "est_usd": est}
-    for attempt in range(SUBMIT_ATTEMPTS):
-        if rt.stopping:  # never start a paid call in a stopping process (see Runtime)
-            await asyncio.Event().wait()  # until the process ends; another worker recovers it
-        intent = await anyio.to_thread.run_sync(
-            lambda: rt.submits.open_intent(
-                t.run_id, shot.id, shot.fingerprint, key=key, est_usd=est, fields=fields
-            )
+    if rt.stopping:  # never start a paid call in a stopping process (see Runtime)
+        await asyncio.Event().wait()  # until the process ends; another worker recovers it
+    intent = await anyio.to_thread.run_sync(
+        lambda: rt.submits.open_intent(
+            t.run_id, shot.id, shot.fingerprint, key=key, est_usd=est, fields=fields
         )
-        if intent.held is not None:
-            return {"state": ShotState.PENDING.value, "held": intent.held}
-        if not intent.fresh:
-            return await _earlier(rt, t, provider, intent.outcome, intent.job, est)
-        outcome = await _paid_call(rt, t, provider, key)
-        if isinstance(outcome, JobHandle):
-            return await _close(rt, t, "submitted", outcome, est)
-        if isinstance(outcome, NotSent | RateLimited):
-            await _close_failed(rt, t, "not_sent", Event.SUBMIT_NOT_SENT, str(outcome))
-            await _backoff(attempt, outcome)
-            continue
-        if isinstance(outcome, Rejected):
-            reason = str(outcome)
-            fields_r = {"reason": reason, "status": outcome.status}
-            await _close_failed(rt, t, "rejected", Event.SUBMIT_REJECTED, reason, fields_r)
-            return {"state": ShotState.FAILED.value}
-        await _close_failed(rt, t, "ambiguous", Event.SUBMIT_AMBIGUOUS, str(outcome))
-        return {"state": ShotState.NEEDS_RECONCILE.value}
-    return {"state": ShotState.PENDING.value}
+    )
+    if intent.held is not None:
+        return {"state": ShotState.PENDING.value, "held": intent.held}
+    if not intent.fresh:
+        return await _earlier(rt, t, provider, intent.outcome, intent.job, est)
+    outcome = await _paid_call(rt, t, provider, key)
+    if isinstance(outcome, JobHandle):
+        return await _close(rt, t, "submitted", outcome, est)
+    if isinstance(outcome, NotSent | RateLimited):
+        await _close_failed(rt, t, "not_sent", Event.SUBMIT_NOT_SENT, str(outcome))
+        if attempt + 1 >= SUBMIT_ATTEMPTS:
+            return {"state": ShotState.PENDING.value}
+        return {"state": RETRY, "after": backoff_s(attempt, outcome)}
+    if isinstance(outcome, Rejected):
+        reason = str(outcome)
+        fields_r = {"reason": reason, "status": outcome.status}
+        await _close_failed(rt, t, "rejected", Event.SUBMIT_REJECTED, reason, fields_r)
+        return {"state": ShotState.FAILED.value}
+    await _close_failed(rt, t, "ambiguous", Event.SUBMIT_AMBIGUOUS, str(outcome))
+    return {"state": ShotState.NEEDS_RECONCILE.value}
 
 
 async def _paid_call(

@@ -10,6 +10,9 @@ was interrupted:
 - ``poll`` (:func:`.shotsteps.poll`): polls with in-memory waits for up to a minute, then a
   durable sleep (``DBOS.sleep_async``: a recovered workflow sleeps only what is left) before the
   next poll step, until the job ends or its poll deadline (from the submit) passes;
+- a submit that provably created nothing (NotSent, 429) is retried by a new shot workflow
+  (``<id>/r1``, ``/r2``...) enqueued on the same account queue, so that a retry too passes the
+  queue's limiter;
 - once the job succeeded, the shot workflow enqueues its **fetch workflow**
   (:func:`fetch_workflow`, id ``<shot workflow id>/fetch``, on the fetch queue) and ends, which
   hands the account's slot back: the video is downloaded and verified in a private directory,
@@ -43,23 +46,43 @@ FETCHING = "fetching"
 SHOT_WORKFLOW, FETCH_WORKFLOW = "pipeline.shot", "pipeline.fetch"
 
 
+#: What a shot workflow returns when its submit went back to the queue (NotSent, 429).
+REQUEUED = "requeued"
+
+
 def fetch_workflow_id(shot_workflow_id: str) -> str:
     """The fetch workflow's id for the shot workflow ``shot_workflow_id``."""
     return f"{shot_workflow_id}/fetch"
 
 
+def retry_workflow_id(first_id: str, attempt: int) -> str:
+    """The id of a shot's workflow for submit attempt ``attempt`` (0: ``first_id`` itself)."""
+    return first_id if attempt == 0 else f"{first_id}/r{attempt}"
+
+
 @DBOS.workflow(name=SHOT_WORKFLOW)
-async def shot_workflow(task: dict[str, Any]) -> str:
+async def shot_workflow(task: dict[str, Any], attempt: int = 0) -> str:
     """Submit and poll one shot, then hand its video to :func:`fetch_workflow`.
 
-    ``task`` is a :meth:`ShotTask.to_json`.
+    Args:
+        task: a :meth:`ShotTask.to_json`.
+        attempt: the submit attempt this workflow makes (see :func:`.shotsteps.submit`).
 
     Returns:
-        The shot's final state (a :class:`ShotState` value), or :data:`FETCHING` once the job
-        succeeded and the fetch workflow ``fetch_workflow_id(<this id>)`` is enqueued.
+        The shot's final state (a :class:`ShotState` value); :data:`FETCHING` once the job
+        succeeded and the fetch workflow ``fetch_workflow_id(<this id>)`` is enqueued;
+        :data:`REQUEUED` when the submit provably created nothing and the shot's next attempt,
+        ``retry_workflow_id(<first id>, attempt + 1)``, is enqueued on the account's queue
+        (after a durable wait of the backoff, during which this workflow keeps its slot).
     """
     t = ShotTask.of(task)
-    outcome = await shotsteps.submit(task)
+    outcome = await shotsteps.submit(task, attempt)
+    if outcome["state"] == shotsteps.RETRY:
+        await DBOS.sleep_async(float(outcome["after"]))
+        queue = await _queue(queue_name(t.shot.provider, t.settings.account or "default"))
+        with SetWorkflowID(retry_workflow_id(t.workflow_id, attempt + 1)):
+            await queue.enqueue_async(shot_workflow, task, attempt + 1)
+        return REQUEUED
     if outcome["state"] != ShotState.POLLING:
         return str(outcome["state"])
     job, since = outcome["job"], float(outcome["since"])
@@ -69,7 +92,7 @@ async def shot_workflow(task: dict[str, Any]) -> str:
         result = await shotsteps.poll(task, job, last_raw, wait, deadline)
         last_raw, status = str(result["raw"]), result["status"]
         if status == JobStatus.SUCCEEDED:
-            await _enqueue_fetch(t, job, result)
+            await _enqueue_fetch(retry_workflow_id(t.workflow_id, attempt), t, job, result)
             return FETCHING
         if status in (JobStatus.FAILED, JobStatus.CANCELLED):
             return str(result.get("final") or ShotState.FAILED)
@@ -92,9 +115,11 @@ async def _queue(name: str) -> Queue:
     return queue
 
 
-async def _enqueue_fetch(t: ShotTask, job: dict[str, Any], result: dict[str, Any]) -> None:
+async def _enqueue_fetch(
+    shot_id: str, t: ShotTask, job: dict[str, Any], result: dict[str, Any]
+) -> None:
     queue = await _queue(FETCH_QUEUE)
-    with SetWorkflowID(fetch_workflow_id(t.workflow_id)):
+    with SetWorkflowID(fetch_workflow_id(shot_id)):
         await queue.enqueue_async(fetch_workflow, t.to_json(), job, result)
 
 
@@ -163,14 +188,23 @@ async def wait_shots(run_id: str, ids: list[str]) -> dict[str, int]:
         if not unfinished:
             break
         await asyncio.sleep(WAIT_S)
-    shots = await _outputs(ids)
-    fetches = await _outputs([fetch_workflow_id(i) for i, out in shots.items() if out == FETCHING])
+    # Each shot's chain: its workflow, its retries (REQUEUED), then its fetch (FETCHING).
+    last = {wid: wid for wid in ids}
+    attempt = dict.fromkeys(ids, 0)
     finals: dict[str, int] = {}
-    for wid in ids:
-        state = shots.get(wid, "error")
-        if state == FETCHING:
-            state = fetches.get(fetch_workflow_id(wid), "error")
-        finals[state] = finals.get(state, 0) + 1
+    while last:
+        outputs = await _outputs(list(last.values()))
+        following: dict[str, str] = {}
+        for first, wid in last.items():
+            state = outputs.get(wid, "error")
+            if state == REQUEUED:
+                attempt[first] += 1
+                following[first] = retry_workflow_id(first, attempt[first])
+            elif state == FETCHING:
+                following[first] = fetch_workflow_id(wid)
+            else:
+                finals[state] = finals.get(state, 0) + 1
+        last = following
     return finals
 
 
