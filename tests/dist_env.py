@@ -80,10 +80,15 @@ def manifest(
     budget: float | None = None,
     account: str = "team",
     usd_per_job: float | None = None,
+    ppm: float | None = None,
 ) -> Path:
-    """A manifest of ``shots`` RelayDance shots (4 s each) on ``account``."""
+    """A manifest of ``shots`` RelayDance shots (4 s each) on ``account``.
+
+    ``rpm`` and ``ppm`` (``polls_per_minute``) default to no practical limit.
+    """
     limits = f"max_in_flight: {max_in_flight}, poll_min_s: 0.2, poll_max_s: 0.5, account: {account}"
     limits += f", requests_per_minute: {rpm if rpm is not None else 100000}"
+    limits += f", polls_per_minute: {ppm if ppm is not None else 100000}"
     if usd_per_job is not None:
         limits += f", prices: {{doubao-seedance-2-0-720p: {{per_job_usd: {usd_per_job}}}}}"
     lines = [

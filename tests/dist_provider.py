@@ -7,6 +7,8 @@ the distributed mode's tests: ``python -m tests.dist_provider --low L --high H -
 - ``--fetch-delay F``: every video download is held F seconds before its bytes are sent.
 - ``--refuse-every N``: every N-th submit is answered 429 (Retry-After: 0) and creates
   nothing; ``GET /_test/refused`` lists their times.
+
+``GET /_test/polls`` lists the time of every poll request.
 """
 
 from __future__ import annotations
@@ -32,6 +34,21 @@ def _slow_fetch(delay_s: float) -> Any:
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.match_info.route.name in ("content", "fetch"):
             await asyncio.sleep(delay_s)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+def _poll_log(polls: list[float]) -> Any:
+    """A middleware: the time of every poll request goes to ``polls`` (``/_test/polls``)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/_test/polls":
+            return web.json_response(polls)
+        if request.match_info.route.name == "poll":
+            polls.append(time.time())
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -88,6 +105,7 @@ async def _serve(args: argparse.Namespace) -> None:
         app.middlewares.insert(0, _slow_fetch(args.fetch_delay))
     if args.refuse_every > 0:
         app.middlewares.insert(0, _refusing(args.refuse_every, []))
+    app.middlewares.insert(0, _poll_log([]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -178,6 +178,32 @@ def test_a_refused_submit_goes_back_through_the_accounts_queue(
     assert starts == len(ledger) + len(refused)
 
 
+def test_the_executors_share_the_accounts_poll_rate(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    # polls_per_minute: 60 for the account, two executors (a worker and the run's process):
+    # each spaces its polls 2 s apart, so no 10 s holds more than 10 polls (+1 each: a limiter
+    # starts full). Six jobs polled every 0.2-0.5 s would ask for about 100.
+    with dist_env.provider(2.0, 3.0) as prov:
+        env = dist_env.env(prov)
+        m = dist_env.manifest(
+            tmp_path / "polls.yaml", "polls", 6, storage=s3.storage_yaml("polls"),
+            max_in_flight=6, ppm=60,
+        )  # fmt: skip
+        worker = dist_env.cli("worker", "--store", pg_database, environ=env)
+        try:
+            run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
+                               environ=env)  # fmt: skip
+            out, err = run.communicate(timeout=180)
+        finally:
+            dist_env.stop(worker)
+        polls = sorted(prov.get("/_test/polls"))
+    assert run.returncode == 0, err
+    assert "6 done" in out
+    worst = max(sum(1 for p in polls if t <= p < t + 10) for t in polls)
+    assert worst <= 12, worst
+
+
 def test_a_manifest_that_changes_an_accounts_limits_says_so(
     tmp_path: Path, pg_database: str, s3: S3
 ) -> None:

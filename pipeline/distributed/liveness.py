@@ -37,6 +37,25 @@ log = logging.getLogger("pipeline")
 #: Exit status of a process that lost its liveness lock (the checkpoint fail-stop's code).
 LOST_LOCK_EXIT = 3
 
+#: The ``application_name`` of a live executor's lock connection (one per process).
+EXECUTOR_APP = "pipeline-executor"
+
+_LIVE = """
+SELECT count(*) FROM pg_stat_activity
+WHERE application_name = %s AND datname = current_database()
+"""
+
+
+def live_executors(conn: psycopg.Connection[Any]) -> int:
+    """How many executor processes are alive on this store now (their lock connections).
+
+    Raises:
+        psycopg.Error: the query failed.
+    """
+    row = conn.execute(_LIVE, (EXECUTOR_APP,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 _PENDING_EXECUTORS = """
 SELECT DISTINCT executor_id FROM dbos.workflow_status
 WHERE status = 'PENDING' AND executor_id IS NOT NULL AND executor_id <> %s
@@ -72,7 +91,7 @@ class Liveness:
         Raises:
             StoreError: the store cannot be reached.
         """
-        conn = connect(self.dsn)
+        conn = connect(self.dsn, application_name=EXECUTOR_APP)
         try:
             conn.execute("SET idle_in_transaction_session_timeout = 0")
             conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(self.executor_id),))

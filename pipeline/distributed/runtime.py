@@ -20,7 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+from aiolimiter import AsyncLimiter
+
 from pipeline.distributed.intent import Submits
+from pipeline.distributed.liveness import live_executors
+from pipeline.engine import pollsched
 from pipeline.journal.pgjournal import PgJournal
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, ProviderContext
@@ -35,6 +40,8 @@ WORKDIR_PREFIX = "pipeline-worker-"
 OWNER_LOCK = ".owner.lock"
 #: A work directory younger than this is never taken for a dead worker's (s).
 _STALE_AFTER_S = 60.0
+#: How often a process counts the live executors that share an account's poll rate (s).
+EXECUTORS_EVERY_S = 5.0
 
 
 def claim_workdir(base: Path | None = None) -> tuple[Path, int]:
@@ -84,6 +91,8 @@ class Runtime:
         stopping: set when the process is stopping: no new paid call starts (a shot about to
             submit waits; it is recovered by another worker once this one exits).
         submits_in_air: paid calls in progress (a stopping process waits for them).
+        history: the completion times this process has seen, per provider and model (the
+            poll schedule learns from them).
     """
 
     journal: PgJournal
@@ -93,6 +102,9 @@ class Runtime:
     stopping: bool = False
     submits_in_air: int = 0
     workdir_fd: int | None = None
+    history: pollsched.History = field(default_factory=pollsched.History)
+    _poll_gates: dict[tuple[str, int], AsyncLimiter] = field(default_factory=dict)
+    _executors: tuple[float, int] = (-1e9, 1)  # (monotonic time read, live executors)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _stores: dict[str, ObjectStorage] = field(default_factory=dict)
 
@@ -123,6 +135,41 @@ class Runtime:
             )
             adapter = self._providers[cache_key] = spec.factory(ctx)
         return adapter
+
+    async def poll_gate(self, account: str, polls_per_minute: float | None) -> AsyncLimiter | None:
+        """This process's share of an account's ``polls_per_minute``, or None (unlimited).
+
+        Every live executor process takes an equal share: a limiter spacing this process's
+        polls ``60 * executors / polls_per_minute`` seconds apart, so that all of them together
+        stay at or under the account's rate. The count of live executors is read from the
+        store at most every :data:`EXECUTORS_EVERY_S`; a process that cannot read it keeps the
+        last count.
+
+        Args:
+            account: the account's queue name (``<provider>.<account>``).
+            polls_per_minute: the provider's ``polls_per_minute``.
+        """
+        if polls_per_minute is None:
+            return None
+        read_at, executors = self._executors
+        if time.monotonic() - read_at > EXECUTORS_EVERY_S:
+            self._executors = (time.monotonic(), executors)  # one reader at a time
+            try:
+                executors = max(1, await anyio.to_thread.run_sync(self._count_executors))
+            except Exception as exc:  # keep the last count; polls go on
+                log.debug("counting executors: %s", exc)
+            self._executors = (time.monotonic(), executors)
+        gate = self._poll_gates.get((account, executors))
+        if gate is None:
+            for stale in [k for k in self._poll_gates if k[0] == account]:
+                del self._poll_gates[stale]
+            gate = AsyncLimiter(1, 60.0 * executors / polls_per_minute)
+            self._poll_gates[(account, executors)] = gate
+        return gate
+
+    def _count_executors(self) -> int:
+        with self.journal.pooled() as conn:
+            return live_executors(conn)
 
     def storage(self, settings: StorageSettings) -> ObjectStorage:
         """The object storage of a manifest's ``storage`` section (built once per process).

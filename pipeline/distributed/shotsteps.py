@@ -16,9 +16,10 @@ from typing import Any, cast
 import anyio
 from dbos import DBOS
 
+from pipeline.distributed.queues import queue_name
 from pipeline.distributed.runtime import Runtime, current
 from pipeline.distributed.tasks import ShotTask, job_json, job_of, poll_json, poll_of
-from pipeline.engine import pricing
+from pipeline.engine import pollsched, pricing
 from pipeline.errors import (
     Ambiguous,
     FetchError,
@@ -28,7 +29,16 @@ from pipeline.errors import (
     RateLimited,
     Rejected,
 )
-from pipeline.models import Artifact, Charged, Event, JobHandle, JobStatus, MediaRef, ShotState
+from pipeline.models import (
+    Artifact,
+    Charged,
+    Event,
+    JobHandle,
+    JobStatus,
+    MediaRef,
+    PollResult,
+    ShotState,
+)
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import Provider, SupportsQuote, SupportsReconcile
 from pipeline.transfer import download, playable
@@ -41,8 +51,6 @@ Json = dict[str, Any]
 FREE_ATTEMPTS = 5
 #: Attempts of a submit that provably created nothing (NotSent, 429), same key each time.
 SUBMIT_ATTEMPTS = 5
-#: Poll interval growth per poll, between the provider's ``poll_min_s`` and ``poll_max_s``.
-POLL_GROWTH = 1.5
 #: Longest one poll step polls before it hands back to its workflow's durable sleep (s).
 POLL_STEP_S = 60.0
 
@@ -284,22 +292,28 @@ def _intent_time(rt: Runtime, t: ShotTask) -> float:
 
 
 @DBOS.step(name="pipeline.poll")
-async def poll(task: Json, job: Json, last_raw: str, wait_s: float, deadline: float) -> Json:
+async def poll(
+    task: Json, job: Json, last_raw: str, since: float, last_s: float | None = None
+) -> Json:
     """Poll the job until it ends, its deadline passes or :data:`POLL_STEP_S` have gone by.
 
-    One step holds many polls, with in-memory waits between them that start at ``wait_s`` and
-    grow by :data:`POLL_GROWTH` between the provider's ``poll_min_s`` and ``poll_max_s``: DBOS
-    records a step's start and result in PostgreSQL (about five transactions with the durable
-    sleep between steps), so one step per poll made that bookkeeping most of a worker's CPU.
-    A worker that dies inside the step loses nothing: polls are free, and the recovered step
-    simply polls again.
+    The waits between polls are the embedded runner's learned schedule
+    (:mod:`pipeline.engine.pollsched`): the first poll where the fastest jobs seen so far
+    finished, then waits that shrink near the completion times seen, within ``poll_min_s`` and
+    ``poll_max_s``. Each worker process learns from the jobs it polls (per provider and model).
+
+    One step holds many polls, with in-memory waits between them: DBOS records a step's start
+    and result in PostgreSQL (about five transactions with the durable sleep between steps), so
+    one step per poll made that bookkeeping most of a worker's CPU. A worker that dies inside
+    the step loses nothing: polls are free, and the recovered step simply polls again.
 
     Args:
         task: the :meth:`ShotTask.to_json`.
         job: the submitted job (:func:`~.tasks.job_json`).
         last_raw: the provider's last status seen (journaled only when it changes).
-        wait_s: seconds to wait before the first poll (0 after the workflow's durable sleep).
-        deadline: epoch seconds after which the shot fails as timed out.
+        since: epoch seconds of the submit (the poll deadline counts from it).
+        last_s: the wait before this step (the workflow's durable sleep), or None for the
+            job's first step (which waits for the first poll itself).
 
     Returns:
         The last :class:`PollResult` as JSON, plus ``raw`` (the provider's last status),
@@ -307,17 +321,28 @@ async def poll(task: Json, job: Json, last_raw: str, wait_s: float, deadline: fl
         failed, ``final``.
     """
     rt, t = current(), ShotTask.of(task)
-    provider, handle, settings = _provider(rt, t), job_of(job), t.settings
-    started, delay = time.monotonic(), wait_s
+    provider, handle, policy = _provider(rt, t), job_of(job), t.settings.polling
+    times = rt.history.times(handle.provider, handle.model)
+    deadline = since + policy.deadline_s
+    started, running_at = time.monotonic(), None
+    if last_s is None:
+        delay = interval = pollsched.first_delay(time.time() - since, times, policy)
+    else:
+        delay, interval = 0.0, last_s
     while True:
         await asyncio.sleep(max(0.0, min(delay, deadline - time.time())))
         result = await _poll_once(rt, t, provider, handle, last_raw)
-        last_raw = result["raw"]
-        delay = min(settings.poll_max_s, max(settings.poll_min_s, delay * POLL_GROWTH))
-        result["next_s"] = delay
-        result["timed_out"] = time.time() >= deadline
+        last_raw, elapsed = result["raw"], time.time() - since
+        result["timed_out"] = elapsed >= policy.deadline_s
+        if result["status"] == JobStatus.SUCCEEDED.value and running_at is not None:
+            times.add((running_at + elapsed) / 2)  # seen running, then done: in between
         if result["status"] not in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
             return result
+        running_at = elapsed
+        interval = pollsched.next_delay(
+            elapsed, interval, times, policy, policy.min_s, result.get("eta_s")
+        )
+        delay = result["next_s"] = interval
         if result["timed_out"] or time.monotonic() - started + delay > POLL_STEP_S:
             return result
 
@@ -325,9 +350,20 @@ async def poll(task: Json, job: Json, last_raw: str, wait_s: float, deadline: fl
 async def _poll_once(
     rt: Runtime, t: ShotTask, provider: Provider, handle: JobHandle, last_raw: str
 ) -> Json:
-    """Ask once (retrying transient failures) for the job's status; journal what changed."""
+    """Ask once (retrying transient failures) for the job's status; journal what changed.
+
+    Every request waits for this process's share of the account's ``polls_per_minute``.
+    """
+    account = queue_name(t.shot.provider, t.settings.account or "default")
+
+    async def ask() -> PollResult:
+        gate = await rt.poll_gate(account, t.settings.polls_per_minute)
+        if gate is not None:
+            await gate.acquire()
+        return await provider.poll(handle)
+
     try:
-        result = await _free_call(lambda: provider.poll(handle))
+        result = await _free_call(ask)
     except JobFailed as exc:
         charged = Charged.NO if exc.refunded else Charged.UNKNOWN
         await _append(rt, t, Event.FAILED, reason=f"job failed: {exc}", charged=charged.value)

@@ -86,10 +86,10 @@ async def shot_workflow(task: dict[str, Any], attempt: int = 0) -> str:
     if outcome["state"] != ShotState.POLLING:
         return str(outcome["state"])
     job, since = outcome["job"], float(outcome["since"])
-    deadline = since + t.settings.poll_deadline_s
-    wait, last_raw = t.settings.poll_min_s, ""
+    last_s: float | None = None
+    last_raw = ""
     while True:
-        result = await shotsteps.poll(task, job, last_raw, wait, deadline)
+        result = await shotsteps.poll(task, job, last_raw, since, last_s)
         last_raw, status = str(result["raw"]), result["status"]
         if status == JobStatus.SUCCEEDED:
             await _enqueue_fetch(retry_workflow_id(t.workflow_id, attempt), t, job, result)
@@ -97,9 +97,9 @@ async def shot_workflow(task: dict[str, Any], attempt: int = 0) -> str:
         if status in (JobStatus.FAILED, JobStatus.CANCELLED):
             return str(result.get("final") or ShotState.FAILED)
         if result["timed_out"]:
-            return await shotsteps.timed_out(task, deadline - since)
-        await DBOS.sleep_async(float(result["next_s"]))
-        wait = 0.0
+            return await shotsteps.timed_out(task, t.settings.poll_deadline_s)
+        last_s = float(result["next_s"])
+        await DBOS.sleep_async(last_s)
 
 
 #: Queues already read from the store by this process (a read is a query), by name.

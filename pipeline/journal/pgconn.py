@@ -108,8 +108,10 @@ def clean(dsn: str, message: str) -> str:
     return text
 
 
-def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A new connection to the store.
+def connect(
+    dsn: str, *, autocommit: bool = True, application_name: str = "pipeline"
+) -> psycopg.Connection[Any]:
+    """A new connection to the store (``application_name`` shows in ``pg_stat_activity``).
 
     Raises:
         StoreError: a malformed URL, or the server is unreachable or refuses the login (the
@@ -121,7 +123,7 @@ def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
             dsn,
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="pipeline",
+            application_name=application_name,
         )
     except psycopg.Error as exc:
         raise StoreError(
