@@ -121,6 +121,19 @@ def env(prov: Provider, extra: Mapping[str, str] | None = None) -> dict[str, str
     return out
 
 
+def run(
+    manifest: Path, dsn: str, environ: Mapping[str, str], *extra: str, timeout_s: float = 180
+) -> tuple[int, str, str]:
+    """``pipeline run MANIFEST --store DSN --trust-endpoints EXTRA...`` to its end.
+
+    Returns:
+        ``(exit code, stdout, stderr)``.
+    """
+    proc = cli("run", str(manifest), "--store", dsn, "--trust-endpoints", *extra, environ=environ)
+    out, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, out, err
+
+
 def cli(*args: str, environ: Mapping[str, str], **kw: Any) -> subprocess.Popen[str]:
     """``python -m pipeline ARGS`` in its own process (stdout/stderr piped, text)."""
     return subprocess.Popen(

@@ -52,12 +52,8 @@ def test_three_workers_two_manifests_share_one_account(
                 m = dist_env.manifest(
                     tmp_path / f"{name}.yaml", name, 10, storage=s3.storage_yaml(name), rpm=600
                 )
-                run = dist_env.cli(
-                    "run", str(m), "--store", pg_database, "--no-work", "--trust-endpoints",
-                    environ=env,
-                )  # fmt: skip
-                out, err = run.communicate(timeout=120)
-                assert run.returncode == 0, err
+                code, out, err = dist_env.run(m, pg_database, env, "--no-work")
+                assert code == 0, err
                 assert f"run {name} started: 10 shot(s) on relaydance.team" in out
             states = dist_env.wait_finished(pg_database, ["alpha", "beta"], 120)
         finally:
@@ -110,13 +106,11 @@ def test_budget_is_shared_by_the_workers_of_a_run(tmp_path: Path, pg_database: s
         )  # fmt: skip
         worker = dist_env.cli("worker", "--store", pg_database, environ=env)
         try:  # the run's own process works too: two workers check one budget
-            run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
-                               environ=env)  # fmt: skip
-            out, err = run.communicate(timeout=120)
+            code, out, err = dist_env.run(m, pg_database, env)
         finally:
             dist_env.stop(worker)
         ledger = prov.ledger()
-    assert run.returncode == 1, err  # held shots need attention
+    assert code == 1, err  # held shots need attention
     assert "5 done" in out
     assert "3 pending" in out
     assert len(ledger) == 5  # never more than the budget: $5 at $1 a shot
@@ -132,11 +126,9 @@ def test_a_finished_job_hands_its_account_slot_back_before_its_download(
         m = dist_env.manifest(
             tmp_path / "slot.yaml", "slot", 3, storage=s3.storage_yaml("slot"), max_in_flight=1
         )
-        run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
-                           environ=env)  # fmt: skip
-        out, err = run.communicate(timeout=120)
+        code, out, err = dist_env.run(m, pg_database, env)
         account = prov.account()
-    assert run.returncode == 0, err
+    assert code == 0, err
     assert "3 done" in out
     assert account["max_in_flight"] == 1
     from pipeline.journal.pgjournal import PgJournal
@@ -161,12 +153,10 @@ def test_a_refused_submit_goes_back_through_the_accounts_queue(
         m = dist_env.manifest(
             tmp_path / "busy.yaml", "busy", 6, storage=s3.storage_yaml("busy"), max_in_flight=2
         )
-        run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
-                           environ=env)  # fmt: skip
-        out, err = run.communicate(timeout=180)
+        code, out, err = dist_env.run(m, pg_database, env)
         refused = prov.get("/_test/refused")
         ledger = prov.ledger()
-    assert run.returncode == 0, err
+    assert code == 0, err
     assert "6 done" in out
     assert len(refused) >= 2  # 8+ submit requests for 6 shots: at least 2 were refused
     assert len(ledger) == 6  # 6 shots done, 6 charges: each paid exactly once
@@ -192,13 +182,11 @@ def test_the_executors_share_the_accounts_poll_rate(
         )  # fmt: skip
         worker = dist_env.cli("worker", "--store", pg_database, environ=env)
         try:
-            run = dist_env.cli("run", str(m), "--store", pg_database, "--trust-endpoints",
-                               environ=env)  # fmt: skip
-            out, err = run.communicate(timeout=180)
+            code, out, err = dist_env.run(m, pg_database, env)
         finally:
             dist_env.stop(worker)
         polls = sorted(prov.get("/_test/polls"))
-    assert run.returncode == 0, err
+    assert code == 0, err
     assert "6 done" in out
     worst = max(sum(1 for p in polls if t <= p < t + 10) for t in polls)
     assert worst <= 12, worst
@@ -215,10 +203,8 @@ def test_a_manifest_that_changes_an_accounts_limits_says_so(
                 tmp_path / f"{name}.yaml", name, 1, storage=s3.storage_yaml(name),
                 max_in_flight=slots,
             )  # fmt: skip
-            run = dist_env.cli("run", str(m), "--store", pg_database, "--no-work",
-                               "--trust-endpoints", environ=env)  # fmt: skip
-            _, err = run.communicate(timeout=120)
-            assert run.returncode == 0, err
+            code, _, err = dist_env.run(m, pg_database, env, "--no-work")
+            assert code == 0, err
             errs.append(err)
     assert "queue relaydance" not in errs[0] + errs[1]  # a new queue, then the same limits
     assert "queue relaydance.team: max_in_flight 4 -> 2 for every run on this account" in errs[2]
@@ -280,11 +266,8 @@ def test_the_account_rate_holds_across_workers_and_manifests(
                 m = dist_env.manifest(
                     tmp_path / f"{name}.yaml", name, 18, storage=s3.storage_yaml(name), rpm=rpm
                 )
-                run = dist_env.cli(
-                    "run", str(m), "--store", pg_database, "--no-work", "--trust-endpoints",
-                    environ=env,
-                )  # fmt: skip
-                assert run.communicate(timeout=120)[0].startswith(f"run {name} started")
+                _, out, _ = dist_env.run(m, pg_database, env, "--no-work")
+                assert out.startswith(f"run {name} started")
             states = dist_env.wait_finished(pg_database, ["east", "west"], 240)
         finally:
             for w in workers:
