@@ -73,6 +73,7 @@ def main() -> None:
         return
     total = int(role.split(":")[1])
     ex = app.launch(DSN, watch_s=0.5)
+    print("up", flush=True)  # the test enqueues once every worker is dequeuing
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

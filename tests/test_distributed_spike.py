@@ -20,7 +20,7 @@ def _worker(dsn: str, role: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.dist_spike_worker", dsn, role],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
 
@@ -34,11 +34,16 @@ def test_queue_limits_hold_across_three_processes(pg_server: PgServer, pg_databa
         "CREATE TABLE spike.ends(tag text, t timestamptz)",
         db,
     )
+    # The workers first, each dequeuing before any job exists: none gets a head start that
+    # would let it take every job (on a loaded machine one start can lag the others by seconds).
+    workers = [_worker(pg_database, "work:16") for _ in range(3)]
+    for w in workers:
+        assert w.stdout is not None
+        assert w.stdout.readline() == b"up\n", w.communicate(timeout=60)[1].decode()
     for prefix in ("a", "b"):  # two manifests' worth of jobs, one after the other
         enq = _worker(pg_database, f"enqueue:8:{prefix}")
         _, err = enq.communicate(timeout=120)
         assert enq.returncode == 0, err.decode()
-    workers = [_worker(pg_database, "work:16") for _ in range(3)]
     for w in workers:
         _, err = w.communicate(timeout=180)
         assert w.returncode == 0, err.decode()
