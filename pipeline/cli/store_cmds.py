@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -223,6 +222,8 @@ def _plan(journal: PgJournal, args: argparse.Namespace) -> int:
     if run is None:
         mine = [r.run_id for r in journal.runs() if r.manifest_name == name]
         run = mine[-1] if mine else None
+    import tempfile  # imports shutil, bz2, lzma: only here, not for every command
+
     with tempfile.TemporaryDirectory(prefix="pipeline-plan-") as tmp:
         jobs = Path(tmp)
         if run is not None:
