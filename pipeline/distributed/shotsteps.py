@@ -16,7 +16,6 @@ from typing import Any, cast
 import anyio
 from dbos import DBOS
 
-from pipeline.distributed.queues import queue_name
 from pipeline.distributed.runtime import Runtime, current
 from pipeline.distributed.tasks import ShotTask, job_json, job_of, poll_json, poll_of
 from pipeline.engine import pollsched, pricing
@@ -354,10 +353,9 @@ async def _poll_once(
 
     Every request waits for this process's share of the account's ``polls_per_minute``.
     """
-    account = queue_name(t.shot.provider, t.settings.account or "default")
 
     async def ask() -> PollResult:
-        gate = await rt.poll_gate(account, t.settings.polls_per_minute)
+        gate = await rt.poll_gate(t.queue, t.settings.polls_per_minute)
         if gate is not None:
             await gate.acquire()
         return await provider.poll(handle)

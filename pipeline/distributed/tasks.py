@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.distributed.queues import queue_name
 from pipeline.models import Asset, JobHandle, MediaRef, MediaRole, PollResult, Shot
 from pipeline.settings import DownloadSettings, ProviderSettings, StorageSettings
 
@@ -213,6 +214,11 @@ class ShotTask:
             storage=StorageSettings.model_validate(storage) if storage else None,
             simulate=bool(d.get("simulate", False)),
         )
+
+    @property
+    def queue(self) -> str:
+        """The shot's account queue: ``"<provider>.<account>"`` (:func:`.queues.queue_name`)."""
+        return queue_name(self.shot.provider, self.settings.account or "default")
 
     @property
     def workflow_id(self) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 from dbos import DBOS, Queue, SetWorkflowID
 
 from pipeline.distributed import shotsteps
-from pipeline.distributed.queues import FETCH_QUEUE, queue_name
+from pipeline.distributed.queues import FETCH_QUEUE
 from pipeline.distributed.tasks import ShotTask
 from pipeline.models import JobStatus, ShotState
 
@@ -79,7 +79,7 @@ async def shot_workflow(task: dict[str, Any], attempt: int = 0) -> str:
     outcome = await shotsteps.submit(task, attempt)
     if outcome["state"] == shotsteps.RETRY:
         await DBOS.sleep_async(float(outcome["after"]))
-        queue = await _queue(queue_name(t.shot.provider, t.settings.account or "default"))
+        queue = await _queue(t.queue)
         with SetWorkflowID(retry_workflow_id(t.workflow_id, attempt + 1)):
             await queue.enqueue_async(shot_workflow, task, attempt + 1)
         return REQUEUED
@@ -146,7 +146,7 @@ async def run_workflow(run_id: str, tasks: list[dict[str, Any]]) -> dict[str, in
     ids = []
     for task in tasks:
         t = ShotTask.of(task)
-        queue = await _queue(queue_name(t.shot.provider, t.settings.account or "default"))
+        queue = await _queue(t.queue)
         with SetWorkflowID(t.workflow_id):
             await queue.enqueue_async(shot_workflow, task)
         ids.append(t.workflow_id)
