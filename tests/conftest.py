@@ -17,6 +17,25 @@ import stamina
 
 from tests.pgserver import pg_database, pg_server  # noqa: F401  (fixtures of the distributed mode)
 
+#: Tests that take long whatever the machine (tens of seconds of waits on purpose) start first,
+#: so that under ``-n 4`` none of them begins at the end of the run and leaves three workers idle.
+LONG_MODULES = ("test_distributed_", "reliability/test_crash.py", "test_benchmarks_http.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the tests: ``slow`` ones first, then the long modules, then the rest as collected.
+
+    A stable sort: within each group the collected order stays (every xdist worker computes
+    the same order, as it must).
+    """
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if any(part in item.nodeid for part in LONG_MODULES) else 2
+
+    items.sort(key=rank)
+
 
 @pytest.fixture
 def anyio_backend() -> str:
