@@ -393,3 +393,37 @@ def test_a_reroll_waits_for_the_next_run_when_recorded_between_runs(run: Run) ->
     report = json.loads((rd / "report.json").read_text())
     assert report["shots"]["dawn-s01-t3"]["reroll_of"] == "dawn-s01"
     assert "dawn-s01-t3" in (rd / PAGE).read_text()
+
+
+def test_a_rejected_take_is_not_cut_in_while_another_is_left(run: Run) -> None:
+    """No pick: the animatic and the timeline cut in the first take done and not rejected."""
+    import opentimelineio as otio
+
+    from tests.test_animatic import diff, frame_at
+
+    rd = run.run_dir
+
+    def cut() -> tuple[list[str], Image.Image]:
+        res = cli("storyboard", str(rd), cwd=run.root)
+        assert res.returncode == 0, res.stderr
+        timeline = otio.adapters.read_from_file(str(rd / "timeline.otio"))
+        track = next(t for t in timeline.video_tracks() if t.name == "chosen takes")
+        return [c.name for c in track.find_clips()], frame_at(rd / "animatic.mp4", start + 18)
+
+    start = round(1.0 * 12)  # the first scene's slate, then dawn-s01 (18: past its title card)
+    own = {t: frame_at(rd / f"shots/dawn-s01-t{t}.mp4", 18) for t in (1, 2)}
+    assert diff(own[1], own[2]) > 10
+    clips, frame = cut()
+    assert clips[0] == "dawn-s01-t1"  # nothing rejected: the first take
+    assert diff(frame, own[1]) < 4 < diff(frame, own[2])
+
+    reject = request(Event.TAKE_REJECTED, "dawn-s01-t1", key="dawn-s01", take=1, rejected=True)
+    anyio.run(inbox.record, rd, [reject], resolver(run.manifest))
+    clips, frame = cut()
+    assert clips[0] == "dawn-s01-t2"
+    assert diff(frame, own[2]) < 4 < diff(frame, own[1])
+
+    both = request(Event.TAKE_REJECTED, "dawn-s01-t2", key="dawn-s01", take=2, rejected=True)
+    anyio.run(inbox.record, rd, [both], resolver(run.manifest))
+    clips, _ = cut()
+    assert clips[0] == "dawn-s01-t1"  # every take rejected: the first one still fills the slot

@@ -63,13 +63,14 @@ def plan_animatic(
     Args:
         manifest: shots in manifest order (takes of a shot are adjacent).
         state: the replayed checkpoint (which takes are done).
-        picks: ``"<scene>-<shot name>"`` -> take number; default take 1 (or the only take).
+        picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
         fps: animatic frame rate.
         slate_s: scene slate length in seconds (0: no slates).
         run_dir: when given, a done shot whose file is gone becomes ``missing`` as well.
     """
     slate_frames = round(slate_s * fps)
-    chosen = [chosen_take(takes, picks) for takes in group_takes(manifest.shots).values()]
+    groups = group_takes(manifest.shots).values()
+    chosen = [chosen_take(takes, picks, state) for takes in groups]
     scenes: dict[str, list[Shot]] = {}
     for shot in chosen:
         scenes.setdefault(shot.scene, []).append(shot)
@@ -147,7 +148,7 @@ def write_animatic(
         run_dir: the run directory (shot outputs are relative to it).
         manifest: shot and scene order.
         state: the replayed checkpoint.
-        picks: ``"<scene>-<shot name>"`` -> take number; default take 1 (or the only take).
+        picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
         width: frame width in pixels; the height is 9/16 of it (both rounded to even).
         fps: frame rate; the file has exactly :func:`expected_frames` frames.
         slate_s: length of each scene slate in seconds.

@@ -4,7 +4,8 @@ The checkpoint is the source of truth: ``take_picked`` records (``pipeline pick`
 review``) fold into :attr:`RunState.picks <pipeline.journal.state.RunState>`. Runs made before
 kept their picks only in ``RUN_DIR/picks.json`` (``{"<scene>-<shot>": take}``); those still count
 for every shot the checkpoint has no pick of. ``pipeline pick`` writes both. A shot without a
-pick has none (the animatic cuts in its first take; the page and the sheet mark nothing).
+pick has none: the page and the sheet mark nothing, and the animatic and the timeline cut in
+its first take that is done and not rejected (:func:`pipeline.outputs.sources.chosen_take`).
 """
 
 from __future__ import annotations

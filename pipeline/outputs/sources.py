@@ -33,15 +33,30 @@ def group_takes(shots: Iterable[Shot]) -> dict[str, list[Shot]]:
     return groups
 
 
-def chosen_take(takes: list[Shot], picks: Mapping[str, int] | None) -> Shot:
-    """The take the animatic uses: the picked take number if it exists, else the first take.
+def chosen_take(
+    takes: list[Shot], picks: Mapping[str, int] | None, state: RunState | None = None
+) -> Shot:
+    """The take the animatic and the timeline use for one shot.
+
+    The picked take when it exists; else, with ``state``, the first take that is done and not
+    rejected, then the first not rejected (a rejected take is never cut in while another is
+    left); else the first take.
 
     Args:
         takes: every take of one shot (non-empty), as from :func:`group_takes`.
-        picks: ``"<scene>-<shot name>"`` -> take number (1-based); None or absent: take 1.
+        picks: ``"<scene>-<shot name>"`` -> take number (1-based); None or absent: no pick.
+        state: the replayed checkpoint (shot states, review verdicts); None: take 1 unless
+            picked.
     """
-    wanted = (picks or {}).get(pick_key(takes[0]), 1)
-    return next((s for s in takes if s.take == wanted), takes[0])
+    wanted = (picks or {}).get(pick_key(takes[0]))
+    picked = next((s for s in takes if (s.take or 1) == wanted), None)
+    if picked is not None:
+        return picked
+    if state is None or len(takes) == 1:
+        return takes[0]
+    kept = [s for s in takes if not state.review.get(s.id, {}).get("rejected")]
+    done = [s for s in kept if (rec := state.shots.get(s.id)) and rec.state == ShotState.DONE]
+    return (done or kept or takes)[0]
 
 
 def shot_video(run_dir: Path, shot: Shot, state: RunState) -> tuple[Path | None, str]:

@@ -125,11 +125,11 @@ def plan_timeline(
         run_dir: the run directory (shot outputs are relative to it).
         manifest: shot order; the takes of a shot are adjacent.
         state: the replayed checkpoint.
-        picks: ``"<scene>-<shot name>"`` -> take number; default take 1 (or the only take).
+        picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
     """
     slots = []
     for takes in group_takes(manifest.shots).values():
-        chosen = chosen_take(takes, picks)
+        chosen = chosen_take(takes, picks, state)
         media, reason = shot_media(run_dir, chosen, state)
         others = []
         for take in takes:
@@ -178,7 +178,7 @@ def build_timeline(
         run_dir: the run directory.
         manifest: shots and scenes in order.
         state: the replayed checkpoint.
-        picks: ``"<scene>-<shot name>"`` -> take number; default take 1 (or the only take).
+        picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
 
     Returns:
         A timeline named after the manifest, starting at frame 0, whose stack holds the other-take
