@@ -94,7 +94,14 @@ async def test_only_the_run_files_the_pages_link_are_served(app: App) -> None:
     assert len(await video.read()) == 100
     for path in ("/animatic.mp4", "/report.json", "/contact-sheet.png", "/assets/review.js"):
         assert (await app.client.get(path)).status == 200, path
+    sheet = app.run.run_dir / "contact-sheet.png"
+    (app.run.run_dir / "contact-sheet-2.png").write_bytes(sheet.read_bytes())  # a second sheet
+    assert (await app.client.get("/contact-sheet-2.png")).status == 200
+    (app.run.run_dir / "contact-sheet-02.png").write_bytes(sheet.read_bytes())  # not a sheet's name
     for path in (
+        "/contact-sheet-02.png",
+        "/contact-sheet-1.png",
+        "/contact-sheet-9.png",
         "/checkpoint.jsonl",
         "/shots/../checkpoint.jsonl",
         "/m.yaml",

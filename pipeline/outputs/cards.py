@@ -22,12 +22,13 @@ from pipeline.manifest.loader import Manifest
 from pipeline.models import Asset, MediaRole, Shot, ShotState
 from pipeline.outputs.posters import POSTERS
 from pipeline.outputs.report import picked_ids
+from pipeline.outputs.sheetfiles import SHEET, sheet_files
 from pipeline.outputs.thumbs import thumb_name
 
 #: Files of a run directory the page links when they exist: (file, label).
 LINKS = (
     ("animatic.mp4", "animatic"),
-    ("contact-sheet.png", "contact sheet"),
+    (SHEET, "contact sheet"),  # and the sheets after it, when there are more
     ("report.json", "report.json"),
     ("timeline.otio", "timeline.otio"),
 )
@@ -270,6 +271,10 @@ def board(
         tally[c.state] = tally.get(c.state, 0) + 1
     stats = [(st.value, tally[st.value]) for st in ShotState if tally.get(st.value)]
     links = [(name, label) for name, label in LINKS if (run_dir / name).is_file()]
+    sheets = sheet_files(run_dir)
+    if len(sheets) > 1:  # one link per sheet: "contact sheet 1", "2"...
+        at = next(i for i, (name, _) in enumerate(links) if name == sheets[0])
+        links[at : at + 1] = [(name, f"contact sheet {i}") for i, name in enumerate(sheets, 1)]
     return Board(
         name=manifest.name,
         simulated=bool(state.simulated),

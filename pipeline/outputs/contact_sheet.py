@@ -51,6 +51,8 @@ from pipeline.outputs.drawing import fit_text as fit_text
 from pipeline.outputs.drawing import letterbox as letterbox
 from pipeline.outputs.drawing import text_width as text_width
 from pipeline.outputs.posters import poster_key
+from pipeline.outputs.sheetfiles import SHEET as SHEET
+from pipeline.outputs.sheetfiles import sheet_name, stale_sheets
 from pipeline.outputs.sources import DECODE_ERRORS as DECODE_ERRORS
 from pipeline.outputs.sources import chosen_take as chosen_take
 from pipeline.outputs.sources import group_takes as group_takes
@@ -59,54 +61,103 @@ from pipeline.outputs.sources import pick_key as pick_key
 from pipeline.outputs.sources import shot_video as shot_video
 from pipeline.render.text import load_font
 
-SHEET = "contact-sheet.png"
-
 #: A rectangle (left, top, right, bottom), right and bottom exclusive.
 Box = tuple[int, int, int, int]
 #: A cell to draw: the take, why it has no picture (``done`` if it has), its tile key, its video.
 _Cell = tuple[Shot, str, tuple[str, str] | None, Path | None]
+#: Per scene: (shots, seconds of its first takes), as its header says.
+_SceneInfo = dict[str, tuple[int, int]]
 
 MARGIN, GAP = 28, 18
 THUMB_W, THUMB_H = 288, 162
 LABEL_H = 46
 TITLE_H, SCENE_H = 78, 44
 
+#: Rows of cells on one sheet. A larger run gets more sheets (``contact-sheet-2.png``...): at 4
+#: columns a sheet holds 200 takes in about 11,500 px, where one sheet of 10,000 takes would be
+#: 565,000 px tall (2.1 GB of pixels to draw again for every change, and too tall for viewers).
+ROWS_PER_SHEET = 50
+
 
 @dataclass(frozen=True, slots=True)
 class SheetLayout:
-    """Where everything goes on the sheet.
+    """Where everything goes on one sheet.
 
     Attributes:
         size: (width, height) of the PNG.
         cells: shot id -> poster box, in manifest order (the label sits under it).
         labels: shot id -> label box under the poster.
         scenes: scene id -> header box.
+        shots: the takes on this sheet, in manifest order.
+        continued: the scenes on this sheet that began on an earlier one.
+        number: this sheet's number (1-based) and ``count`` the run's number of sheets.
     """
 
     size: tuple[int, int]
     cells: dict[str, Box] = field(default_factory=dict)
     labels: dict[str, Box] = field(default_factory=dict)
     scenes: dict[str, Box] = field(default_factory=dict)
+    shots: tuple[Shot, ...] = ()
+    continued: frozenset[str] = frozenset()
+    number: int = 1
+    count: int = 1
 
 
-def sheet_layout(manifest: Manifest, columns: int = 4) -> SheetLayout:
-    """Compute the grid: a title row, then per scene a header and rows of ``columns`` cells.
+def sheet_layouts(
+    manifest: Manifest, columns: int = 4, rows_per_sheet: int = ROWS_PER_SHEET
+) -> list[SheetLayout]:
+    """Split the takes into sheets of at most ``rows_per_sheet`` rows and lay each out.
+
+    A sheet is a title row, then per scene a header and rows of ``columns`` cells; a scene that
+    does not fit goes on over the next sheet (its header there says so). There is always one
+    sheet, empty for a manifest without takes.
 
     Raises:
-        ValueError: ``columns`` is below 1.
+        ValueError: ``columns`` or ``rows_per_sheet`` is below 1.
     """
     if columns < 1:
         raise ValueError(f"columns must be at least 1, got {columns}")
+    if rows_per_sheet < 1:
+        raise ValueError(f"rows_per_sheet must be at least 1, got {rows_per_sheet}")
+    by_scene: dict[str, list[Shot]] = {}
+    for shot in manifest.shots:
+        by_scene.setdefault(shot.scene, []).append(shot)
+    sheets: list[list[tuple[str, list[Shot], bool]]] = [[]]
+    rows = 0
+    for scene, shots in by_scene.items():
+        start = 0
+        while start < len(shots):
+            if rows >= rows_per_sheet:
+                sheets.append([])
+                rows = 0
+            fits = min(rows_per_sheet - rows, -(-(len(shots) - start) // columns))
+            part = shots[start : start + fits * columns]
+            sheets[-1].append((scene, part, start > 0))
+            rows += fits
+            start += len(part)
+    return [_layout(parts, columns, i, len(sheets)) for i, parts in enumerate(sheets, start=1)]
+
+
+def sheet_layout(manifest: Manifest, columns: int = 4, sheet: int = 1) -> SheetLayout:
+    """The layout of sheet number ``sheet`` (1-based) of :func:`sheet_layouts`.
+
+    Raises:
+        ValueError: ``columns`` is below 1.
+        IndexError: the run has fewer sheets.
+    """
+    return sheet_layouts(manifest, columns)[sheet - 1]
+
+
+def _layout(
+    parts: list[tuple[str, list[Shot], bool]], columns: int, number: int, count: int
+) -> SheetLayout:
     width = 2 * MARGIN + columns * THUMB_W + (columns - 1) * GAP
     cells: dict[str, Box] = {}
     labels: dict[str, Box] = {}
     scenes: dict[str, Box] = {}
-    by_scene: dict[str, list[Shot]] = {}
-    for shot in manifest.shots:
-        by_scene.setdefault(shot.scene, []).append(shot)
     y = MARGIN + TITLE_H
     row_h = THUMB_H + LABEL_H + GAP
-    for scene, shots in by_scene.items():
+    for scene, shots, _ in parts:
         scenes[scene] = (MARGIN, y, width - MARGIN, y + SCENE_H)
         y += SCENE_H
         for i, shot in enumerate(shots):
@@ -115,7 +166,10 @@ def sheet_layout(manifest: Manifest, columns: int = 4) -> SheetLayout:
             cells[shot.id] = (left, top, left + THUMB_W, top + THUMB_H)
             labels[shot.id] = (left, top + THUMB_H, left + THUMB_W, top + THUMB_H + LABEL_H)
         y += -(-len(shots) // columns) * row_h + GAP // 2
-    return SheetLayout((width, y + MARGIN - GAP), cells, labels, scenes)
+    on_sheet = tuple(shot for _, shots, _ in parts for shot in shots)
+    continued = frozenset(scene for scene, _, goes_on in parts if goes_on)
+    size = (width, y + MARGIN - GAP)
+    return SheetLayout(size, cells, labels, scenes, on_sheet, continued, number, count)
 
 
 def write_contact_sheet(
@@ -127,11 +181,13 @@ def write_contact_sheet(
     columns: int = 4,
     cache: OutputCache | None = None,
 ) -> Path:
-    """Write ``RUN_DIR/contact-sheet.png`` (atomically) and return its path.
+    """Write the contact sheets (atomically) and return the first one's path.
 
-    The sheet is not written again when nothing it shows has changed; each cell's picture (a
-    tile: the letterboxed middle frame) is decoded once per video and kept in ``cache``
-    (:mod:`pipeline.outputs.cache`).
+    ``RUN_DIR/contact-sheet.png``, and for a run of more than :data:`ROWS_PER_SHEET` rows
+    ``contact-sheet-2.png``... (:mod:`pipeline.outputs.sheetfiles`); sheets numbered above
+    the run's count, left by a larger manifest, are removed. A sheet is not written again when
+    nothing it shows has changed; each cell's picture (a tile: the letterboxed middle frame)
+    is decoded once per video and kept in ``cache`` (:mod:`pipeline.outputs.cache`).
 
     Args:
         run_dir: the run directory (shot outputs are relative to it).
@@ -143,10 +199,10 @@ def write_contact_sheet(
 
     Raises:
         ValueError: ``columns`` is below 1.
-        OSError: the PNG cannot be written. An unreadable video is not an error: its cell
+        OSError: a PNG cannot be written. An unreadable video is not an error: its cell
             says ``unreadable``.
     """
-    layout = sheet_layout(manifest, columns)
+    layouts = sheet_layouts(manifest, columns, ROWS_PER_SHEET)
     cache, owned = own_cache(run_dir, cache)
     groups = group_takes(manifest.shots)
     # Framed only when picked (no pick: no frame, as on the storyboard page).
@@ -158,42 +214,64 @@ def write_contact_sheet(
         for s in [chosen_take(t, wanted)]
         if wanted.get(pick_key(s)) == (s.take or 1)
     }
-    cells: list[_Cell] = []
+    cells: dict[str, _Cell] = {}
     for shot in manifest.shots:
         path, reason = shot_video(run_dir, shot, state)
         tile = _tile_key(cache, state, shot) if path is not None else None
         if path is not None and tile is None:
             reason = "unreadable"
-        cells.append((shot, reason, tile, path))
-    rows = [  # everything a cell shows: the sheet is drawn again when one of these changes
-        (
-            s.id,
-            s.scene,
-            s.name,
-            s.take,
-            s.duration,
-            s.aspect_ratio,
-            reason,
-            tile[0] if tile else None,
-            s.id in chosen,
-            len(groups[pick_key(s)]),
-            _error(state, s) if reason != "done" else "",
+        cells[shot.id] = (shot, reason, tile, path)
+    scene_info = _scene_info(manifest)
+    for layout in layouts:
+        mine = [cells[s.id] for s in layout.shots]
+        rows = [  # everything a cell shows: the sheet is drawn again when one of these changes
+            (
+                s.id,
+                s.scene,
+                s.name,
+                s.take,
+                s.duration,
+                s.aspect_ratio,
+                reason,
+                tile[0] if tile else None,
+                s.id in chosen,
+                len(groups[pick_key(s)]),
+                _error(state, s) if reason != "done" else "",
+            )
+            for s, reason, tile, _ in mine
+        ]
+        key = entry_key(
+            "sheet",
+            name=manifest.name,
+            totals=[len(groups), len(manifest.shots), len(manifest.scenes)],
+            scenes=[[k, *scene_info[k], k in layout.continued] for k in layout.scenes],
+            sheet=[layout.number, layout.count],
+            cols=columns,
+            rows=rows,
         )
-        for s, reason, tile, _ in cells
-    ]
-    key = entry_key(
-        "sheet", name=manifest.name, scenes=len(manifest.scenes), cols=columns, rows=rows
-    )
-    dest = run_dir / SHEET
-    if not cache.current(dest, key):
-        _compose(cache, layout, manifest, state, (cells, chosen, groups), dest)
-        cache.record(dest, key)
-        cache.stats.written["sheet"] += 1
-    else:
-        cache.stats.kept["sheet"] += 1
+        dest = run_dir / sheet_name(layout.number)
+        if not cache.current(dest, key):
+            what = (mine, chosen, groups, scene_info)
+            _compose(cache, layout, manifest, state, what, dest)
+            cache.record(dest, key)
+            cache.stats.written["sheet"] += 1
+        else:
+            cache.stats.kept["sheet"] += 1
+    for stale in stale_sheets(run_dir, len(layouts)):
+        stale.unlink(missing_ok=True)
+        cache.forget(stale)
     if owned:
         cache.save()
-    return dest
+    return run_dir / SHEET
+
+
+def _scene_info(manifest: Manifest) -> _SceneInfo:
+    """Each scene's number of shots and the seconds of their first takes."""
+    info: _SceneInfo = {}
+    for takes in group_takes(manifest.shots).values():
+        shots, seconds = info.get(takes[0].scene, (0, 0))
+        info[takes[0].scene] = (shots + 1, seconds + chosen_take(takes, None).duration)
+    return info
 
 
 def _compose(
@@ -201,11 +279,11 @@ def _compose(
     layout: SheetLayout,
     manifest: Manifest,
     state: RunState,
-    what: tuple[list[_Cell], set[str], dict[str, list[Shot]]],
+    what: tuple[list[_Cell], set[str], dict[str, list[Shot]], _SceneInfo],
     dest: Path,
 ) -> None:
-    """Draw the whole sheet (tiles from the cache, decoded on a miss) and write it."""
-    cells, chosen, groups = what
+    """Draw one sheet (tiles from the cache, decoded on a miss) and write it."""
+    cells, chosen, groups, scene_info = what
     sheet = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     reasons: dict[str, str] = {}
@@ -225,7 +303,7 @@ def _compose(
             left, top, right, bottom = layout.cells[shot.id]
             draw.rectangle([left - 3, top - 3, right + 2, bottom + 2], outline=ACCENT, width=3)
     _title(draw, layout, manifest, reasons)
-    _scene_headers(draw, layout, manifest)
+    _scene_headers(draw, layout, scene_info)
     _save_atomic(sheet, dest)
 
 
@@ -330,12 +408,17 @@ def _label(
 def _title(
     draw: ImageDraw.ImageDraw, layout: SheetLayout, manifest: Manifest, reasons: Mapping[str, str]
 ) -> None:
+    """The run's name and totals; with more than one sheet, which sheet and which takes."""
     draw_text(draw, (MARGIN, MARGIN - 4), manifest.name, load_font(32), TEXT)
     shots = len(group_takes(manifest.shots))
     counts: dict[str, int] = {}
     for reason in reasons.values():
         counts[reason] = counts.get(reason, 0) + 1
     parts = [f"{shots} shots", f"{len(manifest.shots)} takes", f"{len(manifest.scenes)} scenes"]
+    if layout.count > 1:
+        first = manifest.shots.index(layout.shots[0]) + 1 if layout.shots else 0
+        last = first + len(layout.shots) - 1
+        parts.append(f"sheet {layout.number} of {layout.count}: takes {first}-{last}")
     parts += [f"{n} {r.replace('_', ' ')}" for r, n in counts.items()]
     draw_text(draw, (MARGIN, MARGIN + 40), " · ".join(parts), load_font(15), MUTED)
     width = layout.size[0]
@@ -344,15 +427,17 @@ def _title(
     )
 
 
-def _scene_headers(draw: ImageDraw.ImageDraw, layout: SheetLayout, manifest: Manifest) -> None:
-    for index, (scene, box) in enumerate(layout.scenes.items(), start=1):
+def _scene_headers(draw: ImageDraw.ImageDraw, layout: SheetLayout, scene_info: _SceneInfo) -> None:
+    numbers = {scene: i for i, scene in enumerate(scene_info, start=1)}
+    for scene, box in layout.scenes.items():
         left, top, right, _ = box
-        shots = [s for s in manifest.shots if s.scene == scene]
-        seconds = sum(chosen_take(t, None).duration for t in group_takes(shots).values())
         font = load_font(20)
-        name = f"{index}  {scene}"
+        name = f"{numbers[scene]}  {scene}"
+        if scene in layout.continued:
+            name += " (continued)"
         draw_text(draw, (left, top + 6), name, font, ACCENT)
-        info = f"{len(group_takes(shots))} shots · {seconds} s"
+        shots, seconds = scene_info[scene]
+        info = f"{shots} shots · {seconds} s"
         small = load_font(14)
         info_w = text_width(info, small)
         draw_text(draw, (right - info_w, top + 11), info, small, MUTED)

@@ -5,7 +5,8 @@
     RUN_DIR/report.json        per shot: state, job, output, sha256, waits, polls, retries, costs
     RUN_DIR/storyboard.html    one self-contained page: scenes, shot cards, posters, players
     RUN_DIR/posters/<id>.jpg   a poster frame per finished video
-    RUN_DIR/contact-sheet.png  a grid of poster frames with shot ids
+    RUN_DIR/contact-sheet.png  a grid of poster frames with shot ids (50 rows of 4 a sheet; a
+                               larger run goes on in contact-sheet-2.png...)
     RUN_DIR/animatic.mp4       the chosen take of every shot in order, with scene slates
     RUN_DIR/timeline.otio      the same cut as an OpenTimelineIO timeline, other takes below it
 

@@ -11,7 +11,7 @@
     POST /api/reject            {"shot": ID, "rejected": bool}        -> take_rejected
     POST /api/note              {"shot": ID, "text": str}             -> note_added
     POST /api/reroll            {"shot": ID, "confirm": true}         -> reroll_requested
-    GET  /<run file>            shots/*, posters/*, thumbs/*, animatic.mp4, contact-sheet.png,
+    GET  /<run file>            shots/*, posters/*, thumbs/*, animatic.mp4, contact-sheet[-N].png,
                                 report.json, timeline.otio, storyboard.html (Range requests)
 
 POSTs answer ``{"recorded": bool, "shot", "message"}`` (``recorded`` false: queued for the
@@ -32,6 +32,7 @@ from aiohttp import web
 from pipeline.journal.inbox import Request
 from pipeline.models import Event, Shot
 from pipeline.outputs.pages import ASSETS, asset
+from pipeline.outputs.sheetfiles import sheet_number
 from pipeline.review import views
 from pipeline.review.session import Session
 
@@ -226,7 +227,7 @@ async def run_file(request: web.Request) -> web.FileResponse:
     session = request.app[SESSION]
     rel = Path(request.match_info["path"])
     parts = rel.parts
-    allowed = (len(parts) == 1 and parts[0] in RUN_FILES) or (
+    allowed = (len(parts) == 1 and (parts[0] in RUN_FILES or sheet_number(parts[0]))) or (
         len(parts) == 2 and parts[0] in RUN_DIRS and not parts[1].startswith(".")
     )
     if not allowed or any(p in ("..", ".", "") for p in parts):
