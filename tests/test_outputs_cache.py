@@ -241,3 +241,34 @@ def test_a_video_changed_in_place_gets_a_new_identity(run: Run) -> None:
     assert changed is not None
     assert changed != recorded
     assert OutputCache(run.run_dir).video_id(dataclasses.replace(rec, output="nope.mp4")) is None
+
+
+def test_the_timeline_does_not_open_videos_it_has_probed(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.outputs import timeline
+
+    opened: list[Path] = []
+
+    def spy(path: Path) -> object:
+        opened.append(path)
+        return probe(path)
+
+    monkeypatch.setattr(timeline, "probe", spy)
+    write_outputs(run.run_dir, run.manifest)
+    assert len(opened) == 4  # every take once
+    first = (run.run_dir / "timeline.otio").read_text()
+    opened.clear()
+    write_outputs(run.run_dir, run.manifest)  # a no-op: the rates and lengths are the cache's
+    assert opened == []
+    assert (run.run_dir / "timeline.otio").read_text() == first
+    for entry in entries(run, "probe"):  # a damaged entry is probed again, never trusted
+        entry.write_text('["not a rate", 1]')
+    write_outputs(run.run_dir, run.manifest)
+    assert len(opened) == 4
+    assert (run.run_dir / "timeline.otio").read_text() == first
+    opened.clear()
+    (run.run_dir / "shots" / "one-a.mp4").write_bytes(b"\0" * 64)  # another file: probed again
+    write_outputs(run.run_dir, run.manifest)
+    assert [p.name for p in opened] == ["one-a.mp4"]
+    assert "one-a (missing: unreadable)" in (run.run_dir / "timeline.otio").read_text()

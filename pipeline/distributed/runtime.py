@@ -103,7 +103,8 @@ class Runtime:
     submits_in_air: int = 0
     workdir_fd: int | None = None
     history: pollsched.History = field(default_factory=pollsched.History)
-    _poll_gates: dict[tuple[str, int], AsyncLimiter] = field(default_factory=dict)
+    #: account -> (live executors, polls_per_minute, the limiter made for them)
+    _poll_gates: dict[str, tuple[int, float, AsyncLimiter]] = field(default_factory=dict)
     _executors: tuple[float, int] = (-1e9, 1)  # (monotonic time read, live executors)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _stores: dict[str, ObjectStorage] = field(default_factory=dict)
@@ -159,12 +160,11 @@ class Runtime:
             except Exception as exc:  # keep the last count; polls go on
                 log.debug("counting executors: %s", exc)
             self._executors = (time.monotonic(), executors)
-        gate = self._poll_gates.get((account, executors))
-        if gate is None:
-            for stale in [k for k in self._poll_gates if k[0] == account]:
-                del self._poll_gates[stale]
-            gate = AsyncLimiter(1, 60.0 * executors / polls_per_minute)
-            self._poll_gates[(account, executors)] = gate
+        made = self._poll_gates.get(account)
+        if made is not None and made[:2] == (executors, polls_per_minute):
+            return made[2]
+        gate = AsyncLimiter(1, 60.0 * executors / polls_per_minute)  # a new share: a new limiter
+        self._poll_gates[account] = (executors, polls_per_minute, gate)
         return gate
 
     def _count_executors(self) -> int:

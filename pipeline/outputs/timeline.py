@@ -33,6 +33,7 @@ named beside them; durations in manifests are whole seconds.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pipeline._util.redaction import scrub
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot
+from pipeline.outputs.cache import OutputCache, entry_key
 from pipeline.outputs.sources import DECODE_ERRORS, chosen_take, group_takes, shot_video
 from pipeline.render.clips import probe
 
@@ -97,8 +99,13 @@ class Slot:
     others: tuple[tuple[Shot, Media], ...] = ()
 
 
-def shot_media(run_dir: Path, shot: Shot, state: RunState) -> tuple[Media | None, str]:
+def shot_media(
+    run_dir: Path, shot: Shot, state: RunState, cache: OutputCache | None = None
+) -> tuple[Media | None, str]:
     """The shot's verified video with its real rate and length, or why there is none.
+
+    With ``cache``, the rate and length of a video already probed are the cache's (kept by the
+    video's identity, :meth:`OutputCache.video_id`): the file is not opened again.
 
     Returns:
         ``(media, "done")``, or ``(None, reason)`` (see :attr:`Slot.reason`). A file PyAV cannot
@@ -107,17 +114,42 @@ def shot_media(run_dir: Path, shot: Shot, state: RunState) -> tuple[Media | None
     path, reason = shot_video(run_dir, shot, state)
     if path is None:
         return None, reason
+    key = _probe_key(cache, state, shot)
+    answer = cache.read("probe", key, count=False) if cache and key else None
     try:
-        info = probe(path)
-    except DECODE_ERRORS:
+        fps, frames = json.loads(answer) if answer is not None else (None, None)
+    except ValueError:
+        fps = frames = None
+    if not isinstance(fps, float) or not isinstance(frames, int):
+        try:
+            info = probe(path)
+        except DECODE_ERRORS:
+            return None, "unreadable"
+        fps, frames = info.fps, info.frames
+        if cache is not None and key is not None and frames > 0 and fps > 0:
+            cache.store("probe", key, ".json", json.dumps([fps, frames]).encode(), count=False)
+    if frames <= 0 or fps <= 0:
         return None, "unreadable"
-    if info.frames <= 0 or info.fps <= 0:
-        return None, "unreadable"
-    return Media(path.resolve(), info.fps, info.frames), "done"
+    return Media(path.resolve(), fps, frames), "done"
+
+
+def _probe_key(cache: OutputCache | None, state: RunState, shot: Shot) -> str | None:
+    """The cache key of a done shot's rate and length (None: no cache, or no identity)."""
+    if cache is None:
+        return None
+    try:
+        video = cache.video_id(state.shots[shot.id])
+    except OSError:
+        return None
+    return entry_key("probe", video=video) if video is not None else None
 
 
 def plan_timeline(
-    run_dir: Path, manifest: Manifest, state: RunState, picks: Mapping[str, int] | None = None
+    run_dir: Path,
+    manifest: Manifest,
+    state: RunState,
+    picks: Mapping[str, int] | None = None,
+    cache: OutputCache | None = None,
 ) -> list[Slot]:
     """One :class:`Slot` per shot in manifest order (each video probed once with PyAV).
 
@@ -126,15 +158,16 @@ def plan_timeline(
         manifest: shot order; the takes of a shot are adjacent.
         state: the replayed checkpoint.
         picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
+        cache: the outputs' cache: videos probed before are not opened again.
     """
     slots = []
     for takes in group_takes(manifest.shots).values():
         chosen = chosen_take(takes, picks, state)
-        media, reason = shot_media(run_dir, chosen, state)
+        media, reason = shot_media(run_dir, chosen, state, cache)
         others = []
         for take in takes:
             if take is not chosen:
-                other, _ = shot_media(run_dir, take, state)
+                other, _ = shot_media(run_dir, take, state, cache)
                 if other is not None:
                     others.append((take, other))
         slots.append(Slot(chosen, media, reason, tuple(others)))
@@ -171,6 +204,7 @@ def build_timeline(
     manifest: Manifest,
     state: RunState,
     picks: Mapping[str, int] | None = None,
+    cache: OutputCache | None = None,
 ) -> otio.schema.Timeline:
     """The run as an OpenTimelineIO timeline (layout in the module docstring).
 
@@ -179,6 +213,7 @@ def build_timeline(
         manifest: shots and scenes in order.
         state: the replayed checkpoint.
         picks: ``"<scene>-<shot name>"`` -> take number; no pick: see :func:`chosen_take`.
+        cache: the outputs' cache (see :func:`plan_timeline`).
 
     Returns:
         A timeline named after the manifest, starting at frame 0, whose stack holds the other-take
@@ -186,7 +221,7 @@ def build_timeline(
     """
     import opentimelineio as otio
 
-    slots = plan_timeline(run_dir, manifest, state, picks)
+    slots = plan_timeline(run_dir, manifest, state, picks, cache)
     rate = timeline_rate(slots)
     chosen = otio.schema.Track(name=CHOSEN_TRACK, kind=otio.schema.TrackKind.Video)
     starts: list[otio.opentime.RationalTime] = []
@@ -299,14 +334,17 @@ def write_timeline(
     state: RunState,
     *,
     picks: Mapping[str, int] | None = None,
+    cache: OutputCache | None = None,
 ) -> Path:
     """Write ``RUN_DIR/timeline.otio`` (OTIO JSON, mode 0644) atomically; returns its path.
+
+    ``cache``: the outputs' cache (see :func:`plan_timeline`).
 
     Raises:
         OSError: the file cannot be written.
     """
     dest = run_dir / TIMELINE
-    replace_text(dest, to_otio_json(build_timeline(run_dir, manifest, state, picks)))
+    replace_text(dest, to_otio_json(build_timeline(run_dir, manifest, state, picks, cache)))
     return dest
 
 

@@ -68,7 +68,7 @@ def _visual_outputs(
     others = [
         write_contact_sheet(run_dir, manifest, state, picks=picks, cache=cache),
         write_animatic(run_dir, manifest, state, picks=picks, cache=cache),
-        write_timeline(run_dir, manifest, state, picks=picks),
+        write_timeline(run_dir, manifest, state, picks=picks, cache=cache),
     ]
     cache.save()
     log.info("outputs: %s", cache.stats.summary())
