@@ -144,3 +144,18 @@ def test_a_missing_take_on_a_later_sheet_is_a_dark_card(
     with Image.open(tmp_path / "contact-sheet-3.png") as img:
         fill = img.convert("RGB").getpixel((left + 2, top + 2))
     assert fill == MISSING_FILL.get("file not found", (36, 37, 44))
+
+
+def test_a_directory_planted_under_a_stale_sheets_name_is_left_and_said(
+    run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "shots").symlink_to(run.run_dir / "shots")
+    (tmp_path / "contact-sheet-7.png").mkdir()  # not a file: never removed, never linked
+    (tmp_path / "contact-sheet-3.png").write_bytes(b"left by a larger manifest")
+    with caplog.at_level("WARNING", logger="pipeline"):
+        write_contact_sheet(tmp_path, run.manifest, run.state)
+    assert sheets_of(tmp_path) == ["contact-sheet-7.png", "contact-sheet.png"]
+    assert (tmp_path / "contact-sheet-7.png").is_dir()
+    assert "could not remove the stale contact sheet" in caplog.text
+    page = write_storyboard(tmp_path, run.manifest, run.state).read_text()
+    assert "contact-sheet-7" not in page

@@ -25,6 +25,7 @@ Synchronous and CPU-bound: run it in a worker thread. Sizes are pixels.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ from pipeline.outputs.sources import middle_frame as middle_frame
 from pipeline.outputs.sources import pick_key as pick_key
 from pipeline.outputs.sources import shot_video as shot_video
 from pipeline.render.text import load_font
+
+log = logging.getLogger("pipeline")
 
 #: A rectangle (left, top, right, bottom), right and bottom exclusive.
 Box = tuple[int, int, int, int]
@@ -258,7 +261,10 @@ def write_contact_sheet(
         else:
             cache.stats.kept["sheet"] += 1
     for stale in stale_sheets(run_dir, len(layouts)):
-        stale.unlink(missing_ok=True)
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError as exc:  # a directory planted under a sheet's name: not ours to remove
+            log.warning("could not remove the stale contact sheet %s: %s", stale, exc.strerror)
         cache.forget(stale)
     if owned:
         cache.save()
