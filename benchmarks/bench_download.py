@@ -11,6 +11,11 @@ in a rotated order (so a slow minute of the VM does not land on one side only):
 - ``sha``: sha256 alone (hashlib, 4 MiB buffers) over the same bytes;
 - ``baseline``: what a user would write: aiohttp ``iter_chunked(1 MiB)``, ``hashlib`` update,
   file write, fsync, all in the event loop;
+- ``bare``: ours without this project's code: an aiohttp read loop copying each piece into one of
+  four 4 MiB page-aligned slots, a full slot hashed by one thread and written (``O_DIRECT``) by
+  another, fsync at the end; no size cap, throughput floor, part file or checks. What ours
+  costs beyond it is this project's own per-piece work; what both cost beyond ``net`` is the
+  machine (the threads take CPU the read loop and the server would have had);
 - ``ours``: the real path, :class:`pipeline.providers.urlfetch.UrlFetcher` into
   :func:`pipeline.transfer.download.write_verified` (hashed, written, fsynced, renamed).
 
@@ -44,7 +49,7 @@ from benchmarks.download_server import blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
-STEPS = ("net", "disk", "sha", "baseline", "disk_direct", "ours")
+STEPS = ("net", "disk", "sha", "baseline", "disk_direct", "bare", "ours")
 _PROC = Path("/proc/self")
 
 
@@ -142,6 +147,97 @@ async def _baseline(url: str, where: Path, size: int) -> str:
     return digest.hexdigest()
 
 
+class _Slots:
+    """``bare``'s machinery: four 4 MiB page-aligned slots, a hashing and a writing thread."""
+
+    BYTES = 4 * 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        import asyncio
+        import queue
+        import threading
+
+        self.loop = asyncio.get_running_loop()
+        self.free: asyncio.Queue[mmap.mmap] = asyncio.Queue()
+        for _ in range(4):
+            self.free.put_nowait(mmap.mmap(-1, self.BYTES))
+        self.pending: dict[int, int] = {}  # id of a slot -> threads still using it
+        self.digest = hashlib.sha256()
+        self.direct = getattr(os, "O_DIRECT", 0)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | self.direct)
+        self.queues: list[queue.SimpleQueue[tuple[mmap.mmap, int] | None]] = []
+        self.threads: list[threading.Thread] = []
+        for hashing in (True, False):
+            q: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
+            self.queues.append(q)
+            self.threads.append(threading.Thread(target=self._work, args=(q, hashing)))
+            self.threads[-1].start()
+
+    def _work(self, q: Any, hashing: bool) -> None:
+        while (item := q.get()) is not None:
+            slot, n = item
+            view = memoryview(slot)[:n]
+            if hashing:
+                self.digest.update(view)
+            else:
+                if n % 4096 and self.direct:  # O_DIRECT wants whole pages: the tail buffered
+                    import fcntl
+
+                    flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+                    fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~self.direct)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            view.release()
+            self.loop.call_soon_threadsafe(self._done, slot)
+
+    def _done(self, slot: mmap.mmap) -> None:  # on the loop: free once both threads are done
+        self.pending[id(slot)] -= 1
+        if not self.pending[id(slot)]:
+            self.free.put_nowait(slot)
+
+    def hand_over(self, slot: mmap.mmap, n: int) -> None:
+        self.pending[id(slot)] = 2
+        for q in self.queues:
+            q.put((slot, n))
+
+    async def finish(self) -> str:
+        """Wait for both threads, fsync and close; the sha256."""
+        import asyncio
+
+        for q in self.queues:
+            q.put(None)
+        for thread in self.threads:
+            await asyncio.to_thread(thread.join)
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+        return self.digest.hexdigest()
+
+
+async def _bare(url: str, where: Path, size: int) -> str:
+    import aiohttp
+
+    pipe = _Slots(where / "bare.bin")
+    slot, filled = await pipe.free.get(), 0
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            async for chunk in r.content.iter_any():
+                view, at = memoryview(chunk), 0
+                while at < len(view):
+                    n = min(len(view) - at, pipe.BYTES - filled)
+                    slot[filled : filled + n] = view[at : at + n]
+                    filled, at = filled + n, at + n
+                    if filled == pipe.BYTES:
+                        pipe.hand_over(slot, filled)
+                        slot, filled = await pipe.free.get(), 0
+        if filled:
+            pipe.hand_over(slot, filled)
+    finally:
+        digest = await pipe.finish()
+    return digest
+
+
 async def _ours(url: str, where: Path, size: int) -> str:
     from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
     from pipeline.transfer.download import write_verified
@@ -214,6 +310,7 @@ async def measure(quick: bool) -> dict[str, Any]:
                 "disk_direct": lambda: _disk(where, size, direct=True),
                 "sha": lambda: _sha(size),
                 "baseline": lambda: _baseline(url, where, size),
+                "bare": lambda: _bare(url, where, size),
                 "ours": lambda: _ours(url, where, size),
             }
             warm = 16 * 1024 * 1024  # imports, first connections: not in the first repeat
@@ -229,7 +326,7 @@ async def measure(quick: bool) -> dict[str, Any]:
         server.stdin.close()
         server.wait(10)
     for run in runs:
-        for name in ("sha", "baseline", "ours"):
+        for name in ("sha", "baseline", "bare", "ours"):
             assert run[name]["sha256"] == expected, name
     return _report(size, runs, small_run, load)
 
@@ -258,6 +355,7 @@ def _report(
         need = r["net"]["machine_cpu_s"] + r["sha"]["cpu_s"] + r["disk_best"]["cpu_s"]
         machine.append(max(lim, need / cpus))
     vs_base = [r["baseline"]["s"] / r["ours"]["s"] for r in runs]
+    vs_bare = [r["bare"]["s"] / r["ours"]["s"] for r in runs]
     ours_s = statistics.median(r["ours"]["s"] for r in runs)
     line: dict[str, Any] = {
         "shots": 1,
@@ -269,6 +367,7 @@ def _report(
         "polls_per_job": None,
         "ours_vs_limit": _spread(vs_limit),
         "ours_vs_baseline": _spread(vs_base),
+        "ours_vs_bare": _spread(vs_bare),
         "machine_bound_s": _spread(machine) if machine else None,
         "ours_vs_machine_bound": (
             _spread([m / r["ours"]["s"] for m, r in zip(machine, runs, strict=False)])
