@@ -200,3 +200,16 @@ def test_binding_beyond_loopback_must_be_asked_for(finished: Run) -> None:
     assert security.host_allowed("studio.lan:8765", "studio.lan")  # the --host named
     assert not security.host_allowed("evil.example:8765", "127.0.0.1")
     assert not security.host_allowed("", "127.0.0.1")
+
+
+async def test_only_takes_played_side_by_side_load_their_metadata(app: App) -> None:
+    """A page of thousands of takes must not ask for every video: a single take's player
+    loads nothing until played; the takes of one shot load their lengths (linked scrubbing)."""
+    import re
+
+    html = await (await app.client.get("/")).text()
+    players = re.findall(r'<video class="take"[^>]*preload="(\w+)"[^>]*src="([^"]+)"', html)
+    found = {src: how for how, src in players}
+    assert found["shots/dawn-s02.mp4"] == "none"
+    assert found["shots/dusk-s01.mp4"] == "none"
+    assert found["shots/dawn-s01-t1.mp4"] == found["shots/dawn-s01-t2.mp4"] == "metadata"
