@@ -280,3 +280,54 @@ def test_the_account_rate_holds_across_workers_and_manifests(
     limiter = limiter_for(rpm)
     assert limiter is not None
     assert busiest >= limiter["limit"] * (60 / limiter["period"]) - limiter["limit"]  # it binds
+
+
+def test_a_reroll_asked_on_a_pulled_run_is_submitted_by_the_next_run_of_the_store(
+    tmp_path: Path, pg_database: str, s3: S3
+) -> None:
+    import anyio
+
+    from pipeline.journal import inbox
+    from pipeline.journal.pgjournal import PgJournal
+    from pipeline.manifest.loader import load_manifest
+    from pipeline.manifest.takes import resolver
+    from pipeline.models import Event
+
+    with dist_env.provider(0.3, 0.5) as prov:
+        env = dist_env.env(prov)
+        m = dist_env.manifest(tmp_path / "again.yaml", "again", 2, storage=s3.storage_yaml("rr"))
+        code, out, err = dist_env.run(m, pg_database, env)
+        assert code == 0, err
+        [run_id] = re.findall(r"^run (\S+): 2 done$", out, re.M)
+        with PgJournal(pg_database) as journal:
+            first = sorted(journal.state(run_id).shots)
+        dest = tmp_path / "pulled"
+
+        def pull() -> str:
+            proc = dist_env.cli(
+                "pull", run_id, "--store", pg_database, "-o", str(dest), "--trust-endpoints",
+                environ=env,
+            )  # fmt: skip
+            pulled, errors = proc.communicate(timeout=120)
+            assert proc.returncode == 0, errors
+            return pulled
+
+        pull()
+        # A reviewer asks for another take of the first shot in the pulled directory.
+        ask = inbox.Request(Event.REROLL_REQUESTED, first[0], {"key": first[0], "take": 1})
+        pulled_manifest = load_manifest(dest / "manifest.yaml")
+        _, local = anyio.run(inbox.record, dest, [ask], resolver(pulled_manifest))
+        [new_take] = list(local.rerolls)
+        said = pull()  # sends it to the store
+        assert f"re-roll(s) sent to the store: {new_take}" in said
+        code, out, err = dist_env.run(m, pg_database, env)  # the same manifest, run again
+        ledger = prov.ledger()
+    assert code == 0, err
+    assert "3 done" in out
+    assert len(ledger) == 3  # the new take once; the first two were not paid again
+    with PgJournal(pg_database) as journal:
+        state = journal.state(run_id)
+        submitted = Counter(r.shot for r in journal.records(run_id) if r.ev == "submitted")
+    assert sorted(state.shots) == sorted([*first, new_take])
+    assert state.shots[new_take].state.value == "done"
+    assert submitted == {first[0]: 1, first[1]: 1, new_take: 1}

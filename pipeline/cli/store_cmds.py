@@ -182,6 +182,11 @@ def _report(result: PullResult) -> None:
         f"{len(result.downloaded)} video(s) downloaded, {result.kept} already here"
         + (f", {result.pushed} local verdict(s) sent to the store" if result.pushed else "")
     )
+    if result.rerolls:
+        print(
+            f"re-roll(s) sent to the store: {', '.join(result.rerolls)}; "
+            "`pipeline run MANIFEST --store URL` with the run's manifest submits them"
+        )
     for what, why in result.problems:
         print(f"  {what}: {why}", file=sys.stderr)
 

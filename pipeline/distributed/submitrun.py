@@ -5,7 +5,8 @@ On the machine that has the manifest's files:
 1. the run is created in the store, or joined (its id is the manifest's ``name``, as the run
    directory is in the embedded mode); ``shot_planned`` is journaled for shots new to it;
 2. each shot's media are prepared as for an embedded run (object storage, presigned URLs, data
-   URLs): workers share no disk, so the tasks they get carry URLs only;
+   URLs): workers share no disk, so the tasks they get carry URLs only; a re-roll the store's
+   run records (a review's, sent by ``pipeline pull``) is one more take of its shot;
 3. each provider account's queue is registered with the manifest's limits;
 4. the run workflow is started; it enqueues every shot workflow (idempotent: a shot already
    enqueued by an earlier start is joined, an edited one is new) and waits for them.
@@ -26,7 +27,9 @@ from pipeline.distributed.tasks import ShotTask, shot_workflow_id
 from pipeline.engine.options import provider_settings
 from pipeline.errors import UsageError
 from pipeline.journal.pgjournal import PgJournal
+from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
+from pipeline.manifest.takes import with_rerolls
 from pipeline.models import Event, MediaRef, Shot
 from pipeline.providers import PROVIDERS
 from pipeline.settings import ProviderSettings
@@ -106,9 +109,8 @@ async def _prepare(manifest: Manifest, settings: Mapping[str, ProviderSettings])
     return tasks
 
 
-def _plan_events(journal: PgJournal, run_id: str, shots: tuple[Shot, ...]) -> int:
+def _plan_events(journal: PgJournal, run_id: str, shots: tuple[Shot, ...], state: RunState) -> int:
     """Journal ``shot_planned`` for each shot the run does not know with this fingerprint."""
-    state = journal.state(run_id)
     todo = [
         (Event.SHOT_PLANNED, s.id, {"fp": s.fingerprint, "prov": s.provider, "model": s.model})
         for s in shots
@@ -149,7 +151,10 @@ def start_run(manifest: Manifest, dsn: str, *, max_usd: float | None = None) -> 
         )
         if created:
             journal.append(run_id, Event.RUN_STARTED, None, {"run": run_id, "store": True})
-        new = _plan_events(journal, run_id, manifest.shots)
+        # re-rolls recorded in the store's run (a review, sent by `pipeline pull`) are takes
+        state = journal.state(run_id)
+        manifest = with_rerolls(manifest, state)
+        new = _plan_events(journal, run_id, manifest.shots, state)
     finally:
         journal.close()
     settings = _settings(manifest)

@@ -17,8 +17,11 @@ and their records to the store. :func:`pull` writes, into ``DEST``:
 
 Pulling again is incremental: a video already verified is not downloaded again, only new or
 missing ones are. Verdicts recorded locally since the last pull (``pipeline pick``, ``pipeline
-review``: ``take_picked``, ``take_rejected``, ``note_added``) are first appended to the store, so
-they are shared with every other reader, then the checkpoint is rewritten from the store.
+review``: ``take_picked``, ``take_rejected``, ``note_added``, ``reroll_requested``) are first
+appended to the store, so they are shared with every other reader, then the checkpoint is
+rewritten from the store. A re-roll sent so is a pending take of the store's run: the next
+``pipeline run --store`` of the manifest submits it (once: its id and fingerprint are the
+ones the manifest's own take would have).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ PULL_FILE = ".pull.json"
 MANIFEST_FILE = "manifest.yaml"
 #: Local records a pull shares with the store: a reviewer's verdicts.
 VERDICTS = frozenset({Event.TAKE_PICKED, Event.TAKE_REJECTED, Event.NOTE_ADDED})
+#: Local records a pull sends to the store: the verdicts, and re-rolls (the store's run grows
+#: the take; the next ``pipeline run --store`` of the manifest submits it).
+SHARED = VERDICTS | {Event.REROLL_REQUESTED}
 _CHUNK = 1 << 20
 #: Videos downloaded at once by :func:`pull` (the object store, hash and fsync overlap).
 PULL_THREADS = 4
@@ -66,7 +72,8 @@ class PullResult:
         run_dir: the local run directory.
         records: records in its checkpoint; new: how many were not there before.
         downloaded: relative paths of the videos downloaded now; kept: videos already verified.
-        pushed: local verdicts appended to the store.
+        pushed: local verdicts and re-rolls appended to the store; rerolls: the takes of the
+            re-rolls among them.
         problems: ``(path or record, why)`` for every video not pulled and record not pushed.
         state: the run's state, folded while the checkpoint was written.
     """
@@ -77,6 +84,7 @@ class PullResult:
     downloaded: list[str] = field(default_factory=list)
     kept: int = 0
     pushed: int = 0
+    rerolls: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     state: RunState = field(default_factory=RunState)
 
@@ -159,20 +167,21 @@ def _lock(run_dir: Path) -> int:
 
 
 def _push(journal: PgJournal, run_id: str, run_dir: Path, meta: _Meta, out: PullResult) -> None:
-    """Append the verdicts recorded locally since the last pull to the store."""
+    """Append the verdicts and re-rolls recorded locally since the last pull to the store."""
     local = load(run_dir / FILE, repair=False).records[meta.lines :]
     if not local:
         return
     known = journal.state(run_id).requests  # a verdict pushed before a crash is not sent twice
     verdicts: list[Record] = []
     for r in local:
-        if r.ev not in VERDICTS:
+        if r.ev not in SHARED:
             out.problems.append((f"{r.ev.value} {r.shot}", "recorded locally; not shared"))
         elif r.data.get("req") is None or r.data.get("req") not in known:
             verdicts.append(r)
     if verdicts:
         journal.import_records(run_id, verdicts)
     out.pushed = len(verdicts)
+    out.rerolls = [r.shot for r in verdicts if r.ev == Event.REROLL_REQUESTED and r.shot]
 
 
 def write_checkpoint(
