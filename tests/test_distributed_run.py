@@ -173,7 +173,8 @@ def test_the_executors_share_the_accounts_poll_rate(
 ) -> None:
     # polls_per_minute: 60 for the account, two executors (a worker and the run's process):
     # each spaces its polls 2 s apart, so no 10 s holds more than 10 polls (+1 each: a limiter
-    # starts full). Six jobs polled every 0.2-0.5 s would ask for about 100.
+    # starts full; one made when a process's count of executors changes starts spent). Six jobs
+    # polled every 0.2-0.5 s would ask for about 100.
     with dist_env.provider(2.0, 3.0) as prov:
         env = dist_env.env(prov)
         m = dist_env.manifest(

@@ -164,6 +164,10 @@ class Runtime:
         if made is not None and made[:2] == (executors, polls_per_minute):
             return made[2]
         gate = AsyncLimiter(1, 60.0 * executors / polls_per_minute)  # a new share: a new limiter
+        if made is not None:
+            # It replaces one that may just have let a poll go, and a limiter starts full: it
+            # starts spent instead, so a change of the count never lets an extra poll through.
+            await gate.acquire()
         self._poll_gates[account] = (executors, polls_per_minute, gate)
         return gate
 
