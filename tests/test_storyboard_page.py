@@ -349,3 +349,27 @@ def test_screenshot_is_not_blank(run: Run, tmp_path: Path, width: int) -> None:
     assert isinstance(background, tuple)
     assert sum(background) < 3 * 40
     assert count < width * 1600 * 0.9
+
+
+def test_every_file_the_page_links_can_be_read_by_a_web_server(run: Run, tmp_path: Path) -> None:
+    """The page, and every output it links (animatic, contact sheet, report.json, timeline,
+    videos, posters), are readable by other users (0644: served from the run directory by
+    a web server, or opened by an editor on another account); the checkpoint stays 0600."""
+    import stat
+    import sys
+
+    copy = tmp_path / "served"
+    shutil.copytree(run.dir, copy)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "storyboard", str(copy)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    html = (copy / PAGE).read_text()
+    linked = {m for m in re.findall(r'(?:href|src|poster)="([^"#:?]+)"', html) if m}
+    for name in ("animatic.mp4", "contact-sheet.png", "report.json", "timeline.otio"):
+        assert name in linked
+    for name in sorted(linked | {PAGE}):
+        mode = stat.S_IMODE((copy / name).stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{name}: {oct(mode)}"
+    assert stat.S_IMODE((copy / "checkpoint.jsonl").stat().st_mode) == 0o600

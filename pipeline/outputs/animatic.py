@@ -173,7 +173,7 @@ def write_animatic(
     if cache.current(dest, key):
         cache.stats.kept["animatic"] += 1
     else:
-        with replacing(dest, prefix=".animatic-", suffix=".mp4") as tmp:
+        with replacing(dest, mode=0o644, prefix=".animatic-", suffix=".mp4") as tmp:  # linked
             _cut(cache, pieces, size, fps, tmp)
         cache.record(dest, key)
         cache.stats.written["animatic"] += 1

@@ -453,6 +453,6 @@ def _scene_headers(draw: ImageDraw.ImageDraw, layout: SheetLayout, scene_info: _
 
 
 def _save_atomic(image: Image.Image, dest: Path) -> Path:
-    with replacing(dest, prefix=".contact-", suffix=".png") as tmp:
+    with replacing(dest, mode=0o644, prefix=".contact-", suffix=".png") as tmp:  # page links it
         image.save(tmp, format="PNG", compress_level=3)  # 8x faster than optimize, +20 %
     return dest

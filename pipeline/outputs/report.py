@@ -170,7 +170,7 @@ def build_report(
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` as indented JSON to ``path`` via a temporary file and a rename."""
-    with replacing(path, suffix="") as tmp:
+    with replacing(path, mode=0o644, suffix="") as tmp:  # 0644: the page links it
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
