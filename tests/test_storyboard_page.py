@@ -360,11 +360,21 @@ def test_every_file_the_page_links_can_be_read_by_a_web_server(run: Run, tmp_pat
 
     copy = tmp_path / "served"
     shutil.copytree(run.dir, copy)
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "storyboard", str(copy)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+
+    def storyboard() -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline", "storyboard", str(copy)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+
+    storyboard()
+    kept = ("animatic.mp4", "contact-sheet.png")
+    for name in kept:  # as an older version left them: 0600
+        (copy / name).chmod(0o600)
+    written = {name: (copy / name).stat().st_mtime_ns for name in kept}
+    storyboard()  # nothing changed: both are kept (not written again), and made readable
+    assert {name: (copy / name).stat().st_mtime_ns for name in kept} == written
     html = (copy / PAGE).read_text()
     linked = {m for m in re.findall(r'(?:href|src|poster)="([^"#:?]+)"', html) if m}
     for name in ("animatic.mp4", "contact-sheet.png", "report.json", "timeline.otio"):

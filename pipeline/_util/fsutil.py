@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +22,24 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def readable_by_all(path: Path) -> None:
+    """Add read permission for group and others to the regular file ``path`` (e.g. 0600 -> 0644).
+
+    For an output the storyboard page links that an older version wrote 0600 and a rebuild
+    keeps unchanged. A symbolic link or a missing file is left alone.
+
+    Raises:
+        OSError: the file's mode cannot be changed.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    mode = st.st_mode & 0o7777
+    if stat.S_ISREG(st.st_mode) and mode & 0o044 != 0o044:
+        os.chmod(path, mode | 0o044)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline._util.fsutil import replacing
+from pipeline._util.fsutil import readable_by_all, replacing
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot, ShotState
@@ -171,6 +171,7 @@ def write_animatic(
     key = entry_key("animatic", parts=[k for _, k, _ in pieces], size=list(size), fps=fps)
     dest = run_dir / ANIMATIC
     if cache.current(dest, key):
+        readable_by_all(dest)  # an older version wrote it 0600
         cache.stats.kept["animatic"] += 1
     else:
         with replacing(dest, mode=0o644, prefix=".animatic-", suffix=".mp4") as tmp:  # linked

@@ -33,7 +33,7 @@ from pathlib import Path
 import av
 from PIL import Image, ImageDraw
 
-from pipeline._util.fsutil import replacing
+from pipeline._util.fsutil import readable_by_all, replacing
 from pipeline.journal.state import RunState
 from pipeline.manifest.loader import Manifest
 from pipeline.models import Shot
@@ -259,6 +259,7 @@ def write_contact_sheet(
             cache.record(dest, key)
             cache.stats.written["sheet"] += 1
         else:
+            readable_by_all(dest)  # an older version wrote it 0600
             cache.stats.kept["sheet"] += 1
     for stale in stale_sheets(run_dir, len(layouts)):
         try:
