@@ -114,6 +114,15 @@ def test_review_two_takes_pick_reject_note(run: Run, app: str, browser: object) 
     page.wait_for_function(f"() => {VIDEOS}.every(v => !v.paused)")
     page.eval_on_selector("#dawn-s01-t1 video", "v => v.pause()")
     page.wait_for_function(f"() => {VIDEOS}.every(v => v.paused)")
+    # A play right after a linked scrub, before the seeks have ended, is still the user's.
+    page.eval_on_selector(
+        f"{GROUP} .scrub",
+        "r => { r.value = 250; r.dispatchEvent(new Event('input', {bubbles: true}));"
+        " document.querySelector('#dawn-s01-t1 video').play(); }",
+    )
+    page.wait_for_function(f"() => {VIDEOS}.every(v => !v.paused)")
+    page.eval_on_selector("#dawn-s01-t1 video", "v => v.pause()")
+    page.wait_for_function(f"() => {VIDEOS}.every(v => v.paused)")
 
     # Pick take 2, reject take 1, a note on take 2: live on the page from the log.
     page.locator("#dawn-s01-t2 button[data-act=pick]").click()

@@ -123,7 +123,18 @@
 
   // ----- takes side by side: linked play, pause and scrubbing -----------------------------
 
-  const driven = new WeakSet(); // videos whose next play/pause/seeked event we caused
+  // video -> the event types ("play", "pause", "seeked") we caused and it has not fired yet:
+  // per type, so that a user's play right after a linked seek is not taken for ours
+  const driven = new WeakMap();
+  const expect = (v, type) => {
+    const types = driven.get(v) || new Set();
+    types.add(type);
+    driven.set(v, types);
+  };
+  const caused = (v, type) => {
+    const types = driven.get(v);
+    return Boolean(types && types.delete(type));
+  };
   const videosOf = (group) => [...group.querySelectorAll("video.take")];
   const linked = (group) => {
     const box = group.querySelector(".linked-on");
@@ -135,7 +146,7 @@
     for (const v of videosOf(group)) {
       if (v === except || !v.duration) continue;
       if (Math.abs(fraction(v) - frac) < 0.005) continue;
-      driven.add(v);
+      expect(v, "seeked");
       v.currentTime = frac * v.duration;
     }
   }
@@ -144,16 +155,19 @@
     const start = except ? fraction(except) : null;
     for (const v of videosOf(group)) {
       if (v === except || !v.paused) continue;
-      if (start !== null && v.duration) v.currentTime = start * v.duration;
-      driven.add(v);
-      v.play().catch(() => driven.delete(v));
+      if (start !== null && v.duration && Math.abs(fraction(v) - start) >= 0.005) {
+        expect(v, "seeked");
+        v.currentTime = start * v.duration;
+      }
+      expect(v, "play");
+      v.play().catch(() => caused(v, "play"));
     }
   }
 
   function pauseAll(group, except) {
     for (const v of videosOf(group)) {
       if (v === except || v.paused) continue;
-      driven.add(v);
+      expect(v, "pause");
       v.pause();
     }
   }
@@ -167,10 +181,7 @@
       if (scrub && document.activeElement !== scrub) scrub.value = Math.round(fraction(v) * 1000);
       return;
     }
-    if (driven.has(v)) {
-      driven.delete(v);
-      return;
-    }
+    if (caused(v, ev.type)) return;
     if (!group || !linked(group)) return;
     if (ev.type === "play") playAll(group, v);
     else if (ev.type === "pause") pauseAll(group, v);
