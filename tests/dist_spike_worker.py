@@ -16,9 +16,13 @@ import psycopg
 from dbos import DBOS, SetWorkflowID
 
 from pipeline.distributed import app
-from pipeline.distributed.queues import QueueSpec
+from pipeline.distributed.queues import POLL_S, QueueSpec
 
 QUEUE = QueueSpec("spike.default", 4, {"limit": 6, "period": 2.0})
+#: Jobs one worker may run at once: the global 4 can only be reached by two or more processes,
+#: so the limits are always exercised across processes (left to chance, one worker could take
+#: every job now and then).
+PER_WORKER = 2
 #: How long each job holds its slot (s).
 HOLD_S = 0.6
 DSN = sys.argv[1] if __name__ == "__main__" else ""
@@ -62,7 +66,14 @@ def main() -> None:
         _, n, prefix = role.split(":")
         ex = app.launch(DSN, listen=[])
         try:
-            QUEUE.register()
+            DBOS.register_queue(
+                QUEUE.name,
+                global_concurrency=QUEUE.concurrency,
+                worker_concurrency=PER_WORKER,
+                limiter=QUEUE.limiter,  # type: ignore[arg-type]
+                polling_interval_sec=POLL_S,
+                on_conflict="always_update",
+            )
             q = DBOS.retrieve_queue(QUEUE.name)
             assert q is not None
             for i in range(int(n)):

@@ -69,3 +69,18 @@ def test_queue_limits_hold_across_three_processes(pg_server: PgServer, pg_databa
         db,
     )
     assert int(executors) >= 2  # the work really was shared between processes
+    # Each worker ran at most 2 at once (tests/dist_spike_worker.py), so the peak of 4 above was
+    # reached by two processes at once: the global limit held across them.
+    rows = pg_server.psql(
+        "SELECT w.executor_id, extract(epoch FROM s.t), extract(epoch FROM e.t) "
+        "FROM dbos.workflow_status w JOIN spike.starts s ON s.tag = w.workflow_uuid "
+        "JOIN spike.ends e ON e.tag = w.workflow_uuid WHERE w.queue_name = 'spike.default'",
+        db,
+    ).split()
+    assert len(rows) == 16
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        executor, began, ended = row.split("|")
+        spans.setdefault(executor, []).append((float(began), float(ended)))
+    for mine in spans.values():
+        assert max(sum(1 for b, e in mine if b <= t < e) for t, _ in mine) <= 2, mine
