@@ -31,7 +31,9 @@ included); ``polls_per_job``; ``late_s`` (median time from a job's end to the fi
 saw it). CPU (user + system, every thread of the client process): ``cpu_ms_per_shot`` all of
 it (``getrusage(RUSAGE_CHILDREN)`` around the process); ``net_cpu_ms_per_shot`` less the
 start-up (``startup_cpu_ms``: the CPU of ``pipeline validate`` on the same manifest, or of the
-script with ``--shots 0``, measured in the same run); ``run_cpu_ms_per_shot`` only what it used
+script with ``--shots 0``, measured in the same run; ``validate`` imports no HTTP client, so
+this under-counts the run's start-up by aiohttp's import and the figure errs against ours);
+``run_cpu_ms_per_shot`` only what it used
 between the first submit and the last video (read from ``/proc/<pid>/stat`` every 20 ms: Linux
 only), the orchestration itself; ``cpu_before_first_submit_ms`` and ``cpu_after_last_fetch_ms``
 the rest. Time is scaled: ``--scale 0.1`` (default) turns jobs of 20-100 s into 2-10 s.
@@ -58,7 +60,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.providers.relaydance.adapter import DEFAULTS, SPEC
+from pipeline.providers.relaydance.codec import DEFAULTS
+from pipeline.providers.relaydance.spec import SPEC
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"

@@ -110,6 +110,29 @@ def test_validate_of_an_image_loads_pillow_but_no_video_library(tmp_path: Path) 
     assert _loaded(modules, *(n for n in HEAVY if n != "PIL")) == []
 
 
+def test_validate_of_every_http_provider_loads_no_http_client(tmp_path: Path) -> None:
+    # Each provider's offline facts (models, defaults, checks) are its ``spec`` module; the
+    # adapter (aiohttp, about 0.3 s of start-up) is imported only when a run builds it.
+    path = tmp_path / "http.yaml"
+    shots = "".join(
+        f"      - {{id: {name}, prompt: harbor at dawn, provider: {name}, duration: 5}}\n"
+        for name in ("venice", "seedance2", "newapi", "relaydance")
+    )
+    path.write_text(
+        "version: 1\nname: imports-http\n"
+        "providers:\n  newapi: {base_url: 'https://gateway.example.com'}\n"
+        "scenes:\n  - id: a\n    shots:\n" + shots
+    )
+    code, modules = _imported("validate", str(path), "--trust-endpoints")
+    assert code == 0
+    assert {f"pipeline.providers.{n}.spec" for n in ("venice", "newapi")} <= modules
+    adapters = [
+        m for m in modules if m.startswith("pipeline.providers.") and m.endswith(".adapter")
+    ]
+    assert adapters == []
+    assert _loaded(modules, *HEAVY, "aiohttp", "pipeline.providers.http") == []
+
+
 def test_the_registry_lists_providers_without_loading_adapters() -> None:
     code = (
         "import sys\n"

@@ -39,9 +39,7 @@ from pipeline.providers.base import INLINE, ProviderContext
 from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.newapi.adapter import (
-    SPEC,
     NewApiProvider,
-    check,
     gateway_root,
     request_error,
 )
@@ -54,6 +52,7 @@ from pipeline.providers.newapi.answers import (
     parse_submit,
 )
 from pipeline.providers.newapi.codec import MODELS, build_submit
+from pipeline.providers.newapi.spec import SPEC, check
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.newapi.app import make_app

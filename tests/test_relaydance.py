@@ -24,7 +24,7 @@ from pipeline.errors import Ambiguous, FetchError, JobFailed, NotSent, RateLimit
 from pipeline.models import Asset, JobHandle, JobStatus, MediaRef, MediaRole, PollResult, Shot
 from pipeline.providers.base import INLINE
 from pipeline.providers.codec_errors import MalformedAnswer
-from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
+from pipeline.providers.relaydance.adapter import RelayDanceProvider
 from pipeline.providers.relaydance.codec import (
     STATUS_SYNONYMS,
     build_submit,
@@ -33,6 +33,7 @@ from pipeline.providers.relaydance.codec import (
     parse_status,
     parse_submit,
 )
+from pipeline.providers.relaydance.spec import SPEC
 from pipeline.render.clips import probe
 from pipeline.settings import Price
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve

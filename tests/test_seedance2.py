@@ -35,7 +35,8 @@ from pipeline.models import (
 from pipeline.providers.base import ProviderContext, SupportsCancel
 from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
 from pipeline.providers.seedance2 import answers, codec
-from pipeline.providers.seedance2.adapter import SPEC, Seedance2Provider
+from pipeline.providers.seedance2.adapter import Seedance2Provider
+from pipeline.providers.seedance2.spec import SPEC
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig, serve
 from pipeline.sim.seedance2 import app as sim

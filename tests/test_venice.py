@@ -41,7 +41,7 @@ from pipeline.providers.base import INLINE, SupportsCleanup, SupportsQuote, inli
 from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import ApiResponse
 from pipeline.providers.venice import adapter as venice_mod
-from pipeline.providers.venice.adapter import SPEC, VeniceProvider
+from pipeline.providers.venice.adapter import VeniceProvider
 from pipeline.providers.venice.codec import (
     CONSENT_FIELDS,
     MODELS,
@@ -59,6 +59,7 @@ from pipeline.providers.venice.codec import (
     parse_status,
     with_consent,
 )
+from pipeline.providers.venice.spec import SPEC
 from pipeline.render.clips import probe
 from pipeline.sim.common import FAULTS, LEDGER, Fault, FaultKind, SimConfig
 from pipeline.sim.venice.app import BASE_PATH, STATE, make_app

@@ -22,6 +22,8 @@ _ORDERED: tuple[str, ...] = ()  # longest first: a secret inside another is repl
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
 _BEARER = re.compile(r"(?i)\b(bearer|authorization:)\s*[A-Za-z0-9._~+/=-]{4,}")
 MASK = "***"
+#: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
+_AFTER_KEYWORD = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
 
 
 def register(secret: str | None) -> None:
@@ -62,6 +64,15 @@ def redact(text: str) -> str:
     for secret in _ORDERED:
         text = text.replace(secret, MASK)
     return _BEARER.sub(rf"\1 {MASK}", _QUERY.sub("?…", text))
+
+
+def redact_provider_text(text: str) -> str:
+    """``text`` safe for messages: :func:`redact`, and more.
+
+    Besides registered secrets, credentials and URL query strings, any token-like word after
+    "bearer" or "key" is masked (provider error texts sometimes quote them).
+    """
+    return _AFTER_KEYWORD.sub(r"\1 ***", redact(text))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -1,9 +1,10 @@
 """Provider registry: a closed, read-only mapping from manifest name to :class:`ProviderSpec`.
 
-There are no entry points or string imports: every adapter lives in this package. An adapter
-module is imported the first time its spec is looked up, so a command that needs no adapter
-(``pipeline status``) or only some of them loads no HTTP client, renderer or codec it does not
-use; :data:`KEY_VARIABLES` is known without loading any.
+There are no entry points or string imports: every adapter lives in this package. A provider's
+spec module (its models, defaults and offline checks) is imported the first time its spec is
+looked up, and its adapter module only when a run builds the adapter, so ``pipeline status``
+loads no provider at all, ``pipeline validate`` no HTTP client, and no command a renderer or
+codec it does not use; :data:`KEY_VARIABLES` is known without loading any.
 """
 
 from __future__ import annotations
@@ -23,30 +24,30 @@ def _local() -> ProviderSpec:
 
 
 def _venice() -> ProviderSpec:
-    from pipeline.providers.venice.adapter import SPEC
+    from pipeline.providers.venice.spec import SPEC
 
     return SPEC
 
 
 def _seedance2() -> ProviderSpec:
-    from pipeline.providers.seedance2.adapter import SPEC
+    from pipeline.providers.seedance2.spec import SPEC
 
     return SPEC
 
 
 def _newapi() -> ProviderSpec:
-    from pipeline.providers.newapi.adapter import SPEC
+    from pipeline.providers.newapi.spec import SPEC
 
     return SPEC
 
 
 def _relaydance() -> ProviderSpec:
-    from pipeline.providers.relaydance.adapter import SPEC
+    from pipeline.providers.relaydance.spec import SPEC
 
     return SPEC
 
 
-#: Provider name -> how to get its spec (imports the adapter module on first use).
+#: Provider name -> how to get its spec (imports its spec module on first use).
 _LOADERS: Mapping[str, Callable[[], ProviderSpec]] = MappingProxyType(
     {
         "local": _local,
@@ -75,7 +76,7 @@ class Registry(Mapping[str, "ProviderSpec"]):
     """The read-only ``{name: ProviderSpec}`` of the built-in adapters, each loaded on lookup.
 
     Iterating yields the names without importing anything; ``registry[name]`` (and ``.get``,
-    ``.values()``, ``.items()``) imports that adapter module once (Python caches it).
+    ``.values()``, ``.items()``) imports that provider's spec module once (Python caches it).
     """
 
     def __getitem__(self, name: str) -> ProviderSpec:

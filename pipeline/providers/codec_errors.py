@@ -19,7 +19,7 @@ fields (``code``, ``message``) are the provider's data, to redact before showing
 
 from __future__ import annotations
 
-from pipeline.providers.http import redact
+from pipeline._util.redaction import redact_provider_text as redact
 
 
 class MalformedAnswer(ValueError):

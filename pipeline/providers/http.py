@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -40,9 +39,6 @@ import aiohttp
 from pipeline._util import redaction
 from pipeline.errors import Ambiguous, ErrorContext, NotSent, ProviderError, RateLimited, Rejected
 from pipeline.settings import DownloadSettings, ProviderSettings
-
-#: Also masked in provider messages: any word after "bearer" or "key" (a token-like word).
-_BEARER = re.compile(r"(?i)(bearer|key)\s+[A-Za-z0-9._~+/=-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +150,8 @@ def bounded_response(limits: HttpLimits, provider: str) -> type[BoundedResponse]
     return cast(type[BoundedResponse], type("BoundedResponse", (BoundedResponse,), attrs))
 
 
-def redact(text: str) -> str:
-    """``text`` safe for messages: :func:`pipeline._util.redaction.redact`, and more.
-
-    Besides registered secrets, credentials and URL query strings, any token-like word after
-    "bearer" or "key" is masked (provider error texts sometimes quote them).
-    """
-    return _BEARER.sub(r"\1 ***", redaction.redact(text))
+#: ``text`` safe for messages (:func:`pipeline._util.redaction.redact_provider_text`).
+redact = redaction.redact_provider_text
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,7 +28,8 @@ from pipeline.errors import Ambiguous, FetchError, RateLimited
 from pipeline.models import JobHandle, ShotState
 from pipeline.providers.base import ProviderContext
 from pipeline.providers.http import HttpLimits
-from pipeline.providers.relaydance.adapter import SPEC, RelayDanceProvider
+from pipeline.providers.relaydance.adapter import RelayDanceProvider
+from pipeline.providers.relaydance.spec import SPEC
 from pipeline.providers.urlfetch import UrlFetcher, UrlPolicy
 from pipeline.settings import DownloadSettings
 from pipeline.sim.common import serve

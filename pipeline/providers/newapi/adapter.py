@@ -40,11 +40,10 @@ from pipeline.models import (
     Download,
     JobHandle,
     MediaRef,
-    ModelCaps,
     PollResult,
     Shot,
 )
-from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.base import ProviderContext
 from pipeline.providers.codec_errors import MalformedAnswer
 from pipeline.providers.http import (
     ApiClient,
@@ -61,9 +60,8 @@ from pipeline.providers.newapi.answers import (
     parse_status,
     parse_submit,
 )
-from pipeline.providers.newapi.codec import MODELS, NAME, OFFPEAK_SUFFIX, build_submit
+from pipeline.providers.newapi.codec import NAME, build_submit
 from pipeline.providers.urlfetch import UrlFetcher, policy_for, response_download
-from pipeline.settings import ProviderSettings
 
 GENERATIONS = "/v1/video/generations"
 VIDEOS = "/v1/videos"
@@ -71,11 +69,6 @@ CHUNK = 1 << 20
 #: A fresh task may answer 400 ``task_not_exist`` for a while (§3.5.5); after this many seconds
 #: the answer is believed [inferred].
 NOT_EXIST_GRACE_S = 60.0
-#: Largest local image sent inline as a ``data:`` URL [inferred] (object-storage uploads come
-#: later).
-DATA_URL_MAX_BYTES = 10 * 1024**2
-#: Image types sent inline [I: Vidu upstream accepts Base64 PNG/JPEG/WebP images].
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 #: Task-error codes that are definite even with a 5xx status: the gateway answered itself and
 #: refunded the pre-consumed quota [newapi.md §3.4 relay_task.go].
 DEFINITE_CODES = frozenset({"get_channel_failed", "fail_to_fetch_task"})
@@ -315,66 +308,3 @@ class NewApiProvider(HttpAdapter):
 
 
 # ----- offline checks and spec ----------------------------------------------------------------
-
-
-def _model_for(model: str, resolution: str) -> str:
-    for res in ("540p", "720p", "1080p"):
-        candidate = model.replace(f"-{res}", f"-{resolution}")
-        if candidate != model and candidate in MODELS:
-            return candidate
-    same = sorted(m for m, caps in MODELS.items() if resolution in caps.resolutions)
-    return " or ".join(same) or "a model that supports it"
-
-
-def check(shot: Shot, caps: ModelCaps) -> list[tuple[str, str]]:
-    """Rules :class:`ModelCaps` cannot express (``pipeline validate``).
-
-    - the resolution is chosen by the model id (§3.5.6): a different ``resolution`` names the
-      model to use instead;
-    - ``-offpeak`` models refuse an explicit ``audio: false`` (off-peak is unavailable without
-      audio); unset audio is the gateway's default, as in its documented off-peak example;
-    - an end frame needs a first frame (Vidu start-end2video takes both) [inferred].
-    """
-    issues: list[tuple[str, str]] = []
-    fixed = caps.resolutions[0] if caps.resolutions else None
-    if shot.resolution and fixed and shot.resolution != fixed:
-        issues.append(
-            (
-                "resolution",
-                f"resolution is set by the model id: use {_model_for(shot.model, shot.resolution)}"
-                f" for {shot.resolution}",
-            )
-        )
-    if shot.model.endswith(OFFPEAK_SUFFIX) and shot.audio is False:
-        issues.append(("audio", "off-peak models need audio (leave it unset or true)"))
-    if shot.end_image is not None and shot.image is None:
-        issues.append(("end_image", "an end frame needs a first frame (image) as well"))
-    for name, asset in (("image", shot.image), ("end_image", shot.end_image)):
-        if asset is not None and asset.mime is not None and asset.mime not in IMAGE_TYPES:
-            issues.append((name, f"{asset.mime} is not accepted: Vidu takes PNG, JPEG or WebP"))
-    if any(a.mime is not None and a.mime not in IMAGE_TYPES for a in shot.references):
-        issues.append(("references", "Vidu takes PNG, JPEG or WebP reference images only"))
-    return issues
-
-
-SPEC = ProviderSpec(
-    name=NAME,
-    factory=NewApiProvider,
-    models=MODELS,
-    defaults=ProviderSettings(
-        base_url=None,  # every gateway has its own host: the user must set it
-        api_key_env="NEWAPI_API_KEY",
-        max_in_flight=4,  # [inferred] admin-configurable per gateway (§3.4)
-        requests_per_minute=30.0,  # [inferred] §3.4: limits exist, values are per gateway
-        polls_per_minute=120.0,  # [inferred]
-        poll_min_s=5.0,  # [inferred] Vidu Q3 jobs take minutes
-        poll_max_s=30.0,  # [inferred]
-        poll_deadline_s=3600.0,  # [inferred]
-    ),
-    # Local images inline as data URLs [I: Vidu upstream accepts Base64 images]; larger
-    # requests go through object storage as presigned https URLs.
-    media=MediaPolicy(data_urls=True, max_inline_bytes=DATA_URL_MAX_BYTES, inline_kinds=("image",)),
-    needs_api_key=True,
-    check=check,
-    default_model="viduq3p-720p",
-)

@@ -32,6 +32,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.models import JobStatus, MediaRef, MediaRole, PollResult, Shot
 from pipeline.providers.codec_errors import MalformedAnswer
+from pipeline.settings import ProviderSettings
+
+NAME = "relaydance"
+
+#: Defaults [relaydance.md §4.1 base URL]; limits are [inferred]: RelayDance publishes no numbers
+#: [documented: FAQ].
+DEFAULTS = ProviderSettings(
+    base_url="https://relaydance.com/v1",
+    api_key_env="RELAYDANCE_API_KEY",
+    max_in_flight=4,
+    requests_per_minute=30,
+    polls_per_minute=120,
+    # The learned poll schedule (engine.pollsched) decides the waits; 2 s is only its floor,
+    # and 120 polls a minute cap the total either way.
+    poll_min_s=2.0,
+    poll_max_s=30.0,
+    poll_deadline_s=3600.0,
+)
 
 #: Provider status string (lower-case) -> normalised status (docs/providers/README.md §6 RelayDance
 #: +

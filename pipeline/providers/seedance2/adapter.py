@@ -38,7 +38,7 @@ from pipeline.errors import (
     Rejected,
 )
 from pipeline.models import Download, JobHandle, MediaRef, PollResult, Shot
-from pipeline.providers.base import MediaPolicy, ProviderContext, ProviderSpec
+from pipeline.providers.base import ProviderContext
 from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
 from pipeline.providers.http import (
     ApiClient,
@@ -51,7 +51,6 @@ from pipeline.providers.http import (
 from pipeline.providers.lifecycle import HttpAdapter
 from pipeline.providers.seedance2 import answers, codec
 from pipeline.providers.urlfetch import UrlFetcher, policy_for
-from pipeline.settings import ProviderSettings
 
 NAME = codec.NAME
 
@@ -263,25 +262,3 @@ class Seedance2Provider(HttpAdapter):
             text += " (unrecognised error code: the request may have had an effect)"
             return Ambiguous(text, provider=NAME, shot=shot, status=status, provider_message=detail)
         return Rejected(text, provider=NAME, shot=shot, status=status, provider_message=detail)
-
-
-SPEC = ProviderSpec(
-    name=NAME,
-    factory=Seedance2Provider,
-    models=codec.MODELS,
-    defaults=ProviderSettings(
-        base_url=codec.DEFAULT_BASE_URL,  # [seedance2.md §2.1]
-        api_key_env="SEEDANCE2_API_KEY",  # issue 3
-        max_in_flight=4,  # [inferred] account concurrency not documented
-        requests_per_minute=30,  # [inferred] rate limits not documented (§2.5)
-        polls_per_minute=60,  # [inferred]
-        poll_min_s=5.0,  # [inferred] no execution-time hint in the API
-        poll_max_s=30.0,  # [inferred]
-        poll_deadline_s=1800.0,  # [inferred] 30 minutes per task
-    ),
-    media=MediaPolicy(),  # public https URLs only, no data: URLs [seedance2.md §2.3, §2.6]: upload
-    needs_api_key=True,  # Bearer sd2_live_<key> [seedance2.md §2.1]
-    check=codec.check,
-    credits=codec.estimate_credits,
-    default_model=codec.DEFAULT_MODEL,
-)

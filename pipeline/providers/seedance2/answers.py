@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from pipeline._util.redaction import redact_provider_text as redact
 from pipeline.models import JobStatus, PollResult
 from pipeline.providers.codec_errors import MalformedAnswer, ProviderRefused
-from pipeline.providers.http import redact
 
 #: Status synonyms, matched case-insensitively. The five documented values [seedance2.md §2.4] plus
 #: common spellings [inferred; providers/README.md §6]; anything else is RUNNING (the runner's

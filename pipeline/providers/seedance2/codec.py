@@ -34,8 +34,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pipeline._util.redaction import redact_provider_text as redact
 from pipeline.models import MediaRef, MediaRole, ModelCaps, Shot
-from pipeline.providers.http import redact
 
 NAME = "seedance2"
 #: Default base URL; the documented paths live under :data:`API_PREFIX` [seedance2.md §2.1].
