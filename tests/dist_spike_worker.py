@@ -23,8 +23,9 @@ QUEUE = QueueSpec("spike.default", 4, {"limit": 6, "period": 2.0})
 #: so the limits are always exercised across processes (left to chance, one worker could take
 #: every job now and then).
 PER_WORKER = 2
-#: How long each job holds its slot (s).
-HOLD_S = 0.6
+#: How long each job holds its slot (s): longer than a worker's look at the queue (0.25 s) by a
+#: margin a loaded machine keeps, so that two workers' pairs of jobs overlap (the peak of 4).
+HOLD_S = 1.5
 DSN = sys.argv[1] if __name__ == "__main__" else ""
 
 
