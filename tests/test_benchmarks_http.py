@@ -53,6 +53,7 @@ def test_quick_http_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     table = report.table(document)
     assert "`pipeline run`" in table
     assert "script, 5 s poll" in table
+    assert "after one earlier run" in table
     assert "polls per job" in table
 
 
