@@ -90,6 +90,7 @@ def _kill_cycles(
                 assert "in the air" in rec.error, (name, rec.id, rec.error)
 
 
+@pytest.mark.slow
 def test_kill_dash_nine_three_cycles(tmp_path: Path, pg_database: str, s3: S3) -> None:
     _kill_cycles(tmp_path, pg_database, s3, cycles=3, shots=10, low=0.3, high=0.8)
 

@@ -41,6 +41,7 @@ def _provider_sha(prov: dist_env.Provider, job_id: str) -> str:
         return hashlib.sha256(resp.read()).hexdigest()
 
 
+@pytest.mark.slow
 def test_three_workers_two_manifests_share_one_account(
     tmp_path: Path, pg_database: str, s3: S3
 ) -> None:
@@ -283,6 +284,7 @@ def test_the_account_rate_holds_across_workers_and_manifests(
     assert busiest >= limiter["limit"] * (60 / limiter["period"]) - limiter["limit"]  # it binds
 
 
+@pytest.mark.slow
 def test_a_reroll_asked_on_a_pulled_run_is_submitted_by_the_next_run_of_the_store(
     tmp_path: Path, pg_database: str, s3: S3
 ) -> None:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,7 @@ def _worker(dsn: str, role: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.slow
 def test_queue_limits_hold_across_three_processes(pg_server: PgServer, pg_database: str) -> None:
     db = pg_database.rsplit("/", 1)[1]
     pg_server.psql(
